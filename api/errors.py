@@ -1,0 +1,108 @@
+"""The one error shape, `{"error": {"code", "message", "details", "request_id"}}`, for every
+error: domain errors, validation (422), unknown routes (404), wrong methods (405) and crashes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core import context
+from core.errors import AppError, code_for_status
+
+log = logging.getLogger("idp.api")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+    request_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    request_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    request_id = request_id or context.current().request_id
+    body = {"error": {"code": code, "message": message, "details": details, "request_id": request_id}}
+    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    details = []
+    for err in exc.errors():
+        loc = [str(part) for part in err.get("loc", ())]
+        details.append({"field": ".".join(loc), "message": err.get("msg"), "type": err.get("type")})
+    return details
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    headers = {"Retry-After": str(exc.details["retry_after"])} if (
+        exc.status_code == 429 and isinstance(exc.details, dict) and "retry_after" in exc.details
+    ) else None
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = _validation_details(exc)
+    first = details[0] if details else {"field": "", "message": "invalid request"}
+    message = f"{first['field']}: {first['message']}" if first["field"] else str(first["message"])
+    return error_response(422, "validation_error", message, details)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        message = f"no route for {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error_response(
+        exc.status_code, code_for_status(exc.status_code), message, headers=exc.headers
+    )
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    request_id = context.current().request_id
+    log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id)
+    # This response bypasses the middleware stack, so it carries the request id itself.
+    return error_response(
+        500, "internal_error", "an internal error occurred; quote the request id when reporting it",
+        request_id=request_id, headers={"X-Request-ID": request_id or ""},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)
+
+
+# Documented on every route so clients see the error shape in /docs.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in (
+        (400, "Bad request (including an unsupported X-API-Version)"),
+        (422, "Validation error"),
+        (500, "Internal error"),
+    )
+}

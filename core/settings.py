@@ -1,0 +1,278 @@
+"""Platform settings: environment variables < config file (YAML/JSON) < command-line overrides.
+
+Environment variable names follow the product specification (DATABASE_URL, JWT_SECRET, ...);
+platform-specific ones start with IDP_. A config file and `--set` overrides use either the
+field name (`database_url`) or the variable name (`DATABASE_URL`).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from core.durations import Duration, format_duration
+from core.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MASK = "********"
+
+# Drivers the platform speaks, and the spellings it normalises to them.
+_DRIVER_ALIASES = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+# Example values from the product spec's .env sample; never acceptable in production.
+_EXAMPLE_SECRETS = {"your-jwt-secret", "changeme", "secret", "change-me"}
+
+
+def _env(name: str, default: Any = None, **kwargs: Any) -> Any:
+    return Field(default, validation_alias=name, **kwargs)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        populate_by_name=True, extra="forbid", case_sensitive=False, validate_default=True
+    )
+
+    env: Literal["development", "test", "production"] = _env("IDP_ENV", "development")
+    data_dir: Path = _env("IDP_DATA_DIR", Path(".data"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _env("LOG_LEVEL", "INFO")
+    log_format: Literal["text", "json"] = _env("LOG_FORMAT", "text")
+
+    # Database
+    database_url: str | None = _env("DATABASE_URL")
+    database_echo: bool = _env("IDP_DATABASE_ECHO", False)
+    redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+    # Authentication and secrets
+    jwt_secret: SecretStr | None = _env("JWT_SECRET")
+    jwt_expires_in: Duration = _env("JWT_EXPIRES_IN", "15m")
+    refresh_token_expires_in: Duration = _env("REFRESH_TOKEN_EXPIRES_IN", "7d")
+    encryption_key: SecretStr | None = _env("ENCRYPTION_KEY")
+    admin_email: str | None = _env("IDP_ADMIN_EMAIL")
+    admin_password: SecretStr | None = _env("IDP_ADMIN_PASSWORD")
+
+    # External services
+    github_client_id: str | None = _env("GITHUB_CLIENT_ID")
+    github_client_secret: SecretStr | None = _env("GITHUB_CLIENT_SECRET")
+    prometheus_url: str | None = _env("PROMETHEUS_URL")
+    grafana_url: str | None = _env("GRAFANA_URL")
+
+    # API
+    api_host: str = _env("API_HOST", "127.0.0.1")
+    api_port: int = _env("API_PORT", 8000, ge=1, le=65535)
+
+    # Temporal
+    temporal_config: Path = _env("IDP_TEMPORAL_CONFIG", PROJECT_ROOT / "temporal.yaml")
+    temporal_address: str | None = _env("TEMPORAL_ADDRESS")
+    temporal_namespace: str | None = _env("TEMPORAL_NAMESPACE")
+    temporal_tls: bool | None = _env("TEMPORAL_TLS")
+    temporal_tls_cert: Path | None = _env("TEMPORAL_TLS_CERT")
+    temporal_tls_key: Path | None = _env("TEMPORAL_TLS_KEY")
+    temporal_tls_ca: Path | None = _env("TEMPORAL_TLS_CA")
+    temporal_tls_server_name: str | None = _env("TEMPORAL_TLS_SERVER_NAME")
+    temporal_api_key: SecretStr | None = _env("TEMPORAL_API_KEY")
+    temporal_cli: Path | None = _env("TEMPORAL_CLI_PATH")
+    temporal_dev_port: int = _env("TEMPORAL_DEV_PORT", 7233, ge=1, le=65535)
+    temporal_ui_port: int = _env("TEMPORAL_UI_PORT", 8233, ge=1, le=65535)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: command line (passed as init kwargs, already merged with the
+        # config file by `load_settings`) over environment variables.
+        return (init_settings, env_settings)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        return normalise_database_url(value)
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _check_address(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"{value!r} is not host:port (for example temporal.example.com:7233)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_production(self) -> Settings:
+        if self.env != "production":
+            return self
+        for name in ("jwt_secret", "encryption_key"):
+            secret: SecretStr | None = getattr(self, name)
+            alias = env_name(name)
+            if secret is None or not secret.get_secret_value():
+                raise ValueError(
+                    f"{alias} is not set; production mode refuses to start with an insecure "
+                    f"default (generate one with: openssl rand -hex 32)"
+                )
+            value = secret.get_secret_value()
+            if value.lower() in _EXAMPLE_SECRETS or len(value) < 32:
+                raise ValueError(f"{alias} is too weak for production; use 32+ random characters")
+        if self.temporal_tls_cert is not None and self.temporal_tls_key is None:
+            raise ValueError("TEMPORAL_TLS_CERT is set without TEMPORAL_TLS_KEY")
+        return self
+
+    # Derived values -------------------------------------------------------------------
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.resolved_data_dir / 'idp.db'}"
+
+    def masked(self) -> dict[str, Any]:
+        """Effective settings keyed by environment variable, secrets and passwords masked."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = MASK if value.get_secret_value() else ""
+            elif name in {"database_url", "redis_url"} and value:
+                value = mask_url_password(value)
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, timedelta):
+                value = format_duration(value)
+            out[env_name(name)] = value
+        out["DATABASE_URL"] = mask_url_password(self.effective_database_url)
+        return out
+
+
+def env_name(field: str) -> str:
+    info: FieldInfo = Settings.model_fields[field]
+    return str(info.validation_alias or field.upper())
+
+
+_BY_ANY_NAME: dict[str, str] = {}
+
+
+def field_for(key: str) -> str | None:
+    """The settings field a config-file key or `--set` key means (field or variable name)."""
+    if not _BY_ANY_NAME:
+        for name in Settings.model_fields:
+            _BY_ANY_NAME[name.lower()] = name
+            _BY_ANY_NAME[env_name(name).lower()] = name
+    return _BY_ANY_NAME.get(key.strip().lower().replace("-", "_"))
+
+
+def normalise_database_url(value: str) -> str:
+    """Accept the usual spellings of a PostgreSQL or SQLite URL and return the async driver's."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError(
+            "is not a database URL; use postgresql+psycopg://user:pass@host:5432/db "
+            "or sqlite+aiosqlite:///path/to/file.db"
+        ) from None
+    driver = _DRIVER_ALIASES.get(url.drivername)
+    if driver is None:
+        raise ValueError(
+            f"driver {url.drivername!r} is not supported; use postgresql+psycopg:// or "
+            "sqlite+aiosqlite://"
+        )
+    url = url.set(drivername=driver)
+    if driver.startswith("postgresql") and not url.database:
+        raise ValueError("names no database (postgresql+psycopg://user:pass@host:5432/DBNAME)")
+    if driver.startswith("sqlite") and not url.database:
+        raise ValueError("names no SQLite file (sqlite+aiosqlite:///path/to/file.db)")
+    return url.render_as_string(hide_password=False)
+
+
+def mask_url_password(value: str) -> str:
+    try:
+        return make_url(value).render_as_string(hide_password=True)
+    except ArgumentError:
+        return MASK
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON settings file into field-name keys; unknown keys are an error."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config file {path}: not valid YAML/JSON: {detail}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of setting names to values")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = field_for(str(key))
+        if name is None:
+            raise ConfigError(f"config file {path}: unknown setting {key!r}")
+        out[name] = value
+    return out
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Parse `--set KEY=VALUE` arguments into field-name keys."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
+        name = field_for(key)
+        if name is None:
+            raise ConfigError(f"--set {key!r}: unknown setting")
+        out[name] = value
+    return out
+
+
+def load_settings(
+    config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Load settings from the environment, then `config_file`, then `overrides` (highest)."""
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        merged.update(read_config_file(config_file))
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = str(err["loc"][0]) if err["loc"] else ""
+    name = field_for(loc)
+    where = env_name(name) if name else loc
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"unknown setting {where}"
+    if not where:
+        return msg
+    return f"invalid setting {where}: {msg}"

@@ -1,0 +1,1 @@
+"""Temporal wiring: client factory, data converter, interceptors, activity options."""

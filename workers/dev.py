@@ -1,0 +1,229 @@
+"""`idp dev`: the whole platform on one machine, on embedded defaults.
+
+Order: validate everything and migrate (nothing is started if that fails), then the Temporal
+dev server with its UI (history persisted in `<data dir>/temporal.db`) unless TEMPORAL_ADDRESS
+names a cluster, then a worker on every task queue, then the API. Each child runs in its own
+process group and is told to die with this process; Ctrl-C (or SIGTERM) stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from core.db import migrate
+from core.errors import ConfigError
+from core.settings import Settings
+from core.temporal.client import connect, find_temporal_cli
+from core.topology import Topology
+from workers.registry import check_topology
+
+STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if `idp dev` itself dies (even by SIGKILL)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class DevStack:
+    settings: Settings
+    topology: Topology
+    child_args: list[str]
+    children: list[Child] = field(default_factory=list)
+    _stopping: bool = False
+
+    # -- checks before anything starts ------------------------------------------------
+    def preflight(self) -> Path | None:
+        check_topology(self.topology)
+        temporal_cli = None if self.settings.temporal_address else find_temporal_cli(self.settings)
+        ports = [("API_PORT", self.settings.api_host, self.settings.api_port)]
+        if temporal_cli:
+            ports += [
+                ("TEMPORAL_DEV_PORT", "127.0.0.1", self.settings.temporal_dev_port),
+                ("TEMPORAL_UI_PORT", "127.0.0.1", self.settings.temporal_ui_port),
+            ]
+        for name, host, port in ports:
+            if port_in_use(host, port):
+                raise ConfigError(
+                    f"port {port} ({name}) is already in use; stop what holds it "
+                    f"(another `idp dev`?) or choose another with --set {name}=PORT"
+                )
+        return temporal_cli
+
+    # -- process management -------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str]) -> Child:
+        process = subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent)
+        child = Child(name, process)
+        self.children.append(child)
+        return child
+
+    def _idp(self, *command: str) -> list[str]:
+        return [sys.executable, "-m", "workers.cli", *self.child_args, *command]
+
+    def _wait_for(self, what: str, ready: callable, child: Child | None) -> None:  # type: ignore[valid-type]
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._stopping:
+                raise KeyboardInterrupt
+            if child is not None and not child.alive():
+                raise RuntimeError(f"{child.name} exited with status {child.process.returncode}")
+            if ready():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{what} did not become ready within {STARTUP_TIMEOUT:.0f}s")
+
+    def stop(self) -> None:
+        for child in reversed(self.children):  # API first, Temporal last
+            child.signal_group(signal.SIGTERM)
+            try:
+                child.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                child.signal_group(signal.SIGKILL)
+                child.process.wait()
+            child.signal_group(signal.SIGKILL)  # anything the child left in its group
+        self.children.clear()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+
+    # -- the stack ----------------------------------------------------------------------
+    def start_temporal(self, cli: Path) -> None:
+        data_dir = self.settings.resolved_data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        namespace = self.settings.temporal_namespace or self.topology.namespace
+        child = self._spawn("temporal dev server", [
+            str(cli), "server", "start-dev",
+            "--ip", "127.0.0.1",
+            "--port", str(self.settings.temporal_dev_port),
+            "--ui-port", str(self.settings.temporal_ui_port),
+            "--db-filename", str(data_dir / "temporal.db"),
+            "--namespace", namespace,
+            "--log-level", "error",
+        ])
+        self._wait_for("Temporal", self._temporal_answers, child)
+        ui = f"http://127.0.0.1:{self.settings.temporal_ui_port}/"
+        self._wait_for("Temporal UI", lambda: http_ok(ui), child)
+
+    def _temporal_answers(self) -> bool:
+        if not port_in_use("127.0.0.1", self.settings.temporal_dev_port):
+            return False
+
+        async def probe() -> bool:
+            client = await connect(self.settings, self.topology)
+            return await client.service_client.check_health()
+
+        try:
+            return asyncio.run(probe())
+        except Exception:
+            return False
+
+    def run(self) -> int:
+        temporal_cli = self.preflight()
+        migrate.upgrade(self.settings.effective_database_url)
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            if temporal_cli is not None:
+                self.start_temporal(temporal_cli)
+            worker = self._spawn("worker", self._idp("worker"))
+            api = self._spawn("api", self._idp("api"))
+            base = f"http://{self.settings.api_host}:{self.settings.api_port}"
+            self._wait_for("API", lambda: http_ok(f"{base}/api/health"), api)
+            self._selfcheck(worker)
+            self._banner(base)
+            while not self._stopping:
+                for child in self.children:
+                    if not child.alive():
+                        print(f"idp dev: {child.name} exited with status "
+                              f"{child.process.returncode}; stopping", file=sys.stderr)
+                        return 1
+                time.sleep(0.2)
+            return 0
+        except KeyboardInterrupt:
+            return 0
+        except RuntimeError as exc:
+            print(f"idp dev: {exc}; stopping", file=sys.stderr)
+            return 1
+        finally:
+            print("idp dev: stopping...", file=sys.stderr, flush=True)
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            print("idp dev: stopped", file=sys.stderr, flush=True)
+
+    def _selfcheck(self, worker: Child) -> None:
+        from workers.selfcheck import print_result, run_selfcheck
+
+        if not worker.alive():
+            raise RuntimeError("worker exited during start-up")
+        result = asyncio.run(run_selfcheck(self.settings, self.topology))
+        print_result(result)
+        if not result.ok:
+            raise RuntimeError("the start-up self-check failed")
+
+    def _banner(self, base: str) -> None:
+        lines = [
+            "",
+            "Internal Developer Platform is running (Ctrl-C stops everything)",
+            f"  API            {base}",
+            f"  OpenAPI docs   {base}/docs",
+            f"  Readiness      {base}/api/health/ready",
+        ]
+        if self.settings.temporal_address:
+            lines.append(f"  Temporal       {self.settings.temporal_address} (external cluster)")
+        else:
+            lines += [
+                f"  Temporal gRPC  127.0.0.1:{self.settings.temporal_dev_port}",
+                f"  Temporal UI    http://127.0.0.1:{self.settings.temporal_ui_port}",
+                f"  History file   {self.settings.resolved_data_dir / 'temporal.db'}",
+            ]
+        lines.append(f"  Database       {self.settings.masked()['DATABASE_URL']}")
+        print("\n".join(lines) + "\n", flush=True)

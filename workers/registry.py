@@ -1,0 +1,71 @@
+"""Which workflows and activities each task queue of temporal.yaml serves.
+
+A new workflow or activity class is registered here, on the queue its domain belongs to.
+Every queue also serves `selfcheck.ping`, which is how the self-check proves a queue is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from activities.selfcheck import PingActivities, SelfCheckActivities
+from core.errors import ConfigError
+from core.topology import Topology
+from workers.resources import WorkerResources
+from workflows.selfcheck import SelfCheckWorkflow
+
+ActivityFactory = Callable[[WorkerResources], Sequence[Callable[..., Any]]]
+
+
+@dataclass(frozen=True)
+class QueueBinding:
+    workflows: tuple[type, ...] = ()
+    activities: tuple[ActivityFactory, ...] = ()
+
+
+def _selfcheck(res: WorkerResources) -> Sequence[Callable[..., Any]]:
+    checks = SelfCheckActivities(res.sessions, list(res.topology.task_queues))
+    return [checks.task_queues, checks.database]
+
+
+BINDINGS: dict[str, QueueBinding] = {
+    "platform": QueueBinding(workflows=(SelfCheckWorkflow,), activities=(_selfcheck,)),
+    "pipelines": QueueBinding(),
+    "promotions": QueueBinding(),
+    "provisioning": QueueBinding(),
+    "notifications": QueueBinding(),
+    "costs": QueueBinding(),
+    "health": QueueBinding(),
+}
+
+
+def workflow_name(cls: type) -> str:
+    defn = getattr(cls, "__temporal_workflow_definition")
+    return str(defn.name)
+
+
+def check_topology(topology: Topology, bindings: dict[str, QueueBinding] = BINDINGS) -> None:
+    """Every declared queue has a binding, and every schedule names a workflow its queue runs."""
+    for queue in topology.task_queues:
+        if queue not in bindings:
+            raise ConfigError(
+                f"task queue {queue!r} in temporal.yaml has no workflows or activities "
+                f"registered (workers/registry.py knows: {', '.join(sorted(bindings))})"
+            )
+    for name, schedule in topology.schedules.items():
+        served = {workflow_name(w) for w in bindings[schedule.task_queue].workflows}
+        if schedule.workflow not in served:
+            raise ConfigError(
+                f"schedules.{name}.workflow: {schedule.workflow!r} is not a workflow of task "
+                f"queue {schedule.task_queue!r} (it runs: {', '.join(sorted(served)) or 'none'})"
+            )
+
+
+def activities_for(queue: str, res: WorkerResources) -> list[Callable[..., Any]]:
+    binding = BINDINGS[queue]
+    found: list[Callable[..., Any]] = [PingActivities().ping]
+    for factory in binding.activities:
+        found.extend(factory(res))
+    return found

@@ -1,0 +1,79 @@
+"""Keep Temporal Schedules equal to the `schedules` section of temporal.yaml.
+
+Each schedule has the id `idp-<name>`: created when missing, updated in place when present,
+paused when `enabled: false`, and (when pruning) deleted when no longer configured.
+"""
+
+from __future__ import annotations
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+from core.topology import Schedule as ScheduleConfig
+from core.topology import Topology
+
+PREFIX = "idp-"
+
+_OVERLAP = {
+    "skip": ScheduleOverlapPolicy.SKIP,
+    "buffer_one": ScheduleOverlapPolicy.BUFFER_ONE,
+    "buffer_all": ScheduleOverlapPolicy.BUFFER_ALL,
+    "cancel_other": ScheduleOverlapPolicy.CANCEL_OTHER,
+    "allow_all": ScheduleOverlapPolicy.ALLOW_ALL,
+}
+
+
+def schedule_id(name: str) -> str:
+    return f"{PREFIX}{name}"
+
+
+def build_schedule(name: str, config: ScheduleConfig) -> Schedule:
+    args = [config.input] if config.input is not None else []
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            config.workflow, args=args, id=f"{schedule_id(name)}-run", task_queue=config.task_queue
+        ),
+        spec=ScheduleSpec(
+            cron_expressions=[config.cron] if config.cron else [],
+            intervals=[ScheduleIntervalSpec(every=config.interval)] if config.interval else [],
+        ),
+        policy=SchedulePolicy(overlap=_OVERLAP[config.overlap]),
+        state=ScheduleState(paused=not config.enabled, note=config.note or None),
+    )
+
+
+async def sync_schedules(
+    client: Client, topology: Topology, *, queues: set[str] | None = None, prune: bool = False
+) -> list[str]:
+    """Create or update the configured schedules (of `queues`, default all); return their ids."""
+    synced = []
+    for name, config in topology.schedules.items():
+        if queues is not None and config.task_queue not in queues:
+            continue
+        sid, schedule = schedule_id(name), build_schedule(name, config)
+        try:
+            await client.create_schedule(sid, schedule)
+        except ScheduleAlreadyRunningError:
+
+            def replace(_: ScheduleUpdateInput, new: Schedule = schedule) -> ScheduleUpdate:
+                return ScheduleUpdate(schedule=new)
+
+            await client.get_schedule_handle(sid).update(replace)
+        synced.append(sid)
+    if prune:
+        wanted = {schedule_id(name) for name in topology.schedules}
+        async for listed in await client.list_schedules():
+            if listed.id.startswith(PREFIX) and listed.id not in wanted:
+                await client.get_schedule_handle(listed.id).delete()
+    return synced

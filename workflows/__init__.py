@@ -1,0 +1,1 @@
+"""Workflows: deterministic processes, one module per workflow, side-effect free at import."""
