@@ -81,9 +81,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-    request_id = context.current().request_id
+    # Runs outside the middleware stack (Starlette's ServerErrorMiddleware), after the request
+    # context was reset: the id is read from the request state, and the header set here.
+    request_id = getattr(request.state, "request_id", None)
     log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id)
-    # This response bypasses the middleware stack, so it carries the request id itself.
     return error_response(
         500, "internal_error", "an internal error occurred; quote the request id when reporting it",
         request_id=request_id, headers={"X-Request-ID": request_id or ""},

@@ -81,7 +81,7 @@ class AuditService:
             request_id=ctx.request_id,
         )
         self.session.add(entry)
-        await self.session.flush([entry])
+        await self.session.flush()
         return entry
 
 

@@ -8,7 +8,7 @@ and every 15 minutes by the `selfcheck` schedule; its history is the record of e
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
 
 class SelfCheckInput(BaseModel):
     task_queues: list[str] | None = None  # default: every queue in temporal.yaml
+    ping_timeout_seconds: float | None = None  # default: the `selfcheck` activity kind's
 
 
 class QueueStatus(BaseModel):
@@ -42,6 +43,8 @@ class SelfCheckWorkflow:
     @workflow.run
     async def run(self, input: SelfCheckInput | None = None) -> SelfCheckResult:
         options = activity_options("selfcheck")
+        if input and input.ping_timeout_seconds:
+            options["schedule_to_close_timeout"] = timedelta(seconds=input.ping_timeout_seconds)
         queues = (input.task_queues if input else None) or await workflow.execute_activity_method(
             SelfCheckActivities.task_queues, **options
         )

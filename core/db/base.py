@@ -31,16 +31,20 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, uuid.UUID: Uuid}
 
 
-class Entity(Base):
-    """Abstract base for domain entities."""
-
-    __abstract__ = True
+class EntityMixin:
+    """The columns every entity has. Use through `Entity` (or with another declarative base)."""
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     created_by: Mapped[uuid.UUID | None] = mapped_column(default=None)
     updated_by: Mapped[uuid.UUID | None] = mapped_column(default=None)
+
+
+class Entity(EntityMixin, Base):
+    """Abstract base for domain entities."""
+
+    __abstract__ = True
 
 
 class SoftDeleteMixin:
@@ -64,9 +68,9 @@ def _stamp_actor(session: Session, flush_context: Any, instances: Any) -> None:
     if actor is None:
         return
     for obj in session.new:
-        if isinstance(obj, Entity):
+        if isinstance(obj, EntityMixin):
             obj.created_by = obj.created_by or actor
             obj.updated_by = obj.updated_by or actor
     for obj in session.dirty:
-        if isinstance(obj, Entity) and session.is_modified(obj):
+        if isinstance(obj, EntityMixin) and session.is_modified(obj):
             obj.updated_by = actor
