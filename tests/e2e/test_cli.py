@@ -1,0 +1,87 @@
+"""The `idp` command as a user runs it: configuration errors are one line, exit status 2,
+and start nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.settings import PROJECT_ROOT
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.e2e
+IDP = [sys.executable, "-m", "workers.cli"]
+
+
+def idp(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "TEMPORAL_", "DATABASE_URL", "JWT_", "ENCRYPTION_KEY", "API_"))}
+    return subprocess.run(
+        [*IDP, *args], capture_output=True, text=True, cwd=PROJECT_ROOT,
+        env={**base, **(env or {})}, timeout=timeout,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("idp: error: ")
+    assert needle in lines[0]
+
+
+def test_bad_temporal_yaml(tmp_path: Path) -> None:
+    bad = tmp_path / "temporal.yaml"
+    bad.write_text((PROJECT_ROOT / "temporal.yaml").read_text().replace(
+        "max_concurrent_activities: 8", "max_concurrent_activites: 8"
+    ))
+    port = free_port()
+    for command in (["worker"], ["api"], ["dev"]):
+        result = idp(
+            "--set", f"IDP_TEMPORAL_CONFIG={bad}", "--set", f"api_port={port}",
+            "--set", f"IDP_DATA_DIR={tmp_path / 'data'}", *command,
+        )
+        assert_one_line_error(result, "task_queues.pipelines.max_concurrent_activites: unknown key")
+    assert not (tmp_path / "data" / "idp.db").exists()  # nothing migrated, nothing started
+
+
+def test_malformed_database_url(tmp_path: Path) -> None:
+    result = idp("migrate", env={"DATABASE_URL": "postgresql//oops", "IDP_DATA_DIR": str(tmp_path)})
+    assert_one_line_error(result, "invalid setting DATABASE_URL")
+
+
+def test_missing_production_secret(tmp_path: Path) -> None:
+    result = idp("dev", env={"IDP_ENV": "production", "IDP_DATA_DIR": str(tmp_path)})
+    assert_one_line_error(result, "JWT_SECRET is not set; production mode refuses to start")
+    assert not any(tmp_path.iterdir())
+
+
+def test_config_file_and_set_precedence_and_masking(tmp_path: Path) -> None:
+    config = tmp_path / "idp.yaml"
+    config.write_text("api_port: 9100\nlog_level: DEBUG\n")
+    result = idp(
+        "--config", str(config), "--set", "LOG_LEVEL=ERROR", "config", "show", "--json",
+        env={"API_PORT": "9000", "JWT_SECRET": "s3cr3t-value-that-must-not-show",
+             "DATABASE_URL": "postgresql://app:hunter2@db:5432/idp"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "s3cr3t-value" not in result.stdout and "hunter2" not in result.stdout
+    import json
+
+    shown = json.loads(result.stdout)
+    assert shown["API_PORT"] == 9100 and shown["LOG_LEVEL"] == "ERROR"
+    assert shown["JWT_SECRET"] == "********"
+    assert shown["DATABASE_URL"] == "postgresql+psycopg://app:***@db:5432/idp"
+
+
+def test_migrate_and_unknown_queue(tmp_path: Path) -> None:
+    env = {"IDP_DATA_DIR": str(tmp_path)}
+    result = idp("migrate", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "database at revision 0001" in result.stdout
+    assert (tmp_path / "idp.db").exists()
+    assert idp("migrate", "base", "--downgrade", env=env).stdout.strip() == "database at revision base"
+    assert_one_line_error(idp("worker", "--queue", "nope", env=env), "unknown task queue 'nope'")

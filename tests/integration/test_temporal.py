@@ -1,0 +1,190 @@
+"""Workers built from temporal.yaml on a real Temporal dev server: the self-check, retry
+policies by activity kind, context propagation, the data converter, schedules."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from core import context
+from core.settings import Settings
+from core.temporal import policies
+from core.topology import Topology
+from tests.integration.flows import (
+    ContextProbeWorkflow,
+    RetryProbeWorkflow,
+    SleepyWorkflow,
+    flaky,
+    whoami,
+)
+from workers.registry import workflow_name
+from workers.resources import WorkerResources
+from workers.runner import build_workers, sandbox_runner
+from workers.schedules import build_schedule, schedule_id, sync_schedules
+from workflows.selfcheck import SelfCheckInput, SelfCheckResult, SelfCheckWorkflow
+
+
+@asynccontextmanager
+async def running(workers: Sequence[Worker]) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        yield
+    finally:
+        await asyncio.gather(*(w.shutdown() for w in workers))
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def resources(database_url: str, topology: Topology, settings: Settings) -> AsyncIterator[WorkerResources]:
+    res = WorkerResources.create(settings.model_copy(update={"database_url": database_url}), topology)
+    yield res
+    await res.close()
+
+
+def unique_queues(topology: Topology) -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    return {queue: f"{queue}-{suffix}" for queue in topology.task_queues}
+
+
+async def test_selfcheck_sees_every_queue_and_the_schema(
+    temporal_env: WorkflowEnvironment, resources: WorkerResources, topology: Topology
+) -> None:
+    names = unique_queues(topology)
+    workers = build_workers(temporal_env.client, resources, task_queue_names=names)
+    assert len(workers) == len(topology.task_queues)
+    async with running(workers):
+        result = await temporal_env.client.execute_workflow(
+            SelfCheckWorkflow.run,
+            SelfCheckInput(task_queues=list(names.values())),
+            id=f"selfcheck-{uuid.uuid4()}",
+            task_queue=names["platform"],
+            result_type=SelfCheckResult,
+        )
+    assert result.ok
+    assert result.database.ok and result.database.revision == result.database.expected_revision
+    assert {q.task_queue for q in result.queues} == set(names.values())
+    assert all(q.ok and q.worker for q in result.queues)
+    assert result.checked_at.tzinfo is not None  # pydantic converter round-trips datetimes
+
+
+async def test_selfcheck_reports_an_unserved_queue(
+    temporal_env: WorkflowEnvironment, resources: WorkerResources, topology: Topology
+) -> None:
+    names = unique_queues(topology)
+    platform_only = build_workers(temporal_env.client, resources, ["platform"], task_queue_names=names)
+    async with running(platform_only):
+        result = await temporal_env.client.execute_workflow(
+            SelfCheckWorkflow.run,
+            SelfCheckInput(task_queues=[names["platform"], names["pipelines"]], ping_timeout_seconds=2),
+            id=f"selfcheck-{uuid.uuid4()}",
+            task_queue=names["platform"],
+            result_type=SelfCheckResult,
+        )
+    assert not result.ok
+    status = {q.task_queue: q for q in result.queues}
+    assert status[names["platform"]].ok
+    assert not status[names["pipelines"]].ok
+    assert "no worker answered" in (status[names["pipelines"]].error or "")
+
+
+def probe_topology(max_attempts: int) -> Topology:
+    return Topology.model_validate({
+        "task_queues": {"platform": {}},
+        "activities": {
+            "default": {"start_to_close_timeout": "30s"},
+            "flaky": {
+                "start_to_close_timeout": "10s",
+                "retry": {"initial_interval": "100ms", "maximum_interval": "200ms",
+                          "maximum_attempts": max_attempts},
+            },
+        },
+    })
+
+
+def probe_worker(client: Client, queue: str) -> Worker:
+    return Worker(
+        client, task_queue=queue, workflows=[ContextProbeWorkflow, RetryProbeWorkflow],
+        activities=[whoami, flaky], workflow_runner=sandbox_runner(),
+    )
+
+
+@pytest.mark.parametrize(("max_attempts", "succeeds"), [(3, True), (2, False)])
+async def test_retry_policy_comes_from_the_activity_kind(
+    temporal_env: WorkflowEnvironment, max_attempts: int, succeeds: bool
+) -> None:
+    policies.install(probe_topology(max_attempts))
+    queue = f"retry-{uuid.uuid4()}"
+    async with running([probe_worker(temporal_env.client, queue)]):
+        run = temporal_env.client.execute_workflow(
+            RetryProbeWorkflow.run, 2, id=f"retry-{uuid.uuid4()}", task_queue=queue
+        )
+        if succeeds:
+            assert (await run).attempt == 3
+        else:
+            with pytest.raises(WorkflowFailureError):
+                await run
+
+
+async def test_request_context_reaches_workflow_and_activity(temporal_env: WorkflowEnvironment) -> None:
+    policies.install(probe_topology(1))
+    queue = f"ctx-{uuid.uuid4()}"
+    async with running([probe_worker(temporal_env.client, queue)]):
+        with context.bound(request_id="req-abc", actor_label="alice@example.com", actor_type="user"):
+            seen = await temporal_env.client.execute_workflow(
+                ContextProbeWorkflow.run, id=f"ctx-{uuid.uuid4()}", task_queue=queue
+            )
+        plain = await temporal_env.client.execute_workflow(
+            ContextProbeWorkflow.run, id=f"ctx-{uuid.uuid4()}", task_queue=queue
+        )
+    assert [(s.request_id, s.actor_label) for s in seen] == [("req-abc", "alice@example.com")] * 2
+    assert [(s.request_id, s.actor_label) for s in plain] == [(None, None)] * 2
+
+
+async def test_schedules_are_created_updated_and_pruned(
+    temporal_env: WorkflowEnvironment, topology: Topology
+) -> None:
+    client = temporal_env.client
+    stale = f"{schedule_id('retired')}-{uuid.uuid4().hex[:6]}"
+    synced = await sync_schedules(client, topology)
+    assert synced == [schedule_id("selfcheck")]
+    await client.create_schedule(stale, build_schedule("retired", topology.schedules["selfcheck"]))
+
+    described = await client.get_schedule_handle(schedule_id("selfcheck")).describe()
+    action = described.schedule.action
+    assert action.workflow == workflow_name(SelfCheckWorkflow)  # type: ignore[union-attr]
+    assert described.schedule.spec.intervals[0].every == timedelta(minutes=15)
+
+    changed = topology.model_copy(update={"schedules": {
+        "selfcheck": topology.schedules["selfcheck"].model_copy(
+            update={"interval": timedelta(hours=1), "enabled": False}
+        )
+    }})
+    await sync_schedules(client, changed, prune=True)
+    described = await client.get_schedule_handle(schedule_id("selfcheck")).describe()
+    assert described.schedule.spec.intervals[0].every == timedelta(hours=1)
+    assert described.schedule.state.paused
+
+    remaining = [s.id async for s in await client.list_schedules()]
+    assert stale not in remaining and schedule_id("selfcheck") in remaining
+    await client.get_schedule_handle(schedule_id("selfcheck")).delete()
+
+
+async def test_time_skipping_server_for_timers(time_skipping_env: WorkflowEnvironment) -> None:
+    queue = f"sleepy-{uuid.uuid4()}"
+    worker = Worker(
+        time_skipping_env.client, task_queue=queue, workflows=[SleepyWorkflow],
+        workflow_runner=sandbox_runner(),
+    )
+    async with worker:
+        slept = await time_skipping_env.client.execute_workflow(
+            SleepyWorkflow.run, 3, id=f"sleepy-{uuid.uuid4()}", task_queue=queue
+        )
+    assert slept >= timedelta(days=3).total_seconds()
