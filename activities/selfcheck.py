@@ -8,11 +8,10 @@ import socket
 from datetime import datetime
 
 from pydantic import BaseModel
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from core.db.migrate import head_revision
+from core.db.migrate import schema_status
 
 
 class PingResult(BaseModel):
@@ -39,7 +38,9 @@ class PingActivities:
     @activity.defn(name="selfcheck.ping")
     async def ping(self) -> PingResult:
         info = activity.info()
-        return PingResult(task_queue=info.task_queue, worker=worker_identity(), at=info.started_time)
+        return PingResult(
+            task_queue=info.task_queue, worker=worker_identity(), at=info.started_time
+        )
 
 
 class SelfCheckActivities:
@@ -53,20 +54,13 @@ class SelfCheckActivities:
 
     @activity.defn(name="selfcheck.database")
     async def database(self) -> DatabaseStatus:
-        expected = head_revision()
         async with self._sessions() as session:
-            dialect = session.bind.dialect.name
-            try:
-                revision = (
-                    await session.execute(text("SELECT version_num FROM alembic_version"))
-                ).scalar_one_or_none()
-            except Exception as exc:  # reported, not raised: the check's answer is the result
-                return DatabaseStatus(
-                    ok=False, dialect=dialect, revision=None, expected_revision=expected,
-                    error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
-                )
-        ok = revision == expected
+            connection = await session.connection()
+            status = await schema_status(connection)
         return DatabaseStatus(
-            ok=ok, dialect=dialect, revision=revision, expected_revision=expected,
-            error=None if ok else "schema is not at the latest migration; run `idp migrate`",
+            ok=status.problem is None,
+            dialect=connection.dialect.name,
+            revision=status.revision,
+            expected_revision=status.expected,
+            error=status.problem,
         )

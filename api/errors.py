@@ -4,6 +4,7 @@ error: domain errors, validation (422), unknown routes (404), wrong methods (405
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from core import context
 from core.errors import AppError, code_for_status
 
 log = logging.getLogger("idp.api")
+CURRENT_API_VERSION = "1"
 
 
 class ErrorBody(BaseModel):
@@ -36,10 +38,12 @@ def error_response(
     message: str,
     details: Any = None,
     request_id: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     request_id = request_id or context.current().request_id
-    body = {"error": {"code": code, "message": message, "details": details, "request_id": request_id}}
+    body = {
+        "error": {"code": code, "message": message, "details": details, "request_id": request_id}
+    }
     return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
 
 
@@ -53,9 +57,15 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    headers = {"Retry-After": str(exc.details["retry_after"])} if (
-        exc.status_code == 429 and isinstance(exc.details, dict) and "retry_after" in exc.details
-    ) else None
+    headers = (
+        {"Retry-After": str(exc.details["retry_after"])}
+        if (
+            exc.status_code == 429
+            and isinstance(exc.details, dict)
+            and "retry_after" in exc.details
+        )
+        else None
+    )
     return error_response(exc.status_code, exc.code, exc.message, exc.details, headers=headers)
 
 
@@ -84,10 +94,15 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     # Runs outside the middleware stack (Starlette's ServerErrorMiddleware), after the request
     # context was reset: the id is read from the request state, and the header set here.
     request_id = getattr(request.state, "request_id", None)
-    log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id)
+    log.exception(
+        "unhandled error on %s %s (request %s)", request.method, request.url.path, request_id
+    )
     return error_response(
-        500, "internal_error", "an internal error occurred; quote the request id when reporting it",
-        request_id=request_id, headers={"X-Request-ID": request_id or ""},
+        500,
+        "internal_error",
+        "an internal error occurred; quote the request id when reporting it",
+        request_id=request_id,
+        headers={"X-Request-ID": request_id or "", "X-API-Version": CURRENT_API_VERSION},
     )
 
 

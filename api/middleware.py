@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import re
 import uuid
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_response
+from api.errors import CURRENT_API_VERSION, error_response
 from core import context
 
 REQUEST_ID_HEADER = "x-request-id"
 VERSION_HEADER = "x-api-version"
-CURRENT_VERSION = "1"
-SUPPORTED_VERSIONS = frozenset({"1"})
+CURRENT_VERSION = CURRENT_API_VERSION
+SUPPORTED_VERSIONS = frozenset({CURRENT_API_VERSION})
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -69,4 +70,3 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_headers)
         finally:
             context.reset(token)
-

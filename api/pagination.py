@@ -19,7 +19,9 @@ Out = TypeVar("Out")
 
 def page_params(
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Items per page"),
-    cursor: str | None = Query(None, description="Opaque cursor from a previous page's next_cursor"),
+    cursor: str | None = Query(
+        None, description="Opaque cursor from a previous page's next_cursor"
+    ),
     offset: int | None = Query(None, ge=0, description="Skip this many items (instead of cursor)"),
 ) -> PageRequest:
     return PageRequest(limit=limit, cursor=cursor, offset=offset)

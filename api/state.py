@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from core.db.engine import create_engine, session_factory
-from core.errors import Unavailable
+from core.errors import ConfigError, Unavailable
 from core.settings import Settings
 from core.temporal.client import connect, connect_options
 from core.topology import Topology
@@ -31,7 +31,10 @@ class TemporalConnector:
             return self._client
         async with self._lock:
             if self._client is None:
-                target = connect_options(self.settings, self.topology).target
+                try:
+                    target = connect_options(self.settings, self.topology).target
+                except ConfigError as exc:
+                    raise Unavailable(f"Temporal is not configured correctly: {exc}") from None
                 try:
                     self._client = await asyncio.wait_for(
                         connect(self.settings, self.topology), TEMPORAL_CONNECT_TIMEOUT
@@ -56,7 +59,11 @@ class AppState:
     def create(cls, settings: Settings, topology: Topology) -> AppState:
         engine = create_engine(settings.effective_database_url, echo=settings.database_echo)
         return cls(
-            settings, topology, engine, session_factory(engine), TemporalConnector(settings, topology)
+            settings,
+            topology,
+            engine,
+            session_factory(engine),
+            TemporalConnector(settings, topology),
         )
 
     async def close(self) -> None:

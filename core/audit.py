@@ -100,7 +100,7 @@ class AuditRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    def _query(self, f: AuditFilter) -> Select[tuple[AuditLog]]:
+    def _query(self, f: AuditFilter) -> Select[AuditLog]:
         stmt = select(AuditLog)
         for column, value in (
             (AuditLog.actor_id, f.actor_id),
@@ -120,6 +120,9 @@ class AuditRepository:
     async def list(self, f: AuditFilter, page: PageRequest) -> Page[AuditLog]:
         """Newest first, stable on ties by id."""
         return await paginate(
-            self.session, self._query(f), page,
-            order=(AuditLog.occurred_at, AuditLog.id), descending=True,
+            self.session,
+            self._query(f),
+            page,
+            order=(AuditLog.occurred_at, AuditLog.id),
+            descending=True,
         )

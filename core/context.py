@@ -39,7 +39,8 @@ class RequestContext:
 
 
 _current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar(
-    "idp_request_context", default=RequestContext()
+    "idp_request_context",
+    default=RequestContext(),  # noqa: B039 (frozen dataclass: immutable)
 )
 
 

@@ -44,7 +44,7 @@ def format_duration(value: timedelta) -> str:
     if total == 0:
         return "0s"
     if total != int(total):
-        return f"{int(round(total * 1000))}ms"
+        return f"{round(total * 1000)}ms"
     out, rest = [], int(total)
     for unit in ("d", "h", "m", "s"):
         size = int(_UNITS[unit])

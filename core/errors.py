@@ -6,7 +6,7 @@ from typing import Any
 
 
 class ConfigError(Exception):
-    """A setting, config file or temporal.yaml is wrong. The message is one line a person can act on."""
+    """A setting, config file or temporal.yaml is wrong; the message is one actionable line."""
 
 
 class AppError(Exception):
@@ -64,11 +64,22 @@ class Unavailable(AppError):
 STATUS_CODES: dict[int, str] = {
     cls.status_code: cls.code
     for cls in (
-        BadRequest, Unauthorized, Forbidden, NotFound, Conflict,
-        ValidationFailed, RateLimited, Unavailable, AppError,
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        ValidationFailed,
+        RateLimited,
+        Unavailable,
+        AppError,
     )
-} | {405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
-      415: "unsupported_media_type"}
+} | {
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def code_for_status(status: int) -> str:

@@ -95,7 +95,7 @@ def _after(order: Sequence[ColumnElement[Any]], values: Sequence[Any], descendin
 
 async def paginate(
     session: AsyncSession,
-    stmt: Select[tuple[T]],
+    stmt: Select[T],
     page: PageRequest,
     *,
     order: Sequence[InstrumentedAttribute[Any]],

@@ -127,7 +127,9 @@ async def session(db_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
     may commit (it commits savepoints)."""
     async with db_engine.connect() as conn:
         outer = await conn.begin()
-        db = AsyncSession(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        db = AsyncSession(
+            bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
         try:
             yield db
         finally:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from core.errors import ConfigError
-from core.local_secrets import with_local_secrets
+from core.local_secrets import local_secrets_path, with_local_secrets
 from core.logging import configure_logging
 from core.settings import Settings, load_settings, parse_overrides
 from core.topology import Topology, load_topology
@@ -68,7 +68,9 @@ def main_options(
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a setting: KEY=VALUE (repeatable; highest precedence)."),
+        typer.Option(
+            "--set", help="Override a setting: KEY=VALUE (repeatable; highest precedence)."
+        ),
     ] = None,
 ) -> None:
     ctx.obj = Options(config, set_ or [])
@@ -145,7 +147,12 @@ def config_show(
 ) -> None:
     """Print the effective settings, secrets masked."""
     options: Options = ctx.obj
-    values = options.settings().masked()
+    settings = options.settings()
+    values = settings.masked()
+    if settings.env != "production":  # unset secrets are generated per data dir (local_secrets)
+        for key in ("JWT_SECRET", "ENCRYPTION_KEY"):
+            if not values[key]:
+                values[key] = f"(generated, kept in {local_secrets_path(settings)})"
     if as_json:
         typer.echo(json.dumps(values, indent=2, default=str))
         return

@@ -9,6 +9,7 @@ process group and is told to die with this process; Ctrl-C (or SIGTERM) stops th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import signal
@@ -18,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -36,10 +38,8 @@ _PR_SET_PDEATHSIG = 1
 
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM if `idp dev` itself dies (even by SIGKILL)."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -65,10 +65,8 @@ class Child:
         return self.process.poll() is None
 
     def signal_group(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 @dataclass
@@ -107,7 +105,7 @@ class DevStack:
     def _idp(self, *command: str) -> list[str]:
         return [sys.executable, "-m", "workers.cli", *self.child_args, *command]
 
-    def _wait_for(self, what: str, ready: callable, child: Child | None) -> None:  # type: ignore[valid-type]
+    def _wait_for(self, what: str, ready: Callable[[], bool], child: Child | None) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self._stopping:
@@ -138,15 +136,26 @@ class DevStack:
         data_dir = self.settings.resolved_data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         namespace = self.settings.temporal_namespace or self.topology.namespace
-        child = self._spawn("temporal dev server", [
-            str(cli), "server", "start-dev",
-            "--ip", "127.0.0.1",
-            "--port", str(self.settings.temporal_dev_port),
-            "--ui-port", str(self.settings.temporal_ui_port),
-            "--db-filename", str(data_dir / "temporal.db"),
-            "--namespace", namespace,
-            "--log-level", "error",
-        ])
+        child = self._spawn(
+            "temporal dev server",
+            [
+                str(cli),
+                "server",
+                "start-dev",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(self.settings.temporal_dev_port),
+                "--ui-port",
+                str(self.settings.temporal_ui_port),
+                "--db-filename",
+                str(data_dir / "temporal.db"),
+                "--namespace",
+                namespace,
+                "--log-level",
+                "error",
+            ],
+        )
         self._wait_for("Temporal", self._temporal_answers, child)
         ui = f"http://127.0.0.1:{self.settings.temporal_ui_port}/"
         self._wait_for("Temporal UI", lambda: http_ok(ui), child)
@@ -182,8 +191,11 @@ class DevStack:
             while not self._stopping:
                 for child in self.children:
                     if not child.alive():
-                        print(f"idp dev: {child.name} exited with status "
-                              f"{child.process.returncode}; stopping", file=sys.stderr)
+                        print(
+                            f"idp dev: {child.name} exited with status "
+                            f"{child.process.returncode}; stopping",
+                            file=sys.stderr,
+                        )
                         return 1
                 time.sleep(0.2)
             return 0

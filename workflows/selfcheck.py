@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -42,27 +43,28 @@ class SelfCheckResult(BaseModel):
 class SelfCheckWorkflow:
     @workflow.run
     async def run(self, input: SelfCheckInput | None = None) -> SelfCheckResult:
+        input = input or SelfCheckInput()
         options = activity_options("selfcheck")
-        if input and input.ping_timeout_seconds:
+        if input.ping_timeout_seconds:
             options["schedule_to_close_timeout"] = timedelta(seconds=input.ping_timeout_seconds)
-        queues = (input.task_queues if input else None) or await workflow.execute_activity_method(
-            SelfCheckActivities.task_queues, **options
-        )
-        database, *pings = await asyncio.gather(
-            workflow.execute_activity_method(SelfCheckActivities.database, **options),
-            *(self._ping(queue, options) for queue in queues),
-        )
+        database = workflow.start_activity_method(SelfCheckActivities.database, **options)
+        queues: list[str] = input.task_queues or []
+        if not queues:
+            queues = await workflow.execute_activity_method(
+                SelfCheckActivities.task_queues, **options
+            )
+        pings = await asyncio.gather(*(self._ping(queue, options) for queue in queues))
         return SelfCheckResult(
-            ok=database.ok and all(p.ok for p in pings),
+            ok=(await database).ok and all(p.ok for p in pings),
             checked_at=workflow.now(),
-            database=database,
+            database=await database,
             queues=pings,
         )
 
-    async def _ping(self, queue: str, options: dict[str, object]) -> QueueStatus:
+    async def _ping(self, queue: str, options: dict[str, Any]) -> QueueStatus:
         try:
             result: PingResult = await workflow.execute_activity_method(
-                PingActivities.ping, task_queue=queue, **options  # type: ignore[arg-type]
+                PingActivities.ping, task_queue=queue, **options
             )
         except ActivityError as err:
             cause = err.cause or err

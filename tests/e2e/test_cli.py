@@ -17,11 +17,21 @@ pytestmark = pytest.mark.e2e
 IDP = [sys.executable, "-m", "workers.cli"]
 
 
-def idp(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "TEMPORAL_", "DATABASE_URL", "JWT_", "ENCRYPTION_KEY", "API_"))}
+def idp(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("IDP_", "TEMPORAL_", "DATABASE_URL", "JWT_", "ENCRYPTION_KEY", "API_"))
+    }
     return subprocess.run(
-        [*IDP, *args], capture_output=True, text=True, cwd=PROJECT_ROOT,
-        env={**base, **(env or {})}, timeout=timeout,
+        [*IDP, *args],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={**base, **(env or {})},
+        timeout=timeout,
     )
 
 
@@ -35,14 +45,21 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], needle: str)
 
 def test_bad_temporal_yaml(tmp_path: Path) -> None:
     bad = tmp_path / "temporal.yaml"
-    bad.write_text((PROJECT_ROOT / "temporal.yaml").read_text().replace(
-        "max_concurrent_activities: 8", "max_concurrent_activites: 8"
-    ))
+    bad.write_text(
+        (PROJECT_ROOT / "temporal.yaml")
+        .read_text()
+        .replace("max_concurrent_activities: 8", "max_concurrent_activites: 8")
+    )
     port = free_port()
     for command in (["worker"], ["api"], ["dev"]):
         result = idp(
-            "--set", f"IDP_TEMPORAL_CONFIG={bad}", "--set", f"api_port={port}",
-            "--set", f"IDP_DATA_DIR={tmp_path / 'data'}", *command,
+            "--set",
+            f"IDP_TEMPORAL_CONFIG={bad}",
+            "--set",
+            f"api_port={port}",
+            "--set",
+            f"IDP_DATA_DIR={tmp_path / 'data'}",
+            *command,
         )
         assert_one_line_error(result, "task_queues.pipelines.max_concurrent_activites: unknown key")
     assert not (tmp_path / "data" / "idp.db").exists()  # nothing migrated, nothing started
@@ -63,9 +80,18 @@ def test_config_file_and_set_precedence_and_masking(tmp_path: Path) -> None:
     config = tmp_path / "idp.yaml"
     config.write_text("api_port: 9100\nlog_level: DEBUG\n")
     result = idp(
-        "--config", str(config), "--set", "LOG_LEVEL=ERROR", "config", "show", "--json",
-        env={"API_PORT": "9000", "JWT_SECRET": "s3cr3t-value-that-must-not-show",
-             "DATABASE_URL": "postgresql://app:hunter2@db:5432/idp"},
+        "--config",
+        str(config),
+        "--set",
+        "LOG_LEVEL=ERROR",
+        "config",
+        "show",
+        "--json",
+        env={
+            "API_PORT": "9000",
+            "JWT_SECRET": "s3cr3t-value-that-must-not-show",
+            "DATABASE_URL": "postgresql://app:hunter2@db:5432/idp",
+        },
     )
     assert result.returncode == 0, result.stderr
     assert "s3cr3t-value" not in result.stdout and "hunter2" not in result.stdout
@@ -83,5 +109,21 @@ def test_migrate_and_unknown_queue(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "database at revision 0001" in result.stdout
     assert (tmp_path / "idp.db").exists()
-    assert idp("migrate", "base", "--downgrade", env=env).stdout.strip() == "database at revision base"
+    assert (
+        idp("migrate", "base", "--downgrade", env=env).stdout.strip() == "database at revision base"
+    )
     assert_one_line_error(idp("worker", "--queue", "nope", env=env), "unknown task queue 'nope'")
+
+
+def test_unreachable_database(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    result = idp(
+        "migrate",
+        env={
+            "DATABASE_URL": f"postgresql://idp:pw@127.0.0.1:{port}/idp",
+            "IDP_DATA_DIR": str(tmp_path),
+        },
+    )
+    assert_one_line_error(
+        result, f"database postgresql+psycopg://idp:***@127.0.0.1:{port}/idp is not reachable"
+    )

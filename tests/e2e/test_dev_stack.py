@@ -43,11 +43,17 @@ class Stack:
 
     def argv(self) -> list[str]:
         return [
-            sys.executable, "-m", "workers.cli",
-            "--set", f"IDP_DATA_DIR={self.data_dir}",
-            "--set", f"API_PORT={self.api_port}",
-            "--set", f"TEMPORAL_DEV_PORT={self.grpc_port}",
-            "--set", f"TEMPORAL_UI_PORT={self.ui_port}",
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "--set",
+            f"IDP_DATA_DIR={self.data_dir}",
+            "--set",
+            f"API_PORT={self.api_port}",
+            "--set",
+            f"TEMPORAL_DEV_PORT={self.grpc_port}",
+            "--set",
+            f"TEMPORAL_UI_PORT={self.ui_port}",
             "dev",
         ]
 
@@ -55,14 +61,19 @@ class Stack:
     def env() -> dict[str, str]:
         """The caller's environment without settings that would redirect the stack."""
         return {
-            k: v for k, v in os.environ.items()
+            k: v
+            for k, v in os.environ.items()
             if not k.startswith(("IDP_", "TEMPORAL_", "API_")) and k != "DATABASE_URL"
         }
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            self.argv(), cwd=PROJECT_ROOT, env=self.env(),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            self.argv(),
+            cwd=PROJECT_ROOT,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -113,7 +124,10 @@ def run_selfcheck(stack: Stack, workflow_id: str) -> SelfCheckResult:
         settings = stack.settings()
         client = await connect(settings, load_topology(settings.temporal_config))
         return await client.execute_workflow(
-            SelfCheckWorkflow.run, SelfCheckInput(), id=workflow_id, task_queue="platform",
+            SelfCheckWorkflow.run,
+            SelfCheckInput(),
+            id=workflow_id,
+            task_queue="platform",
             result_type=SelfCheckResult,
         )
 
@@ -160,7 +174,11 @@ def test_port_in_use_stops_before_starting_anything(stack: Stack) -> None:
         holder.bind(("127.0.0.1", stack.api_port))
         holder.listen()
         result = subprocess.run(
-            stack.argv(), cwd=PROJECT_ROOT, env=stack.env(), capture_output=True, text=True,
+            stack.argv(),
+            cwd=PROJECT_ROOT,
+            env=stack.env(),
+            capture_output=True,
+            text=True,
             timeout=60,
         )
     assert result.returncode == 2

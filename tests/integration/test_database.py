@@ -3,6 +3,7 @@ PostgreSQL when TEST_DATABASE_URL is set)."""
 
 import asyncio
 import uuid
+
 import pytest
 from sqlalchemy import String, delete, update
 from sqlalchemy.exc import DBAPIError
@@ -66,16 +67,27 @@ async def test_audit_record_carries_context_and_masks_secrets(
     session.add(widget)
     await session.flush()
     ctx = context.RequestContext(
-        request_id="req-1", actor_id=actor, actor_type="user", actor_label="alice@example.com",
-        ip="10.0.0.9", user_agent="curl/8",
+        request_id="req-1",
+        actor_id=actor,
+        actor_type="user",
+        actor_label="alice@example.com",
+        ip="10.0.0.9",
+        user_agent="curl/8",
     )
     with context.bound(ctx):
         entry = await AuditService(session).record(
-            "widget.update", "widget", widget.id,
-            before=snapshot(widget), after={"name": "w2", "password": "hunter2", "nested": {"secret": "s"}},
+            "widget.update",
+            "widget",
+            widget.id,
+            before=snapshot(widget),
+            after={"name": "w2", "password": "hunter2", "nested": {"secret": "s"}},
         )
     await session.refresh(entry)
-    assert (entry.actor_id, entry.actor_type, entry.actor_label) == (actor, "user", "alice@example.com")
+    assert (entry.actor_id, entry.actor_type, entry.actor_label) == (
+        actor,
+        "user",
+        "alice@example.com",
+    )
     assert (entry.ip, entry.user_agent, entry.request_id) == ("10.0.0.9", "curl/8", "req-1")
     assert entry.resource_id == str(widget.id)
     assert entry.before is not None and entry.before["name"] == "w"

@@ -43,8 +43,12 @@ async def running(workers: Sequence[Worker]) -> AsyncIterator[None]:
 
 
 @pytest.fixture
-async def resources(database_url: str, topology: Topology, settings: Settings) -> AsyncIterator[WorkerResources]:
-    res = WorkerResources.create(settings.model_copy(update={"database_url": database_url}), topology)
+async def resources(
+    database_url: str, topology: Topology, settings: Settings
+) -> AsyncIterator[WorkerResources]:
+    res = WorkerResources.create(
+        settings.model_copy(update={"database_url": database_url}), topology
+    )
     yield res
     await res.close()
 
@@ -79,11 +83,15 @@ async def test_selfcheck_reports_an_unserved_queue(
     temporal_env: WorkflowEnvironment, resources: WorkerResources, topology: Topology
 ) -> None:
     names = unique_queues(topology)
-    platform_only = build_workers(temporal_env.client, resources, ["platform"], task_queue_names=names)
+    platform_only = build_workers(
+        temporal_env.client, resources, ["platform"], task_queue_names=names
+    )
     async with running(platform_only):
         result = await temporal_env.client.execute_workflow(
             SelfCheckWorkflow.run,
-            SelfCheckInput(task_queues=[names["platform"], names["pipelines"]], ping_timeout_seconds=2),
+            SelfCheckInput(
+                task_queues=[names["platform"], names["pipelines"]], ping_timeout_seconds=2
+            ),
             id=f"selfcheck-{uuid.uuid4()}",
             task_queue=names["platform"],
             result_type=SelfCheckResult,
@@ -96,23 +104,31 @@ async def test_selfcheck_reports_an_unserved_queue(
 
 
 def probe_topology(max_attempts: int) -> Topology:
-    return Topology.model_validate({
-        "task_queues": {"platform": {}},
-        "activities": {
-            "default": {"start_to_close_timeout": "30s"},
-            "flaky": {
-                "start_to_close_timeout": "10s",
-                "retry": {"initial_interval": "100ms", "maximum_interval": "200ms",
-                          "maximum_attempts": max_attempts},
+    return Topology.model_validate(
+        {
+            "task_queues": {"platform": {}},
+            "activities": {
+                "default": {"start_to_close_timeout": "30s"},
+                "flaky": {
+                    "start_to_close_timeout": "10s",
+                    "retry": {
+                        "initial_interval": "100ms",
+                        "maximum_interval": "200ms",
+                        "maximum_attempts": max_attempts,
+                    },
+                },
             },
-        },
-    })
+        }
+    )
 
 
 def probe_worker(client: Client, queue: str) -> Worker:
     return Worker(
-        client, task_queue=queue, workflows=[ContextProbeWorkflow, RetryProbeWorkflow],
-        activities=[whoami, flaky], workflow_runner=sandbox_runner(),
+        client,
+        task_queue=queue,
+        workflows=[ContextProbeWorkflow, RetryProbeWorkflow],
+        activities=[whoami, flaky],
+        workflow_runner=sandbox_runner(),
     )
 
 
@@ -133,11 +149,15 @@ async def test_retry_policy_comes_from_the_activity_kind(
                 await run
 
 
-async def test_request_context_reaches_workflow_and_activity(temporal_env: WorkflowEnvironment) -> None:
+async def test_request_context_reaches_workflow_and_activity(
+    temporal_env: WorkflowEnvironment,
+) -> None:
     policies.install(probe_topology(1))
     queue = f"ctx-{uuid.uuid4()}"
     async with running([probe_worker(temporal_env.client, queue)]):
-        with context.bound(request_id="req-abc", actor_label="alice@example.com", actor_type="user"):
+        with context.bound(
+            request_id="req-abc", actor_label="alice@example.com", actor_type="user"
+        ):
             seen = await temporal_env.client.execute_workflow(
                 ContextProbeWorkflow.run, id=f"ctx-{uuid.uuid4()}", task_queue=queue
             )
@@ -162,11 +182,15 @@ async def test_schedules_are_created_updated_and_pruned(
     assert action.workflow == workflow_name(SelfCheckWorkflow)  # type: ignore[union-attr]
     assert described.schedule.spec.intervals[0].every == timedelta(minutes=15)
 
-    changed = topology.model_copy(update={"schedules": {
-        "selfcheck": topology.schedules["selfcheck"].model_copy(
-            update={"interval": timedelta(hours=1), "enabled": False}
-        )
-    }})
+    changed = topology.model_copy(
+        update={
+            "schedules": {
+                "selfcheck": topology.schedules["selfcheck"].model_copy(
+                    update={"interval": timedelta(hours=1), "enabled": False}
+                )
+            }
+        }
+    )
     await sync_schedules(client, changed, prune=True)
     described = await client.get_schedule_handle(schedule_id("selfcheck")).describe()
     assert described.schedule.spec.intervals[0].every == timedelta(hours=1)
@@ -180,7 +204,9 @@ async def test_schedules_are_created_updated_and_pruned(
 async def test_time_skipping_server_for_timers(time_skipping_env: WorkflowEnvironment) -> None:
     queue = f"sleepy-{uuid.uuid4()}"
     worker = Worker(
-        time_skipping_env.client, task_queue=queue, workflows=[SleepyWorkflow],
+        time_skipping_env.client,
+        task_queue=queue,
+        workflows=[SleepyWorkflow],
         workflow_runner=sandbox_runner(),
     )
     async with worker:

@@ -96,7 +96,9 @@ async def test_request_id_generated_kept_or_replaced(client: httpx.AsyncClient) 
 async def test_api_version_header(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/health", headers={"X-API-Version": "1"})).status_code == 200
     error = assert_error_shape(
-        await client.get("/api/health", headers={"X-API-Version": "2"}), 400, "unsupported_api_version"
+        await client.get("/api/health", headers={"X-API-Version": "2"}),
+        400,
+        "unsupported_api_version",
     )
     assert error["details"] == {"supported": ["1"], "current": "1"}
 
@@ -114,12 +116,16 @@ async def test_domain_error(client: httpx.AsyncClient) -> None:
 
 async def test_validation_error(client: httpx.AsyncClient) -> None:
     error = assert_error_shape(
-        await client.post("/probe/items", json={"name": "x", "size": "big"}), 422, "validation_error"
+        await client.post("/probe/items", json={"name": "x", "size": "big"}),
+        422,
+        "validation_error",
     )
     assert error["message"].startswith("body.size:")
     assert error["details"][0]["field"] == "body.size"
     assert_error_shape(
-        await client.post("/probe/items", content=b"{not json", headers={"content-type": "application/json"}),
+        await client.post(
+            "/probe/items", content=b"{not json", headers={"content-type": "application/json"}
+        ),
         422,
         "validation_error",
     )
@@ -136,14 +142,18 @@ async def test_pagination_parameters(client: httpx.AsyncClient) -> None:
     assert (await client.get("/probe/page")).json() == {"limit": 50, "cursor": None, "offset": None}
     assert (await client.get("/probe/page?limit=10&offset=20")).json()["offset"] == 20
     assert_error_shape(await client.get("/probe/page?limit=500"), 422, "validation_error")
-    error = assert_error_shape(await client.get("/probe/page?cursor=abc&offset=3"), 400, "bad_request")
+    error = assert_error_shape(
+        await client.get("/probe/page?cursor=abc&offset=3"), 400, "bad_request"
+    )
     assert "either cursor or offset" in error["message"]
 
 
 async def test_openapi_lists_routes_tags_and_error_shape(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert {"/api/health", "/api/health/ready"} <= set(spec["paths"])
-    assert {"name": "system", "description": "Liveness and readiness of the platform."} in spec["tags"]
+    assert {"name": "system", "description": "Liveness and readiness of the platform."} in spec[
+        "tags"
+    ]
     assert spec["paths"]["/api/health"]["get"]["tags"] == ["system"]
     assert "ErrorResponse" in spec["components"]["schemas"]
     docs = await client.get("/docs")

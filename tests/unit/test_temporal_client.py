@@ -33,7 +33,9 @@ def test_cluster_with_mtls(tmp_path: Path, topology: Topology) -> None:
     assert options.target == "acme.a1b2c.tmprl.cloud:7233"
     assert options.namespace == "acme.a1b2c"
     assert options.tls == TLSConfig(
-        client_cert=b"CERT", client_private_key=b"KEY", server_root_ca_cert=b"CA",
+        client_cert=b"CERT",
+        client_private_key=b"KEY",
+        server_root_ca_cert=b"CA",
         domain="acme.a1b2c.tmprl.cloud",
     )
 
@@ -70,3 +72,6 @@ def test_temporal_cli_found_and_missing(tmp_path: Path) -> None:
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
     assert find_temporal_cli(Settings(temporal_cli=fake)) == fake
+    fake.chmod(0o644)
+    with pytest.raises(ConfigError, match="TEMPORAL_CLI_PATH .* is not an executable file"):
+        find_temporal_cli(Settings(temporal_cli=fake))

@@ -64,12 +64,16 @@ def test_minimal_topology_gets_defaults(tmp_path: Path) -> None:
             "activities.default.start_to_close_timeout: 'thirty' is not a duration",
         ),
         (MINIMAL.replace("default:", "db:"), "activities must define a 'default' kind"),
-        ("task_queues: {}\nactivities: {}\n", "task_queues: Dictionary should have at least 1 item"),
+        (
+            "task_queues: {}\nactivities: {}\n",
+            "task_queues: Dictionary should have at least 1 item",
+        ),
         ("activities: {}\n", "task_queues: required key is missing"),
         ("task_queues: [\n", "line 2"),
         ("- just\n- a list\n", "expected a mapping at the top level"),
         (
-            MINIMAL + "schedules:\n  nightly: {workflow: X, task_queue: nowhere, cron: '0 2 * * *'}\n",
+            MINIMAL
+            + "schedules:\n  nightly: {workflow: X, task_queue: nowhere, cron: '0 2 * * *'}\n",
             "schedules.nightly.task_queue: 'nowhere' is not a declared task queue",
         ),
         (
@@ -89,28 +93,35 @@ def test_bad_topology_is_one_line_naming_the_key(tmp_path: Path, text: str, expe
 
 
 def test_registry_rejects_unserved_queue_and_unknown_scheduled_workflow(tmp_path: Path) -> None:
-    topology = load_topology(write(tmp_path, MINIMAL.replace("platform: {}", "platform: {}\n  extra: {}")))
+    topology = load_topology(
+        write(tmp_path, MINIMAL.replace("platform: {}", "platform: {}\n  extra: {}"))
+    )
     with pytest.raises(ConfigError, match="task queue 'extra' in temporal.yaml has no workflows"):
         check_topology(topology)
-    scheduled = load_topology(write(tmp_path, MINIMAL + (
-        "schedules:\n  nightly: {workflow: NoSuchWorkflow, task_queue: platform, interval: 1h}\n"
-    )))
-    with pytest.raises(ConfigError, match="'NoSuchWorkflow' is not a workflow of task queue"):
+    schedule = "schedules:\n  nightly: {workflow: NoSuch, task_queue: platform, interval: 1h}\n"
+    scheduled = load_topology(write(tmp_path, MINIMAL + schedule))
+    with pytest.raises(ConfigError, match="'NoSuch' is not a workflow of task queue"):
         check_topology(scheduled, {"platform": QueueBinding()})
 
 
 def test_activity_options_come_from_the_installed_topology(tmp_path: Path) -> None:
-    topology = Topology.model_validate({
-        "task_queues": {"platform": {}},
-        "activities": {
-            "default": {"start_to_close_timeout": "1m"},
-            "git": {
-                "start_to_close_timeout": "10m",
-                "heartbeat_timeout": "30s",
-                "retry": {"initial_interval": "2s", "maximum_interval": "1m", "maximum_attempts": 5},
+    topology = Topology.model_validate(
+        {
+            "task_queues": {"platform": {}},
+            "activities": {
+                "default": {"start_to_close_timeout": "1m"},
+                "git": {
+                    "start_to_close_timeout": "10m",
+                    "heartbeat_timeout": "30s",
+                    "retry": {
+                        "initial_interval": "2s",
+                        "maximum_interval": "1m",
+                        "maximum_attempts": 5,
+                    },
+                },
             },
-        },
-    })
+        }
+    )
     policies.install(topology)
     options = policies.activity_options("git")
     assert options["start_to_close_timeout"] == timedelta(minutes=10)
