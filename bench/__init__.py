@@ -1,0 +1,1 @@
+"""Benchmarks: figures and ratios against the floor of the engine underneath (never asserted)."""
