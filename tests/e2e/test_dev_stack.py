@@ -17,11 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
 
 from core.settings import PROJECT_ROOT, Settings
 from core.temporal.client import connect
 from core.topology import load_topology
 from tests.helpers import free_port
+from workers.dev import port_in_use
 from workflows.selfcheck import SelfCheckInput, SelfCheckResult, SelfCheckWorkflow
 
 pytestmark = pytest.mark.e2e
@@ -29,8 +31,9 @@ START_TIMEOUT = 120
 
 
 class Stack:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, temporal_address: str | None = None) -> None:
         self.data_dir = data_dir
+        self.temporal_address = temporal_address
         self.api_port, self.grpc_port, self.ui_port = free_port(), free_port(), free_port()
         self.process: subprocess.Popen[str] | None = None
 
@@ -39,7 +42,11 @@ class Stack:
         return f"http://127.0.0.1:{self.api_port}"
 
     def settings(self) -> Settings:
-        return Settings(data_dir=self.data_dir, temporal_dev_port=self.grpc_port)
+        return Settings(
+            data_dir=self.data_dir,
+            temporal_dev_port=self.grpc_port,
+            temporal_address=self.temporal_address,
+        )
 
     def argv(self) -> list[str]:
         return [
@@ -54,6 +61,11 @@ class Stack:
             f"TEMPORAL_DEV_PORT={self.grpc_port}",
             "--set",
             f"TEMPORAL_UI_PORT={self.ui_port}",
+            *(
+                ["--set", f"TEMPORAL_ADDRESS={self.temporal_address}"]
+                if self.temporal_address
+                else []
+            ),
             "dev",
         ]
 
@@ -188,3 +200,28 @@ def test_port_in_use_stops_before_starting_anything(stack: Stack) -> None:
     )
     assert stack.leftovers() == []
     assert not (stack.data_dir / "temporal.db").exists()
+
+
+async def test_external_cluster_starts_no_dev_server(
+    tmp_path: Path, temporal_env: WorkflowEnvironment
+) -> None:
+    """With TEMPORAL_ADDRESS set, `idp dev` uses that cluster and starts no dev server."""
+    cluster = temporal_env.client.service_client.config.target_host
+    stack = Stack(tmp_path / "data", temporal_address=cluster)
+    try:
+        await asyncio.to_thread(stack.start)
+        ready = httpx.get(f"{stack.api}/api/health/ready").json()
+        assert ready["checks"]["temporal"]["status"] == "ok"
+        assert not port_in_use("127.0.0.1", stack.ui_port)  # no UI: no dev server of its own
+        assert not any("server start-dev" in p for p in stack.leftovers())
+        workflow_id = f"e2e-external-{uuid.uuid4()}"
+        await asyncio.to_thread(run_selfcheck, stack, workflow_id)
+        # the run is in the external cluster's history
+        described = await temporal_env.client.get_workflow_handle(workflow_id).describe()
+        assert described.status == WorkflowExecutionStatus.COMPLETED
+        output = await asyncio.to_thread(stack.interrupt)
+        assert "(external cluster)" in output
+        assert stack.leftovers() == []
+    finally:
+        if stack.process and stack.process.poll() is None:
+            stack.process.kill()
