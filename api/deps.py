@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from api.state import AppState
+from core.db.engine import transaction
 
 
 def app_state(request: Request) -> AppState:
@@ -20,13 +21,8 @@ def app_state(request: Request) -> AppState:
 async def _session(state: Annotated[AppState, Depends(app_state)]) -> AsyncIterator[AsyncSession]:
     """One session per request; it commits after the route returns and before the response
     is sent (scope="function"), and rolls back if the route raised."""
-    async with state.sessions() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
+    async with transaction(state.sessions) as session:
+        yield session
 
 
 async def _temporal(state: Annotated[AppState, Depends(app_state)]) -> Client:

@@ -14,9 +14,11 @@ from workflows.selfcheck import SelfCheckInput, SelfCheckResult, SelfCheckWorkfl
 TIMEOUT = timedelta(seconds=60)
 
 
-async def run_selfcheck(settings: Settings, topology: Topology) -> SelfCheckResult:
+async def run_selfcheck(
+    settings: Settings, topology: Topology, workflow_id: str | None = None
+) -> SelfCheckResult:
     client = await connect(settings, topology)
-    workflow_id = f"selfcheck-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+    workflow_id = workflow_id or f"selfcheck-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
     return await client.execute_workflow(
         SelfCheckWorkflow.run,
         SelfCheckInput(),

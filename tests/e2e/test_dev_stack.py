@@ -24,7 +24,8 @@ from core.temporal.client import connect
 from core.topology import load_topology
 from tests.helpers import free_port
 from workers.dev import port_in_use
-from workflows.selfcheck import SelfCheckInput, SelfCheckResult, SelfCheckWorkflow
+from workers.selfcheck import run_selfcheck
+from workflows.selfcheck import SelfCheckResult
 
 pytestmark = pytest.mark.e2e
 START_TIMEOUT = 120
@@ -131,19 +132,11 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         s.process.wait()
 
 
-def run_selfcheck(stack: Stack, workflow_id: str) -> SelfCheckResult:
-    async def go() -> SelfCheckResult:
-        settings = stack.settings()
-        client = await connect(settings, load_topology(settings.temporal_config))
-        return await client.execute_workflow(
-            SelfCheckWorkflow.run,
-            SelfCheckInput(),
-            id=workflow_id,
-            task_queue="platform",
-            result_type=SelfCheckResult,
-        )
-
-    return asyncio.run(go())
+def selfcheck(stack: Stack, workflow_id: str) -> SelfCheckResult:
+    settings = stack.settings()
+    return asyncio.run(
+        run_selfcheck(settings, load_topology(settings.temporal_config), workflow_id)
+    )
 
 
 def workflow_status(stack: Stack, workflow_id: str) -> WorkflowExecutionStatus | None:
@@ -166,7 +159,7 @@ def test_dev_stack_answers_stops_cleanly_and_keeps_history(stack: Stack) -> None
     assert "/api/health/ready" in httpx.get(f"{stack.api}/openapi.json").json()["paths"]
 
     workflow_id = f"e2e-selfcheck-{uuid.uuid4()}"
-    result = run_selfcheck(stack, workflow_id)
+    result = selfcheck(stack, workflow_id)
     assert result.ok and len(result.queues) == 7
 
     output = stack.interrupt()
@@ -215,7 +208,7 @@ async def test_external_cluster_starts_no_dev_server(
         assert not port_in_use("127.0.0.1", stack.ui_port)  # no UI: no dev server of its own
         assert not any("server start-dev" in p for p in stack.leftovers())
         workflow_id = f"e2e-external-{uuid.uuid4()}"
-        await asyncio.to_thread(run_selfcheck, stack, workflow_id)
+        await asyncio.to_thread(selfcheck, stack, workflow_id)
         # the run is in the external cluster's history
         described = await temporal_env.client.get_workflow_handle(workflow_id).describe()
         assert described.status == WorkflowExecutionStatus.COMPLETED
