@@ -29,7 +29,11 @@ async def main() -> None:
     try:
         address = env.client.service_client.config.target_host
         data_dir = Path(tempfile.mkdtemp(prefix="idp-bench-wf-"))
-        settings = Settings(data_dir=data_dir, temporal_address=address)
+        settings = Settings(  # its own SQLite file, whatever DATABASE_URL says
+            data_dir=data_dir,
+            temporal_address=address,
+            database_url=f"sqlite+aiosqlite:///{data_dir / 'idp.db'}",
+        )
         migrate.upgrade(settings.effective_database_url)
         await workflow_latency.run(env.client, settings)
         await asyncio.to_thread(api_latency.run, address)

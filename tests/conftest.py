@@ -25,7 +25,7 @@ from core.temporal.converter import data_converter
 from core.temporal.interceptors import ContextPropagationInterceptor
 from core.topology import Topology, load_topology
 
-# -- the os._exit guard (CONVENTIONS.md: temporalio can crash at interpreter exit) -----------
+# -- the os._exit guard: temporalio can crash at interpreter exit (sdk-python issue 300) ---------
 _exit_status = 0
 
 

@@ -40,7 +40,7 @@ def alembic_config(url: str) -> Config:
 def _unreachable(url: str, exc: OperationalError) -> ConfigError:
     reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
     masked = make_url(url).render_as_string(hide_password=True)
-    return ConfigError(f"database {masked} is not reachable: {reason}")
+    return ConfigError(f"cannot connect to database {masked}: {reason}")
 
 
 def upgrade(url: str, revision: str = "head") -> None:

@@ -125,5 +125,5 @@ def test_unreachable_database(tmp_path: Path) -> None:
         },
     )
     assert_one_line_error(
-        result, f"database postgresql+psycopg://idp:***@127.0.0.1:{port}/idp is not reachable"
+        result, f"cannot connect to database postgresql+psycopg://idp:***@127.0.0.1:{port}/idp: "
     )
