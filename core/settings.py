@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     jwt_expires_in: Duration = _env("JWT_EXPIRES_IN", "15m")
     refresh_token_expires_in: Duration = _env("REFRESH_TOKEN_EXPIRES_IN", "7d")
     encryption_key: SecretStr | None = _env("ENCRYPTION_KEY")
+    encryption_keys_previous: SecretStr | None = _env("ENCRYPTION_KEYS_PREVIOUS")
     admin_email: str | None = _env("IDP_ADMIN_EMAIL")
     admin_password: SecretStr | None = _env("IDP_ADMIN_PASSWORD")
 

@@ -12,7 +12,9 @@ from temporalio.client import Client
 from temporalio.service import TLSConfig
 
 from core.errors import ConfigError
+from core.security.encryption import KeyRing
 from core.settings import Settings
+from core.temporal.codec import EncryptionCodec
 from core.temporal.converter import data_converter
 from core.temporal.interceptors import ContextPropagationInterceptor
 from core.topology import Topology
@@ -24,6 +26,9 @@ class ConnectOptions:
     namespace: str
     tls: TLSConfig | bool
     api_key: str | None
+    # Encrypts payloads when ENCRYPTION_KEY is set; built here so that a bad key is reported
+    # with the other configuration errors, before any connection is attempted.
+    keyring: KeyRing | None = None
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -35,6 +40,7 @@ def _read(path: Path, what: str) -> bytes:
 
 def connect_options(settings: Settings, topology: Topology) -> ConnectOptions:
     """Where and how to connect; the embedded dev server when TEMPORAL_ADDRESS is unset."""
+    keyring = KeyRing.from_settings(settings) if settings.encryption_key is not None else None
     target = settings.temporal_address or f"127.0.0.1:{settings.temporal_dev_port}"
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     has_cert = settings.temporal_tls_cert is not None or settings.temporal_tls_key is not None
@@ -62,18 +68,24 @@ def connect_options(settings: Settings, topology: Topology) -> ConnectOptions:
         namespace=settings.temporal_namespace or topology.namespace,
         tls=tls,
         api_key=api_key,
+        keyring=keyring,
     )
 
 
 async def connect(settings: Settings, topology: Topology, *, lazy: bool = False) -> Client:
-    """A client with the platform's data converter and context-propagation interceptor."""
+    """A client with the platform's data converter and context-propagation interceptor.
+
+    Payloads are encrypted whenever settings carry ENCRYPTION_KEY (always, once the CLI or the
+    app factory applied `with_local_secrets`); without it the client speaks plain payloads.
+    """
     options = connect_options(settings, topology)
+    codec = EncryptionCodec(options.keyring) if options.keyring is not None else None
     return await Client.connect(
         options.target,
         namespace=options.namespace,
         tls=options.tls,
         api_key=options.api_key,
-        data_converter=data_converter(),
+        data_converter=data_converter(codec),
         interceptors=[ContextPropagationInterceptor()],
         lazy=lazy,
     )
