@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,15 +10,24 @@ from fastapi import FastAPI
 
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.middleware import CURRENT_VERSION, RequestContextMiddleware
-from api.routers import health
+from api.routers import api_keys, audit, auth, health, users
 from api.state import AppState
 from core import __version__
+from core.db.engine import transaction
+from core.db.migrate import schema_status
+from core.identity.bootstrap import ensure_first_admin
 from core.local_secrets import with_local_secrets
 from core.settings import Settings, load_settings
 from core.topology import Topology, load_topology
 
+log = logging.getLogger("idp.api")
+
 TAGS = [
     {"name": "system", "description": "Liveness and readiness of the platform."},
+    {"name": "auth", "description": "Login, token refresh and logout; who am I."},
+    {"name": "users", "description": "Users and their role grants."},
+    {"name": "api-keys", "description": "API keys for service-to-service calls."},
+    {"name": "audit", "description": "The append-only audit log."},
 ]
 
 DESCRIPTION = f"""
@@ -33,6 +43,23 @@ starts them and reads their state.
 """
 
 
+async def bootstrap_admin(state: AppState) -> None:
+    """On first start (no users), create the admin named by IDP_ADMIN_EMAIL/PASSWORD."""
+    settings = state.settings
+    if not (settings.admin_email and settings.admin_password):
+        return
+    async with state.engine.connect() as conn:
+        if (await schema_status(conn)).problem:
+            log.warning("not creating the first admin: the database is not migrated")
+            return
+    async with transaction(state.sessions) as session:
+        created = await ensure_first_admin(
+            session, settings.admin_email, settings.admin_password.get_secret_value()
+        )
+    if created:
+        log.info("created the first admin %s", settings.admin_email)
+
+
 def create_app(settings: Settings | None = None, topology: Topology | None = None) -> FastAPI:
     settings = with_local_secrets(settings or load_settings())
     topology = topology or load_topology(settings.temporal_config)
@@ -41,6 +68,7 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = AppState.create(settings, topology)
         app.state.idp = state
+        await bootstrap_admin(state)
         try:
             yield
         finally:
@@ -56,5 +84,6 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
     )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    app.include_router(health.router)
+    for router in (health.router, auth.router, users.router, api_keys.router, audit.router):
+        app.include_router(router)
     return app

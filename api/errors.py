@@ -57,16 +57,7 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    headers = (
-        {"Retry-After": str(exc.details["retry_after"])}
-        if (
-            exc.status_code == 429
-            and isinstance(exc.details, dict)
-            and "retry_after" in exc.details
-        )
-        else None
-    )
-    return error_response(exc.status_code, exc.code, exc.message, exc.details, headers=headers)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, headers=exc.headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -56,6 +56,11 @@ def reset(token: contextvars.Token[RequestContext]) -> None:
     _current.reset(token)
 
 
+def update(**changes: Any) -> None:
+    """Change fields of the current context for the rest of this task (e.g. after login)."""
+    _current.set(replace(current(), **changes))
+
+
 @contextmanager
 def bound(ctx: RequestContext | None = None, **changes: Any) -> Iterator[RequestContext]:
     """Run a block with `ctx` (or the current context with `changes`) as the current context."""

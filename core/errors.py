@@ -13,10 +13,22 @@ class AppError(Exception):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Any = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        keep_changes: bool = False,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.headers = headers
+        # True when what the request changed before failing must still be saved, e.g. a
+        # failed login's counter and its audit entry, or a token family revoked on reuse.
+        self.keep_changes = keep_changes
         if code:
             self.code = code
 

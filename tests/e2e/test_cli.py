@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from core.db import migrate
 from core.settings import PROJECT_ROOT
 from tests.helpers import free_port
 
@@ -107,7 +108,7 @@ def test_migrate_and_unknown_queue(tmp_path: Path) -> None:
     env = {"IDP_DATA_DIR": str(tmp_path)}
     result = idp("migrate", env=env)
     assert result.returncode == 0, result.stderr
-    assert "database at revision 0001" in result.stdout
+    assert f"database at revision {migrate.head_revision()}" in result.stdout
     assert (tmp_path / "idp.db").exists()
     assert (
         idp("migrate", "base", "--downgrade", env=env).stdout.strip() == "database at revision base"

@@ -19,6 +19,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from core.local_secrets import with_local_secrets
 from core.settings import PROJECT_ROOT, Settings
 from core.temporal.client import connect
 from core.topology import load_topology
@@ -43,10 +44,13 @@ class Stack:
         return f"http://127.0.0.1:{self.api_port}"
 
     def settings(self) -> Settings:
-        return Settings(
-            data_dir=self.data_dir,
-            temporal_dev_port=self.grpc_port,
-            temporal_address=self.temporal_address,
+        """What the stack's processes use, including its generated development secrets."""
+        return with_local_secrets(
+            Settings(
+                data_dir=self.data_dir,
+                temporal_dev_port=self.grpc_port,
+                temporal_address=self.temporal_address,
+            )
         )
 
     def argv(self) -> list[str]:

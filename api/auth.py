@@ -1,0 +1,65 @@
+"""Authentication and authorization dependencies. Every non-public route depends on
+`require(permission)` (or on `CurrentPrincipal` plus an explicit `authorize` call once the
+resource is loaded); tests/unit/test_route_protection.py fails for a route that does not."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from api.deps import DbSession, State
+from core import context
+from core.errors import Unauthorized
+from core.identity.authn import authenticate
+from core.security.authorization import GLOBAL, Principal, Resource, _AnyScope, authorize
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def _credential(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized(
+                "use Authorization: Bearer <token or API key>",
+                code="invalid_token",
+                headers=_CHALLENGE,
+            )
+        return value.strip()
+    return request.headers.get("x-api-key") or None
+
+
+async def current_principal(request: Request, state: State, session: DbSession) -> Principal:
+    credential = _credential(request)
+    if credential is None:
+        raise Unauthorized("authentication required", headers=_CHALLENGE)
+    assert state.settings.jwt_secret is not None  # filled by with_local_secrets or required
+    try:
+        principal = await authenticate(
+            session, state.settings.jwt_secret.get_secret_value(), credential
+        )
+    except Unauthorized as exc:
+        exc.headers = exc.headers or _CHALLENGE
+        raise
+    # Audit entries and Temporal headers written for this request now name the actor.
+    context.update(
+        actor_id=principal.user_id, actor_type=principal.kind, actor_label=principal.label
+    )
+    request.state.principal = principal
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require(permission: str, resource: Resource | _AnyScope = GLOBAL) -> Any:
+    """A dependency: the caller must hold `permission` for `resource` (default platform-wide)."""
+
+    async def check(principal: CurrentPrincipal) -> Principal:
+        authorize(principal, permission, resource)
+        return principal
+
+    check.required_permission = permission  # type: ignore[attr-defined]
+    return Depends(check)

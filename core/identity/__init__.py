@@ -1,0 +1,1 @@
+"""Identity and access: users, organizations, teams, roles, tokens, API keys."""

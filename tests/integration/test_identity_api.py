@@ -1,0 +1,443 @@
+"""Identity over HTTP on a real database: login, tokens, refresh rotation, lockout, users,
+role grants, API keys, audit log; 401/403 in the error shape, changing nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import jwt
+import pytest
+from sqlalchemy import select, update
+
+from core.db.engine import create_engine, session_factory, transaction
+from core.db.types import utcnow
+from core.models.audit import AuditLog
+from core.models.identity import ApiKey, RefreshToken, User
+from core.security.tokens import issue_access_token
+from core.settings import Settings
+from core.topology import Topology
+from tests.integration.identity_helpers import JWT_SECRET, PASSWORD, Api, running_api
+
+
+@pytest.fixture
+async def api(settings: Settings, topology: Topology, database_url: str) -> AsyncIterator[Api]:
+    async with running_api(settings, topology, database_url) as running:
+        yield running
+
+
+async def run_sql(api: Api, statement) -> None:  # type: ignore[no-untyped-def]
+    engine = create_engine(api.settings.effective_database_url)
+    try:
+        async with transaction(session_factory(engine)) as session:
+            await session.execute(statement)
+    finally:
+        await engine.dispose()
+
+
+async def fetch(api: Api, stmt):  # type: ignore[no-untyped-def]
+    engine = create_engine(api.settings.effective_database_url)
+    try:
+        async with session_factory(engine)() as session:
+            return (await session.scalars(stmt)).all()
+    finally:
+        await engine.dispose()
+
+
+def error(response, status: int, code: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    body = response.json()["error"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    if code:
+        assert body["code"] == code
+    return dict(body)
+
+
+# -- login, tokens, refresh -----------------------------------------------------------
+async def test_login_me_and_token_shape(api: Api) -> None:
+    user_id, email = await api.user("viewer")
+    tokens = await api.login(email.upper())  # emails are case-insensitive
+    assert tokens["token_type"] == "bearer" and tokens["expires_in"] == 15 * 60
+    assert str(tokens["refresh_token"]).startswith("idpr_")
+    me = await api.client.get(
+        "/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert me.status_code == 200
+    body = me.json()
+    assert body["user"]["id"] == str(user_id) and body["user"]["email"] == email
+    assert "password_hash" not in body["user"]
+    assert [g["role"] for g in body["roles"]] == ["viewer"]
+    assert "services:read" in body["permissions"] and "users:admin" not in body["permissions"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({}, "unauthorized"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "invalid_token"),
+        ({"Authorization": "Bearer not-a-token"}, "invalid_token"),
+        ({"Authorization": "Bearer a.b.c"}, "invalid_token"),
+        ({"X-API-Key": "idpk_unknown"}, "invalid_api_key"),
+    ],
+)
+async def test_missing_or_bad_credentials_are_401(
+    api: Api, headers: dict[str, str], code: str
+) -> None:
+    response = await api.client.get("/auth/me", headers=headers)
+    error(response, 401, code)
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_expired_and_forged_tokens(api: Api) -> None:
+    user_id, _ = await api.user("admin")
+    expired, _ = issue_access_token(JWT_SECRET, user_id, timedelta(seconds=-5))
+    error(
+        await api.client.get("/auth/me", headers={"Authorization": f"Bearer {expired}"}),
+        401,
+        "token_expired",
+    )
+    forged, _ = issue_access_token("another-secret-" + "y" * 32, user_id, timedelta(minutes=5))
+    error(
+        await api.client.get("/auth/me", headers={"Authorization": f"Bearer {forged}"}),
+        401,
+        "invalid_token",
+    )
+    unsigned = jwt.encode(
+        {"sub": str(user_id), "iss": "idp", "typ": "access"}, key=None, algorithm="none"
+    )
+    error(
+        await api.client.get("/auth/me", headers={"Authorization": f"Bearer {unsigned}"}),
+        401,
+        "invalid_token",
+    )
+
+
+async def test_unauthenticated_write_changes_nothing(api: Api) -> None:
+    email = f"ghost-{uuid.uuid4().hex[:8]}@example.com"
+    response = await api.client.post("/users", json={"email": email, "password": PASSWORD})
+    error(response, 401)
+    assert await fetch(api, select(User).where(User.email == email)) == []
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_family(api: Api) -> None:
+    _, email = await api.user()
+    first = await api.login(email)
+    second = (
+        await api.client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    ).json()
+    assert second["refresh_token"] != first["refresh_token"]
+    assert second["access_token"] != first["access_token"]
+    # the rotated token presented again: theft assumed, the whole family is revoked
+    reuse = await api.client.post("/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    error(reuse, 401, "refresh_token_reused")
+    error(
+        await api.client.post("/auth/refresh", json={"refresh_token": second["refresh_token"]}),
+        401,
+        "invalid_refresh_token",
+    )
+    # another login is another family, unaffected
+    third = await api.login(email)
+    ok = await api.client.post("/auth/refresh", json={"refresh_token": third["refresh_token"]})
+    assert ok.status_code == 200
+
+
+async def test_logout_revokes(api: Api) -> None:
+    _, email = await api.user()
+    tokens = await api.login(email)
+    assert (
+        await api.client.post("/auth/logout", json={"refresh_token": tokens["refresh_token"]})
+    ).status_code == 204
+    error(
+        await api.client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]}),
+        401,
+        "invalid_refresh_token",
+    )
+
+
+async def test_expired_refresh_token(api: Api) -> None:
+    user_id, email = await api.user()
+    tokens = await api.login(email)
+    await run_sql(
+        api,
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id)
+        .values(expires_at=utcnow() - timedelta(seconds=1)),
+    )
+    error(
+        await api.client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]}),
+        401,
+        "invalid_refresh_token",
+    )
+
+
+async def test_lockout_grows_and_blocks_even_the_right_password(api: Api) -> None:
+    _, email = await api.user()
+    for _ in range(4):
+        error(
+            await api.client.post(
+                "/auth/login", json={"email": email, "password": "wrong password!"}
+            ),
+            401,
+            "invalid_credentials",
+        )
+    fifth = await api.client.post(
+        "/auth/login", json={"email": email, "password": "wrong password!"}
+    )
+    error(fifth, 401, "invalid_credentials")
+    locked = await api.client.post("/auth/login", json={"email": email, "password": PASSWORD})
+    body = error(locked, 429, "rate_limited")
+    assert 1 <= int(locked.headers["retry-after"]) <= 31
+    assert body["details"]["retry_after"] == int(locked.headers["retry-after"])
+    user = (await fetch(api, select(User).where(User.email == email)))[0]
+    assert user.failed_login_count == 5 and user.locked_until is not None
+    # the lock lifts: the next failure locks for twice as long
+    await run_sql(api, update(User).where(User.email == email).values(locked_until=utcnow()))
+    error(
+        await api.client.post("/auth/login", json={"email": email, "password": "wrong password!"}),
+        401,
+    )
+    again = await api.client.post("/auth/login", json={"email": email, "password": PASSWORD})
+    assert 31 <= int(again.headers["retry-after"]) <= 61
+
+
+async def test_unknown_email_is_the_same_401(api: Api) -> None:
+    response = await api.client.post(
+        "/auth/login", json={"email": "nobody@example.com", "password": "whatever password"}
+    )
+    assert error(response, 401, "invalid_credentials")["message"] == "invalid email or password"
+
+
+async def test_disabled_user_cannot_login_refresh_or_call(api: Api) -> None:
+    _, admin = await api.token("admin")
+    user_id, email = await api.user("viewer")
+    tokens = await api.login(email)
+    response = await api.client.patch(
+        f"/users/{user_id}", json={"status": "disabled"}, headers=admin
+    )
+    assert response.status_code == 200 and response.json()["status"] == "disabled"
+    error(
+        await api.client.post("/auth/login", json={"email": email, "password": PASSWORD}),
+        401,
+        "account_disabled",
+    )
+    error(
+        await api.client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]}), 401
+    )
+    error(
+        await api.client.get(
+            "/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+        ),
+        401,
+        "account_disabled",
+    )
+
+
+# -- users and grants ----------------------------------------------------------------
+async def test_users_crud_and_permissions(api: Api) -> None:
+    admin_id, admin = await api.token("admin")
+    viewer_id, viewer = await api.token("viewer")
+    email = f"new-{uuid.uuid4().hex[:8]}@example.com"
+
+    denied = await api.client.post(
+        "/users", json={"email": email, "password": PASSWORD}, headers=viewer
+    )
+    assert error(denied, 403, "forbidden")["details"] == {"permission": "users:admin"}
+    created = await api.client.post(
+        "/users", json={"email": email, "name": "New", "password": PASSWORD}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    new_id = created.json()["id"]
+    error(
+        await api.client.post(
+            "/users", json={"email": email.upper(), "password": PASSWORD}, headers=admin
+        ),
+        409,
+        "conflict",
+    )
+    error(
+        await api.client.post(
+            "/users", json={"email": "not-an-email", "password": PASSWORD}, headers=admin
+        ),
+        422,
+    )
+    error(
+        await api.client.post(
+            "/users", json={"email": f"x{email}", "password": "short"}, headers=admin
+        ),
+        422,
+    )
+
+    listed = await api.client.get("/users", params={"q": email[:12], "limit": 1}, headers=admin)
+    assert [u["email"] for u in listed.json()["items"]] == [email]
+    error(await api.client.get("/users", headers=viewer), 403)
+
+    assert (await api.client.get(f"/users/{viewer_id}", headers=viewer)).status_code == 200
+    assert (
+        await api.client.get(f"/users/{new_id}", headers=viewer)
+    ).status_code == 200  # users:read
+    renamed = await api.client.patch(
+        f"/users/{viewer_id}", json={"name": "Renamed"}, headers=viewer
+    )
+    assert renamed.json()["name"] == "Renamed"
+    error(
+        await api.client.patch(f"/users/{viewer_id}", json={"status": "disabled"}, headers=viewer),
+        403,
+    )
+    error(await api.client.patch(f"/users/{new_id}", json={"name": "x"}, headers=viewer), 403)
+    error(
+        await api.client.patch(
+            f"/users/{viewer_id}", json={"password": "a brand new passphrase"}, headers=viewer
+        ),
+        401,
+        "invalid_credentials",
+    )
+    changed = await api.client.patch(
+        f"/users/{viewer_id}",
+        json={"password": "a brand new passphrase", "current_password": PASSWORD},
+        headers=viewer,
+    )
+    assert changed.status_code == 200
+
+    error(await api.client.delete(f"/users/{admin_id}", headers=admin), 409)
+    assert (await api.client.delete(f"/users/{new_id}", headers=admin)).status_code == 204
+    error(await api.client.get(f"/users/{new_id}", headers=admin), 404, "not_found")
+    error(await api.client.post("/auth/login", json={"email": email, "password": PASSWORD}), 401)
+    deleted = (await fetch(api, select(User).where(User.email == email)))[0]
+    assert deleted.deleted_at is not None and deleted.deleted_by == admin_id
+
+
+async def test_role_grants_take_effect_at_once(api: Api) -> None:
+    _, admin = await api.token("admin")
+    user_id, headers = await api.token()
+    error(await api.client.get("/audit-logs", headers=headers), 403)
+    grant = await api.client.post(f"/users/{user_id}/roles", json={"role": "admin"}, headers=admin)
+    assert grant.status_code == 201, grant.text
+    assert (await api.client.get("/audit-logs", headers=headers)).status_code == 200  # same token
+    grant_id = grant.json()["grant_id"]
+    assert (
+        await api.client.delete(f"/users/{user_id}/roles/{grant_id}", headers=admin)
+    ).status_code == 204
+    error(await api.client.get("/audit-logs", headers=headers), 403)
+    error(
+        await api.client.post(f"/users/{user_id}/roles", json={"role": "wizard"}, headers=admin),
+        404,
+    )
+    error(
+        await api.client.post(
+            f"/users/{user_id}/roles", json={"role": "viewer", "scope": "team"}, headers=admin
+        ),
+        422,
+    )
+
+
+# -- API keys ------------------------------------------------------------------------
+async def test_api_keys(api: Api) -> None:
+    _, owner = await api.token("maintainer")
+    too_much = await api.client.post(
+        "/api-keys", json={"name": "ci", "permissions": ["users:admin"]}, headers=owner
+    )
+    assert error(too_much, 403)["details"] == {"permissions": ["users:admin"]}
+    error(
+        await api.client.post(
+            "/api-keys", json={"name": "ci", "permissions": ["nope:x"]}, headers=owner
+        ),
+        422,
+    )
+    created = await api.client.post(
+        "/api-keys",
+        json={"name": "ci", "permissions": ["services:read", "pipelines:run"]},
+        headers=owner,
+    )
+    assert created.status_code == 201, created.text
+    secret = created.json()["key"]
+    assert secret.startswith("idpk_") and len(secret) >= len("idpk_") + 43
+    key_id = created.json()["id"]
+
+    for headers in ({"X-API-Key": secret}, {"Authorization": f"Bearer {secret}"}):
+        me = await api.client.get("/auth/me", headers=headers)
+        assert me.status_code == 200 and me.json()["authenticated_as"] == "api_key"
+        assert set(me.json()["permissions"]) == {"services:read", "pipelines:run"}
+    # a key cannot create keys, and is limited to its own permissions
+    error(
+        await api.client.post(
+            "/api-keys",
+            json={"name": "k2", "permissions": ["services:read"]},
+            headers={"X-API-Key": secret},
+        ),
+        403,
+    )
+    listed = await api.client.get("/api-keys", headers=owner)
+    assert [k["id"] for k in listed.json()["items"]] == [key_id]
+    assert secret not in listed.text and "key_hash" not in listed.text
+    key = (await fetch(api, select(ApiKey).where(ApiKey.id == uuid.UUID(key_id))))[0]
+    assert key.last_used is not None and secret not in (key.key_hash, key.prefix)
+
+    # expiry
+    await run_sql(
+        api,
+        update(ApiKey)
+        .where(ApiKey.id == uuid.UUID(key_id))
+        .values(expires_at=utcnow() - timedelta(seconds=1)),
+    )
+    error(await api.client.get("/auth/me", headers={"X-API-Key": secret}), 401, "invalid_api_key")
+    await run_sql(api, update(ApiKey).where(ApiKey.id == uuid.UUID(key_id)).values(expires_at=None))
+    # revocation (someone else cannot even see it)
+    _, other = await api.token("viewer")
+    error(await api.client.delete(f"/api-keys/{key_id}", headers=other), 404)
+    assert (await api.client.delete(f"/api-keys/{key_id}", headers=owner)).status_code == 204
+    revoked = await api.client.get("/auth/me", headers={"X-API-Key": secret})
+    assert error(revoked, 401, "invalid_api_key")["message"] == "API key has been revoked"
+    error(
+        await api.client.post(
+            "/api-keys",
+            json={
+                "name": "old",
+                "permissions": ["services:read"],
+                "expires_at": "2000-01-01T00:00:00Z",
+            },
+            headers=owner,
+        ),
+        422,
+    )
+
+
+async def test_key_never_exceeds_its_owner(api: Api) -> None:
+    _, admin = await api.token("admin")
+    owner_id, owner = await api.token("admin")
+    created = await api.client.post(
+        "/api-keys", json={"name": "ops", "permissions": ["audit:read"]}, headers=owner
+    )
+    secret = created.json()["key"]
+    assert (await api.client.get("/audit-logs", headers={"X-API-Key": secret})).status_code == 200
+    grants = (await api.client.get(f"/users/{owner_id}/roles", headers=admin)).json()
+    await api.client.delete(f"/users/{owner_id}/roles/{grants[0]['grant_id']}", headers=admin)
+    error(await api.client.get("/audit-logs", headers={"X-API-Key": secret}), 403)
+
+
+# -- audit ---------------------------------------------------------------------------
+async def test_identity_events_are_audited(api: Api) -> None:
+    admin_id, admin = await api.token("admin")
+    user_id, email = await api.user()
+    await api.client.post("/auth/login", json={"email": email, "password": "wrong password!"})
+    tokens = await api.login(email)
+    await api.client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    await api.client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    await api.client.post(f"/users/{user_id}/roles", json={"role": "viewer"}, headers=admin)
+    response = await api.client.get(
+        "/audit-logs", params={"resource_id": str(user_id), "limit": 50}, headers=admin
+    )
+    assert response.status_code == 200
+    actions = {e["action"] for e in response.json()["items"]}
+    assert {
+        "user.create",
+        "auth.login.failure",
+        "auth.login.success",
+        "auth.refresh",
+        "auth.refresh.reuse_detected",
+        "user.role.grant",
+    } <= actions
+    grant = next(e for e in response.json()["items"] if e["action"] == "user.role.grant")
+    assert grant["actor_id"] == str(admin_id) and grant["request_id"]
+    rows = await fetch(api, select(AuditLog).where(AuditLog.resource_id == str(user_id)))
+    assert all("password" not in str(r.after or {}) or "[redacted]" in str(r.after) for r in rows)
