@@ -17,6 +17,7 @@ from core.db.engine import transaction
 from core.db.migrate import schema_status
 from core.identity.bootstrap import ensure_first_admin
 from core.local_secrets import with_local_secrets
+from core.security.encryption import KeyRing, install_keyring
 from core.settings import Settings, load_settings
 from core.topology import Topology, load_topology
 
@@ -62,6 +63,7 @@ async def bootstrap_admin(state: AppState) -> None:
 
 def create_app(settings: Settings | None = None, topology: Topology | None = None) -> FastAPI:
     settings = with_local_secrets(settings or load_settings())
+    install_keyring(KeyRing.from_settings(settings))  # for encrypted columns
     topology = topology or load_topology(settings.temporal_config)
 
     @asynccontextmanager

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.db.engine import create_engine, session_factory
+from core.security.encryption import KeyRing, install_keyring
 from core.settings import Settings
 from core.topology import Topology
 
@@ -20,6 +21,8 @@ class WorkerResources:
 
     @classmethod
     def create(cls, settings: Settings, topology: Topology) -> WorkerResources:
+        if settings.encryption_key is not None:  # for encrypted columns
+            install_keyring(KeyRing.from_settings(settings))
         engine = create_engine(settings.effective_database_url, echo=settings.database_echo)
         return cls(settings, topology, engine, session_factory(engine))
 

@@ -7,13 +7,17 @@ from datetime import datetime
 
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import CurrentPrincipal
 from api.deps import DbSession, State
 from api.routers.users import UserOut
+from core.errors import Forbidden
 from core.identity.auth import AuthService, TokenPair, TokenPolicy
+from core.identity.mfa import MfaService
 from core.identity.users import UserService
-from core.security.authorization import Grant
+from core.models.identity import User
+from core.security.authorization import Grant, Principal
 from core.settings import Settings
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -22,6 +26,21 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 class LoginIn(BaseModel):
     email: str = Field(max_length=320)
     password: str = Field(max_length=256)
+    totp_code: str | None = Field(
+        None, max_length=20, description="With MFA on: the current code, or a recovery code"
+    )
+
+
+class MfaCodeIn(BaseModel):
+    code: str = Field(min_length=6, max_length=20)
+
+
+class MfaSetupOut(BaseModel):
+    otpauth_uri: str = Field(description="Scan as a QR code, or enter the secret in it by hand")
+
+
+class MfaEnabledOut(BaseModel):
+    recovery_codes: list[str] = Field(description="One-time codes. Shown only now: store them.")
 
 
 class RefreshIn(BaseModel):
@@ -86,7 +105,9 @@ def _policy(state: State) -> TokenPolicy:
 
 @router.post("/login", response_model=TokenOut, summary="Log in with email and password")
 async def login(body: LoginIn, state: State, session: DbSession) -> TokenOut:
-    pair = await AuthService(session, _policy(state)).login(body.email, body.password)
+    pair = await AuthService(session, _policy(state)).login(
+        body.email, body.password, body.totp_code
+    )
     return TokenOut.of(pair, state.settings)
 
 
@@ -116,3 +137,30 @@ async def me(principal: CurrentPrincipal, session: DbSession) -> MeOut:
         permissions=sorted(everywhere),
         scoped_permissions=sorted(somewhere),
     )
+
+
+async def _user_itself(principal: Principal, session: AsyncSession) -> User:
+    if principal.kind != "user":
+        raise Forbidden("MFA is managed by the user, not with an API key")
+    return await UserService(session).get(principal.user_id)
+
+
+@router.post("/mfa/setup", response_model=MfaSetupOut, summary="Start MFA enrolment (TOTP)")
+async def mfa_setup(principal: CurrentPrincipal, session: DbSession) -> MfaSetupOut:
+    user = await _user_itself(principal, session)
+    return MfaSetupOut(otpauth_uri=await MfaService(session).setup(user))
+
+
+@router.post("/mfa/verify", response_model=MfaEnabledOut, summary="Turn MFA on with a first code")
+async def mfa_verify(
+    body: MfaCodeIn, principal: CurrentPrincipal, session: DbSession
+) -> MfaEnabledOut:
+    user = await _user_itself(principal, session)
+    return MfaEnabledOut(recovery_codes=await MfaService(session).verify(user, body.code))
+
+
+@router.post("/mfa/disable", status_code=204, summary="Turn MFA off (needs a current code)")
+async def mfa_disable(body: MfaCodeIn, principal: CurrentPrincipal, session: DbSession) -> Response:
+    user = await _user_itself(principal, session)
+    await MfaService(session).disable(user, body.code)
+    return Response(status_code=204)

@@ -18,6 +18,7 @@ from core import context
 from core.audit import AuditService
 from core.db.types import utcnow
 from core.errors import RateLimited, Unauthorized
+from core.identity.mfa import MfaService
 from core.identity.users import UserService
 from core.models.identity import RefreshToken, User
 from core.security.passwords import hash_password, needs_rehash, verify_password
@@ -74,7 +75,7 @@ class AuthService:
         await self.session.flush()
         return TokenPair(access, access_expires, refresh, expires)
 
-    async def login(self, email: str, password: str) -> TokenPair:
+    async def login(self, email: str, password: str, mfa_code: str | None = None) -> TokenPair:
         user = await UserService(self.session).by_email(email)
         now = utcnow()
         with context.bound(
@@ -92,10 +93,7 @@ class AuthService:
             valid = verify_password(user.password_hash if user else None, password)
             if user is None or user.is_deleted or not valid:
                 if user is not None and not user.is_deleted:
-                    user.failed_login_count += 1
-                    lock = lock_duration(user.failed_login_count)
-                    if lock:
-                        user.locked_until = now + lock
+                    self._count_failure(user, now)
                 await self.audit.record(
                     "auth.login.failure",
                     "user",
@@ -108,12 +106,34 @@ class AuthService:
                 raise Unauthorized(
                     "the account is disabled", code="account_disabled", keep_changes=True
                 )
+            if user.mfa_enabled:
+                await self._second_factor(user, mfa_code, now)
             user.failed_login_count, user.locked_until, user.last_login_at = 0, None, now
             if user.password_hash and needs_rehash(user.password_hash):
                 user.password_hash = hash_password(password)
             pair = await self._issue(user)
             await self.audit.record("auth.login.success", "user", user.id)
             return pair
+
+    @staticmethod
+    def _count_failure(user: User, now: datetime) -> None:
+        user.failed_login_count += 1
+        lock = lock_duration(user.failed_login_count)
+        if lock:
+            user.locked_until = now + lock
+
+    async def _second_factor(self, user: User, code: str | None, now: datetime) -> None:
+        if not code:
+            raise Unauthorized(
+                "this account uses MFA: send totp_code (or a recovery code) with the password",
+                code="mfa_required",
+            )
+        if not await MfaService(self.session).check(user, code):
+            self._count_failure(user, now)
+            await self.audit.record("auth.login.failure", "user", user.id, after={"mfa": True})
+            raise Unauthorized(
+                "the MFA code does not match", code="invalid_mfa_code", keep_changes=True
+            )
 
     async def refresh(self, presented: str) -> TokenPair:
         token = (

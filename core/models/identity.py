@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db.base import Base, Entity, SoftDeleteMixin
 from core.db.types import utcnow
+from core.security.encryption import EncryptedText
 
 
 class User(Entity, SoftDeleteMixin):
@@ -25,7 +26,7 @@ class User(Entity, SoftDeleteMixin):
     locked_until: Mapped[datetime | None] = mapped_column(default=None)
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
     mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    mfa_secret: Mapped[str | None] = mapped_column(Text)  # encrypted at rest
+    mfa_secret: Mapped[str | None] = mapped_column(EncryptedText(purpose="users.mfa_secret"))
 
 
 class Organization(Entity, SoftDeleteMixin):
