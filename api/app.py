@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.middleware import CURRENT_VERSION, RequestContextMiddleware
-from api.routers import api_keys, audit, auth, health, users
+from api.routers import api_keys, audit, auth, health, temporal_codec, users
 from api.state import AppState
 from core import __version__
 from core.db.engine import transaction
@@ -29,6 +30,7 @@ TAGS = [
     {"name": "users", "description": "Users and their role grants."},
     {"name": "api-keys", "description": "API keys for service-to-service calls."},
     {"name": "audit", "description": "The append-only audit log."},
+    {"name": "temporal", "description": "Codec endpoints for the Temporal UI."},
 ]
 
 DESCRIPTION = f"""
@@ -61,6 +63,11 @@ async def bootstrap_admin(state: AppState) -> None:
         log.info("created the first admin %s", settings.admin_email)
 
 
+def default_cors_origins(settings: Settings) -> list[str]:
+    """The embedded Temporal UI, which calls the codec endpoints from the browser."""
+    return [f"http://{host}:{settings.temporal_ui_port}" for host in ("127.0.0.1", "localhost")]
+
+
 def create_app(settings: Settings | None = None, topology: Topology | None = None) -> FastAPI:
     settings = with_local_secrets(settings or load_settings())
     install_keyring(KeyRing.from_settings(settings))  # for encrypted columns
@@ -86,6 +93,28 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
     )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for router in (health.router, auth.router, users.router, api_keys.router, audit.router):
+    app.add_middleware(  # outermost: answers browsers' preflight requests itself
+        CORSMiddleware,
+        allow_origins=settings.cors_origins or default_cors_origins(settings),
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "X-Namespace",
+            "X-API-Key",
+            "X-API-Version",
+            "X-Request-ID",
+        ],
+        allow_credentials=True,
+        expose_headers=["X-Request-ID", "X-API-Version"],
+    )
+    for router in (
+        health.router,
+        auth.router,
+        users.router,
+        api_keys.router,
+        audit.router,
+        temporal_codec.router,
+    ):
         app.include_router(router)
     return app

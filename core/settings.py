@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     temporal_cli: Path | None = _env("TEMPORAL_CLI_PATH")
     temporal_dev_port: int = _env("TEMPORAL_DEV_PORT", 7233, ge=1, le=65535)
     temporal_ui_port: int = _env("TEMPORAL_UI_PORT", 8233, ge=1, le=65535)
+    # Browser origins allowed to call the API (the Temporal UI uses the codec endpoints);
+    # default: the embedded Temporal UI.
+    cors_origins: list[str] | None = _env("CORS_ORIGINS")
 
     @classmethod
     def settings_customise_sources(

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from core.errors import ConfigError
+from core.errors import AppError, ConfigError
 from core.local_secrets import local_secrets_path, with_local_secrets
 from core.logging import configure_logging
 from core.settings import Settings, load_settings, parse_overrides
@@ -29,6 +29,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+users_app = typer.Typer(help="Manage users from the command line.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 EXIT_CONFIG = 2
 
@@ -170,6 +172,44 @@ def selfcheck(ctx: typer.Context) -> None:
     result = asyncio.run(run_selfcheck(settings, topology))
     print_result(result)
     raise typer.Exit(0 if result.ok else 1)
+
+
+@users_app.command("create-admin")
+def create_admin(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Option(help="The admin's email (login name).")],
+    name: Annotated[str, typer.Option(help="Display name.")] = "Administrator",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create a user with the global admin role (or give an existing user that role)."""
+    from core.db.engine import create_engine, session_factory, transaction
+    from core.identity.bootstrap import create_admin as make_admin
+    from core.security.encryption import KeyRing, install_keyring
+
+    _, settings, _ = _load(ctx)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    install_keyring(KeyRing.from_settings(settings))
+
+    async def run() -> str:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            async with transaction(session_factory(engine)) as session:
+                user = await make_admin(session, email, password, name)
+                return str(user.id)
+        finally:
+            await engine.dispose()
+
+    try:
+        user_id = asyncio.run(run())
+    except AppError as exc:
+        print(f"idp: error: {exc.message}", file=sys.stderr)
+        raise typer.Exit(EXIT_CONFIG) from None
+    typer.echo(f"admin {email.strip().lower()} ready (user {user_id})")
 
 
 def main() -> None:

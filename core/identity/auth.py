@@ -34,7 +34,7 @@ def lock_duration(failures: int) -> timedelta:
     """30 s after the 5th consecutive failure, doubling with each further one, at most 1 h."""
     if failures < LOCK_AFTER_FAILURES:
         return timedelta(0)
-    return min(FIRST_LOCK * 2 ** (failures - LOCK_AFTER_FAILURES), MAX_LOCK)
+    return min(FIRST_LOCK * 2 ** min(failures - LOCK_AFTER_FAILURES, 16), MAX_LOCK)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ PERMISSIONS: dict[str, str] = {
     "users:admin": "Create, change, disable and delete users; grant roles",
     "roles:admin": "Create and change custom roles",
     "audit:read": "Read the audit log",
+    "workflows:decode": "Read decrypted workflow payloads (Temporal UI codec endpoint)",
 }
 
 # Reading the audit log is for admins only.

@@ -128,3 +128,29 @@ def test_unreachable_database(tmp_path: Path) -> None:
     assert_one_line_error(
         result, f"cannot connect to database postgresql+psycopg://idp:***@127.0.0.1:{port}/idp: "
     )
+
+
+def test_create_admin_command(tmp_path: Path) -> None:
+    env = {"IDP_DATA_DIR": str(tmp_path)}
+    assert idp("migrate", env=env).returncode == 0
+    made = subprocess.run(
+        [*IDP, "users", "create-admin", "--email", "Root@Example.com", "--password-stdin"],
+        input="a long enough admin passphrase\n",
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("admin root@example.com ready (user ")
+    weak = subprocess.run(
+        [*IDP, "users", "create-admin", "--email", "b@example.com", "--password-stdin"],
+        input="short\n",
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+    assert_one_line_error(weak, "password must be 12 to 256 characters long")

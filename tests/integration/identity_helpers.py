@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from api.app import create_app
 from core.db.engine import create_engine, session_factory, transaction
 from core.identity.users import UserService
+from core.local_secrets import with_local_secrets
 from core.settings import Settings
 from core.topology import Topology
 from tests.helpers import http_client
@@ -62,8 +63,10 @@ class Api:
 async def running_api(
     settings: Settings, topology: Topology, database_url: str
 ) -> AsyncIterator[Api]:
-    settings = settings.model_copy(
-        update={"database_url": database_url, "jwt_secret": SecretStr(JWT_SECRET)}
+    settings = with_local_secrets(  # the encryption key the app will use
+        settings.model_copy(
+            update={"database_url": database_url, "jwt_secret": SecretStr(JWT_SECRET)}
+        )
     )
     app = create_app(settings, topology)
     async with http_client(app) as client:
