@@ -73,3 +73,16 @@ def unknown_permissions(permissions: list[str]) -> list[str]:
 def builtin_role_id(name: str) -> uuid.UUID:
     """The fixed id of a built-in role's row (the same in every installation)."""
     return uuid.uuid5(_ROLE_NAMESPACE, name)
+
+
+def matrix_markdown() -> str:
+    """The permission matrix as a Markdown table (kept in docs/security.md; a test compares)."""
+    roles = list(BUILTIN_ROLES)
+    lines = [
+        "| permission | " + " | ".join(roles) + " | meaning |",
+        "| --- | " + " | ".join(":-:" for _ in roles) + " | --- |",
+    ]
+    for permission, meaning in PERMISSIONS.items():
+        marks = " | ".join("✓" if permission in BUILTIN_ROLES[r][1] else "" for r in roles)
+        lines.append(f"| `{permission}` | {marks} | {meaning} |")
+    return "\n".join(lines)
