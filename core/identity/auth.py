@@ -136,13 +136,7 @@ class AuthService:
             )
 
     async def refresh(self, presented: str) -> TokenPair:
-        token = (
-            await self.session.scalars(
-                select(RefreshToken).where(RefreshToken.token_hash == token_hash(presented))
-            )
-        ).first()
-        if token is None:
-            raise Unauthorized("refresh token is not valid", code="invalid_refresh_token")
+        token = await self._find(presented)
         now = utcnow()
         with context.bound(actor_id=token.user_id, actor_type="user"):
             if token.revoked_at is not None:
@@ -176,6 +170,12 @@ class AuthService:
             return pair
 
     async def logout(self, presented: str) -> None:
+        token = await self._find(presented)
+        await self.revoke_family(token.family_id, "logout")
+        with context.bound(actor_id=token.user_id, actor_type="user"):
+            await self.audit.record("auth.logout", "user", token.user_id)
+
+    async def _find(self, presented: str) -> RefreshToken:
         token = (
             await self.session.scalars(
                 select(RefreshToken).where(RefreshToken.token_hash == token_hash(presented))
@@ -183,9 +183,7 @@ class AuthService:
         ).first()
         if token is None:
             raise Unauthorized("refresh token is not valid", code="invalid_refresh_token")
-        await self.revoke_family(token.family_id, "logout")
-        with context.bound(actor_id=token.user_id, actor_type="user"):
-            await self.audit.record("auth.logout", "user", token.user_id)
+        return token
 
     async def revoke_family(self, family_id: uuid.UUID, reason: str) -> None:
         await self.session.execute(

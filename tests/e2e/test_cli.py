@@ -19,7 +19,7 @@ IDP = [sys.executable, "-m", "workers.cli"]
 
 
 def idp(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     base = {
         k: v
@@ -33,6 +33,7 @@ def idp(
         cwd=PROJECT_ROOT,
         env={**base, **(env or {})},
         timeout=timeout,
+        input=stdin,
     )
 
 
@@ -133,24 +134,9 @@ def test_unreachable_database(tmp_path: Path) -> None:
 def test_create_admin_command(tmp_path: Path) -> None:
     env = {"IDP_DATA_DIR": str(tmp_path)}
     assert idp("migrate", env=env).returncode == 0
-    made = subprocess.run(
-        [*IDP, "users", "create-admin", "--email", "Root@Example.com", "--password-stdin"],
-        input="a long enough admin passphrase\n",
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **env},
-        timeout=60,
-    )
+    create = ("users", "create-admin", "--password-stdin", "--email")
+    made = idp(*create, "Root@Example.com", env=env, stdin="a long enough admin passphrase\n")
     assert made.returncode == 0, made.stderr
     assert made.stdout.startswith("admin root@example.com ready (user ")
-    weak = subprocess.run(
-        [*IDP, "users", "create-admin", "--email", "b@example.com", "--password-stdin"],
-        input="short\n",
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **env},
-        timeout=60,
-    )
+    weak = idp(*create, "b@example.com", env=env, stdin="short\n")
     assert_one_line_error(weak, "password must be 12 to 256 characters long")
