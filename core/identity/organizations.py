@@ -17,19 +17,28 @@ from core.models.identity import Organization, Team
 from core.pagination import Page, PageRequest, paginate
 from core.security.authorization import GLOBAL, Principal
 
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
 SLUG_MAX_LENGTH = 63
 
 
 def check_slug(value: str, field: str = "slug", max_length: int = SLUG_MAX_LENGTH) -> str:
     """A lower-case, URL-safe name: letters, digits and hyphens, not starting with a hyphen."""
-    if not _SLUG.match(value) or len(value) > max_length:
+    if not _SLUG.fullmatch(value) or len(value) > max_length:
         message = (
             f"{field} {value!r} must be 1 to {max_length} lower-case letters, digits or "
             "hyphens, starting with a letter or digit"
         )
         raise ValidationFailed(message, details=[{"field": field, "message": message}])
     return value
+
+
+def check_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise ValidationFailed(
+            "name cannot be empty", details=[{"field": "name", "message": "empty"}]
+        )
+    return name
 
 
 async def flush_unique(session: AsyncSession, message: str, details: Any = None) -> None:
@@ -64,10 +73,13 @@ class Visibility:
         )
 
 
+EVERYTHING = Visibility(everything=True)
+
+
 @dataclass(frozen=True)
 class OrganizationFilter:
     q: str | None = None  # substring of name or slug
-    visible: Visibility = Visibility(everything=True)
+    visible: Visibility = EVERYTHING
 
 
 class OrganizationService:
@@ -96,17 +108,17 @@ class OrganizationService:
                 details={"slug": slug},
             )
 
-    async def create(self, name: str, slug: str, settings: dict[str, Any] | None = None) -> Organization:
-        slug = check_slug(slug)
+    async def create(
+        self, name: str, slug: str, settings: dict[str, Any] | None = None
+    ) -> Organization:
+        name, slug = check_name(name), check_slug(slug)
         await self._check_slug_free(slug)
-        org = Organization(name=_name(name), slug=slug, settings=dict(settings or {}))
+        org = Organization(name=name, slug=slug, settings=dict(settings or {}))
         self.session.add(org)
         await flush_unique(
             self.session, f"an organization with slug {slug} already exists", {"slug": slug}
         )
-        await self.audit.record(
-            "organization.create", "organization", org.id, after=snapshot(org)
-        )
+        await self.audit.record("organization.create", "organization", org.id, after=snapshot(org))
         return org
 
     def _query(self, f: OrganizationFilter) -> Select[Organization]:
@@ -133,14 +145,14 @@ class OrganizationService:
     ) -> Organization:
         before = snapshot(org)
         if name is not None:
-            org.name = _name(name)
+            org.name = check_name(name)
         if slug is not None and slug != org.slug:
             await self._check_slug_free(check_slug(slug), org.id)
             org.slug = slug
         if settings is not None:
             org.settings = dict(settings)
         await flush_unique(
-            self.session, f"an organization with slug {org.slug} already exists", {"slug": slug}
+            self.session, f"an organization with slug {org.slug} already exists", {"slug": org.slug}
         )
         await self.audit.record(
             "organization.update", "organization", org.id, before=before, after=snapshot(org)
@@ -160,7 +172,7 @@ class OrganizationService:
         if teams:
             raise Conflict(
                 f"organization {org.slug} still has {teams} team{'s' if teams != 1 else ''}; "
-                "delete them first",
+                "delete its teams first",
                 details={"teams": teams},
             )
         before = snapshot(org)
@@ -169,12 +181,3 @@ class OrganizationService:
         await self.audit.record(
             "organization.delete", "organization", org.id, before=before, after=snapshot(org)
         )
-
-
-def _name(name: str) -> str:
-    name = name.strip()
-    if not name:
-        raise ValidationFailed(
-            "name cannot be empty", details=[{"field": "name", "message": "empty"}]
-        )
-    return name
