@@ -11,13 +11,26 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.middleware import CURRENT_VERSION, RequestContextMiddleware
-from api.routers import api_keys, audit, auth, health, temporal_codec, users
+from api.ratelimit import RateLimitMiddleware
+from api.routers import (
+    api_keys,
+    audit,
+    auth,
+    health,
+    organizations,
+    roles,
+    sso,
+    teams,
+    temporal_codec,
+    users,
+)
 from api.state import AppState
 from core import __version__
 from core.db.engine import transaction
 from core.db.migrate import schema_status
 from core.identity.bootstrap import ensure_first_admin
 from core.local_secrets import with_local_secrets
+from core.ratelimit import RateLimiter
 from core.security.encryption import KeyRing, install_keyring
 from core.settings import Settings, load_settings
 from core.topology import Topology, load_topology
@@ -30,6 +43,9 @@ TAGS = [
     {"name": "users", "description": "Users and their role grants."},
     {"name": "api-keys", "description": "API keys for service-to-service calls."},
     {"name": "audit", "description": "The append-only audit log."},
+    {"name": "organizations", "description": "Organizations: the top of the ownership tree."},
+    {"name": "teams", "description": "Teams of an organization and their members."},
+    {"name": "roles", "description": "Built-in and custom roles and their permissions."},
     {"name": "temporal", "description": "Codec endpoints for the Temporal UI."},
 ]
 
@@ -71,6 +87,7 @@ def default_cors_origins(settings: Settings) -> list[str]:
 def create_app(settings: Settings | None = None, topology: Topology | None = None) -> FastAPI:
     settings = with_local_secrets(settings or load_settings())
     install_keyring(KeyRing.from_settings(settings))  # for encrypted columns
+    rate_limiter = RateLimiter.from_settings(settings)
     topology = topology or load_topology(settings.temporal_config)
 
     @asynccontextmanager
@@ -82,6 +99,7 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
             yield
         finally:
             await state.close()
+            await rate_limiter.close()
 
     app = FastAPI(
         title="Internal Developer Platform",
@@ -92,6 +110,10 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
         responses=ERROR_RESPONSES,
     )
     install_error_handlers(app)
+    app.state.rate_limiter = rate_limiter
+    app.add_middleware(  # inside RequestContextMiddleware: a 429 carries the request id
+        RateLimitMiddleware, limiter=rate_limiter, jwt_secret=settings.jwt_secret
+    )
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(  # outermost: answers browsers' preflight requests itself
         CORSMiddleware,
@@ -106,15 +128,26 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
             "X-Request-ID",
         ],
         allow_credentials=True,
-        expose_headers=["X-Request-ID", "X-API-Version"],
+        expose_headers=[
+            "X-Request-ID",
+            "X-API-Version",
+            "Retry-After",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+        ],
     )
     for router in (
         health.router,
         auth.router,
+        sso.router,
         users.router,
         api_keys.router,
         audit.router,
         temporal_codec.router,
+        organizations.router,
+        teams.router,
+        roles.router,
     ):
         app.include_router(router)
     return app

@@ -10,17 +10,31 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from core.durations import Duration, format_duration
 from core.errors import ConfigError
+from core.ratelimit import parse_rate_limits
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MASK = "********"
@@ -54,7 +68,8 @@ class Settings(BaseSettings):
     # Database
     database_url: str | None = _env("DATABASE_URL")
     database_echo: bool = _env("IDP_DATABASE_ECHO", False)
-    redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
+    # Rate limits are in-memory by default, in Redis when REDIS_URL is set.
+    redis_url: str | None = _env("REDIS_URL")
 
     # Authentication and secrets
     jwt_secret: SecretStr | None = _env("JWT_SECRET")
@@ -71,9 +86,23 @@ class Settings(BaseSettings):
     prometheus_url: str | None = _env("PROMETHEUS_URL")
     grafana_url: str | None = _env("GRAFANA_URL")
 
+    # Single sign-on (docs/configuration.md#sso): GitHub when GITHUB_CLIENT_ID/SECRET are set,
+    # an OIDC issuer when OIDC_ISSUER and OIDC_CLIENT_ID are set.
+    public_url: str | None = _env("IDP_PUBLIC_URL")  # None: the request's base URL
+    github_oauth_base_url: str = _env("GITHUB_OAUTH_BASE_URL", "https://github.com")
+    github_api_base_url: str = _env("GITHUB_API_BASE_URL", "https://api.github.com")
+    oidc_issuer: str | None = _env("OIDC_ISSUER")
+    oidc_client_id: str | None = _env("OIDC_CLIENT_ID")
+    oidc_client_secret: SecretStr | None = _env("OIDC_CLIENT_SECRET")
+    oidc_provider_name: str = _env("OIDC_PROVIDER_NAME", "oidc", pattern=r"^[a-z][a-z0-9-]{0,59}$")
+    oidc_scopes: str = _env("OIDC_SCOPES", "openid email profile")
+
     # API
     api_host: str = _env("API_HOST", "127.0.0.1")
     api_port: int = _env("API_PORT", 8000, ge=1, le=65535)
+    rate_limit_enabled: bool = _env("RATE_LIMIT_ENABLED", True)
+    # Route group -> "COUNT/PERIOD;burst=N", merged over core.ratelimit.DEFAULT_RATE_LIMITS.
+    rate_limits: Annotated[dict[str, str], NoDecode] = _env("RATE_LIMITS", None)
 
     # Temporal
     temporal_config: Path = _env("IDP_TEMPORAL_CONFIG", PROJECT_ROOT / "temporal.yaml")
@@ -112,6 +141,11 @@ class Settings(BaseSettings):
             return None
         return normalise_database_url(value)
 
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _parse_rate_limits(cls, value: Any) -> dict[str, str]:
+        return parse_rate_limits(value)
+
     @field_validator("temporal_address")
     @classmethod
     def _check_address(cls, value: str | None) -> str | None:
@@ -120,6 +154,23 @@ class Settings(BaseSettings):
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError(f"{value!r} is not host:port (for example temporal.example.com:7233)")
+        return value
+
+    @field_validator("public_url", "github_oauth_base_url", "github_api_base_url", "oidc_issuer")
+    @classmethod
+    def _check_http_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value and info.field_name in {"public_url", "oidc_issuer"}:
+            return None
+        parts = urlsplit(value or "")
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query:
+            raise ValueError(f"{value!r} is not an http(s):// URL (like https://idp.example.com)")
+        return str(value).rstrip("/")
+
+    @field_validator("oidc_provider_name")
+    @classmethod
+    def _check_provider_name(cls, value: str) -> str:
+        if value == "github":
+            raise ValueError("'github' is the GitHub provider's name; choose another")
         return value
 
     @model_validator(mode="after")

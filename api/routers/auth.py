@@ -94,7 +94,7 @@ class MeOut(BaseModel):
     scoped_permissions: list[str] = Field(description="Permissions held on some scope only")
 
 
-def _policy(state: State) -> TokenPolicy:
+def token_policy(state: State) -> TokenPolicy:
     assert state.settings.jwt_secret is not None
     return TokenPolicy(
         secret=state.settings.jwt_secret.get_secret_value(),
@@ -105,7 +105,7 @@ def _policy(state: State) -> TokenPolicy:
 
 @router.post("/login", response_model=TokenOut, summary="Log in with email and password")
 async def login(body: LoginIn, state: State, session: DbSession) -> TokenOut:
-    pair = await AuthService(session, _policy(state)).login(
+    pair = await AuthService(session, token_policy(state)).login(
         body.email, body.password, body.totp_code
     )
     return TokenOut.of(pair, state.settings)
@@ -113,13 +113,13 @@ async def login(body: LoginIn, state: State, session: DbSession) -> TokenOut:
 
 @router.post("/refresh", response_model=TokenOut, summary="Rotate a refresh token")
 async def refresh(body: RefreshIn, state: State, session: DbSession) -> TokenOut:
-    pair = await AuthService(session, _policy(state)).refresh(body.refresh_token)
+    pair = await AuthService(session, token_policy(state)).refresh(body.refresh_token)
     return TokenOut.of(pair, state.settings)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, summary="End a login session")
 async def logout(body: RefreshIn, state: State, session: DbSession) -> Response:
-    await AuthService(session, _policy(state)).logout(body.refresh_token)
+    await AuthService(session, token_policy(state)).logout(body.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -115,6 +115,26 @@ class AuthService:
             await self.audit.record("auth.login.success", "user", user.id)
             return pair
 
+    async def login_sso(self, user: User, provider: str) -> TokenPair:
+        """Tokens for `user`, whom the SSO `provider` has just authenticated (core/identity/
+        sso.py): the provider stands in for the password and the second factor, but a locked,
+        disabled or deleted account is still refused."""
+        now = utcnow()
+        with context.bound(actor_id=user.id, actor_type="user", actor_label=user.email):
+            if user.locked_until is not None and user.locked_until > now:
+                wait = int((user.locked_until - now).total_seconds()) + 1
+                raise RateLimited(
+                    f"account is locked after repeated failed logins; try again in {wait}s",
+                    details={"retry_after": wait},
+                    headers={"Retry-After": str(wait)},
+                )
+            if user.is_deleted or user.status != "active":
+                raise Unauthorized("the account is disabled", code="account_disabled")
+            user.last_login_at = now
+            pair = await self._issue(user)
+            await self.audit.record("auth.sso.login", "user", user.id, after={"provider": provider})
+            return pair
+
     @staticmethod
     def _count_failure(user: User, now: datetime) -> None:
         user.failed_login_count += 1
