@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 
-import pytest
 from google.protobuf.json_format import MessageToDict
 from temporalio.converter import DataConverter
 
 from core.security.encryption import KeyRing
-from core.settings import Settings
 from core.temporal.codec import EncryptionCodec
-from core.topology import Topology
-from tests.integration.identity_helpers import Api, running_api
-
-
-@pytest.fixture
-async def api(settings: Settings, topology: Topology, database_url: str) -> AsyncIterator[Api]:
-    async with running_api(settings, topology, database_url) as running:
-        yield running
+from tests.integration.identity_helpers import Api
 
 
 async def encrypted_payload(api: Api, value: object) -> dict[str, object]:

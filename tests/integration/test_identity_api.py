@@ -4,54 +4,18 @@ role grants, API keys, audit log; 401/403 in the error shape, changing nothing."
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import jwt
 import pytest
 from sqlalchemy import select, update
 
-from core.db.engine import create_engine, session_factory, transaction
 from core.db.types import utcnow
 from core.models.audit import AuditLog
 from core.models.identity import ApiKey, RefreshToken, User
 from core.security.tokens import issue_access_token
-from core.settings import Settings
-from core.topology import Topology
-from tests.integration.identity_helpers import JWT_SECRET, PASSWORD, Api, running_api
-
-
-@pytest.fixture
-async def api(settings: Settings, topology: Topology, database_url: str) -> AsyncIterator[Api]:
-    async with running_api(settings, topology, database_url) as running:
-        yield running
-
-
-async def run_sql(api: Api, statement) -> None:  # type: ignore[no-untyped-def]
-    engine = create_engine(api.settings.effective_database_url)
-    try:
-        async with transaction(session_factory(engine)) as session:
-            await session.execute(statement)
-    finally:
-        await engine.dispose()
-
-
-async def fetch(api: Api, stmt):  # type: ignore[no-untyped-def]
-    engine = create_engine(api.settings.effective_database_url)
-    try:
-        async with session_factory(engine)() as session:
-            return (await session.scalars(stmt)).all()
-    finally:
-        await engine.dispose()
-
-
-def error(response, status: int, code: str | None = None) -> dict:  # type: ignore[no-untyped-def]
-    assert response.status_code == status, response.text
-    body = response.json()["error"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    if code:
-        assert body["code"] == code
-    return dict(body)
+from tests.integration.identity_helpers import JWT_SECRET, PASSWORD, Api
+from tests.integration.identity_helpers import assert_error as error
 
 
 # -- login, tokens, refresh -----------------------------------------------------------
@@ -117,7 +81,7 @@ async def test_unauthenticated_write_changes_nothing(api: Api) -> None:
     email = f"ghost-{uuid.uuid4().hex[:8]}@example.com"
     response = await api.client.post("/users", json={"email": email, "password": PASSWORD})
     error(response, 401)
-    assert await fetch(api, select(User).where(User.email == email)) == []
+    assert await api.fetch(select(User).where(User.email == email)) == []
 
 
 async def test_refresh_rotates_and_reuse_revokes_the_family(api: Api) -> None:
@@ -158,8 +122,7 @@ async def test_logout_revokes(api: Api) -> None:
 async def test_expired_refresh_token(api: Api) -> None:
     user_id, email = await api.user()
     tokens = await api.login(email)
-    await run_sql(
-        api,
+    await api.run_sql(
         update(RefreshToken)
         .where(RefreshToken.user_id == user_id)
         .values(expires_at=utcnow() - timedelta(seconds=1)),
@@ -189,10 +152,10 @@ async def test_lockout_grows_and_blocks_even_the_right_password(api: Api) -> Non
     body = error(locked, 429, "rate_limited")
     assert 1 <= int(locked.headers["retry-after"]) <= 31
     assert body["details"]["retry_after"] == int(locked.headers["retry-after"])
-    user = (await fetch(api, select(User).where(User.email == email)))[0]
+    user = (await api.fetch(select(User).where(User.email == email)))[0]
     assert user.failed_login_count == 5 and user.locked_until is not None
     # the lock lifts: the next failure locks for twice as long
-    await run_sql(api, update(User).where(User.email == email).values(locked_until=utcnow()))
+    await api.run_sql(update(User).where(User.email == email).values(locked_until=utcnow()))
     error(
         await api.client.post("/auth/login", json={"email": email, "password": "wrong password!"}),
         401,
@@ -303,7 +266,7 @@ async def test_users_crud_and_permissions(api: Api) -> None:
     assert (await api.client.delete(f"/users/{new_id}", headers=admin)).status_code == 204
     error(await api.client.get(f"/users/{new_id}", headers=admin), 404, "not_found")
     error(await api.client.post("/auth/login", json={"email": email, "password": PASSWORD}), 401)
-    deleted = (await fetch(api, select(User).where(User.email == email)))[0]
+    deleted = (await api.fetch(select(User).where(User.email == email)))[0]
     assert deleted.deleted_at is not None and deleted.deleted_by == admin_id
 
 
@@ -370,18 +333,17 @@ async def test_api_keys(api: Api) -> None:
     listed = await api.client.get("/api-keys", headers=owner)
     assert [k["id"] for k in listed.json()["items"]] == [key_id]
     assert secret not in listed.text and "key_hash" not in listed.text
-    key = (await fetch(api, select(ApiKey).where(ApiKey.id == uuid.UUID(key_id))))[0]
+    key = (await api.fetch(select(ApiKey).where(ApiKey.id == uuid.UUID(key_id))))[0]
     assert key.last_used is not None and secret not in (key.key_hash, key.prefix)
 
     # expiry
-    await run_sql(
-        api,
+    await api.run_sql(
         update(ApiKey)
         .where(ApiKey.id == uuid.UUID(key_id))
         .values(expires_at=utcnow() - timedelta(seconds=1)),
     )
     error(await api.client.get("/auth/me", headers={"X-API-Key": secret}), 401, "invalid_api_key")
-    await run_sql(api, update(ApiKey).where(ApiKey.id == uuid.UUID(key_id)).values(expires_at=None))
+    await api.run_sql(update(ApiKey).where(ApiKey.id == uuid.UUID(key_id)).values(expires_at=None))
     # revocation (someone else cannot even see it)
     _, other = await api.token("viewer")
     error(await api.client.delete(f"/api-keys/{key_id}", headers=other), 404)
@@ -439,5 +401,5 @@ async def test_identity_events_are_audited(api: Api) -> None:
     } <= actions
     grant = next(e for e in response.json()["items"] if e["action"] == "user.role.grant")
     assert grant["actor_id"] == str(admin_id) and grant["request_id"]
-    rows = await fetch(api, select(AuditLog).where(AuditLog.resource_id == str(user_id)))
+    rows = await api.fetch(select(AuditLog).where(AuditLog.resource_id == str(user_id)))
     assert all("password" not in str(r.after or {}) or "[redacted]" in str(r.after) for r in rows)

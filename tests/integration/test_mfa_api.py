@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlparse
 
 import pyotp
-import pytest
 from sqlalchemy import text
 
 from core.db.engine import create_engine
-from core.settings import Settings
-from core.topology import Topology
-from tests.integration.identity_helpers import PASSWORD, Api, running_api
-
-
-@pytest.fixture
-async def api(settings: Settings, topology: Topology, database_url: str) -> AsyncIterator[Api]:
-    async with running_api(settings, topology, database_url) as running:
-        yield running
+from tests.integration.identity_helpers import PASSWORD, Api
 
 
 async def stored_secret(api: Api, email: str) -> str:

@@ -5,7 +5,6 @@ effect on the next request, and audit entries for every change."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -18,30 +17,14 @@ from core.models.audit import AuditLog
 from core.models.identity import Organization, Role, Team, TeamMembership
 from core.security.authorization import Principal, Resource
 from core.security.permissions import BUILTIN_ROLES, PERMISSIONS
-from core.settings import Settings
-from core.topology import Topology
-from tests.integration.identity_helpers import Api, running_api
+from tests.integration.identity_helpers import Api
+from tests.integration.identity_helpers import assert_error as error
 
 Headers = dict[str, str]
 
 
-@pytest.fixture
-async def api(settings: Settings, topology: Topology, database_url: str) -> AsyncIterator[Api]:
-    async with running_api(settings, topology, database_url) as running:
-        yield running
-
-
 def slug(prefix: str = "s") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()["error"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    if code:
-        assert body["code"] == code
-    return dict(body)
 
 
 def forbidden(response: httpx.Response, permission: str) -> None:
@@ -50,18 +33,8 @@ def forbidden(response: httpx.Response, permission: str) -> None:
     assert body["details"] == {"permission": permission}
 
 
-async def fetch(api: Api, stmt: Any) -> list[Any]:
-    engine = create_engine(api.settings.effective_database_url)
-    try:
-        async with session_factory(engine)() as session:
-            return list((await session.scalars(stmt)).all())
-    finally:
-        await engine.dispose()
-
-
 async def actions(api: Api, resource_type: str, resource_id: object) -> list[str]:
-    rows = await fetch(
-        api,
+    rows = await api.fetch(
         select(AuditLog)
         .where(AuditLog.resource_type == resource_type, AuditLog.resource_id == str(resource_id))
         .order_by(AuditLog.occurred_at, AuditLog.id),
@@ -175,7 +148,7 @@ async def test_organizations_crud_and_audit(api: Api) -> None:
     error(await api.client.delete(f"/organizations/{org['id']}", headers=admin), 404)
     listed = await api.client.get("/organizations", params={"q": new_slug}, headers=admin)
     assert listed.json()["items"] == []
-    row = (await fetch(api, select(Organization).where(Organization.slug == new_slug)))[0]
+    row = (await api.fetch(select(Organization).where(Organization.slug == new_slug)))[0]
     assert row.deleted_at is not None  # soft
     # a deleted organization's slug stays taken
     error(
@@ -211,7 +184,7 @@ async def test_organization_bad_input_is_422(api: Api, body: dict[str, Any]) -> 
     _, admin = await api.token("admin")
     error(await api.client.post("/organizations", json=body, headers=admin), 422)
     if body.get("slug"):
-        assert await fetch(api, select(Organization).where(Organization.slug == body["slug"])) == []
+        assert await api.fetch(select(Organization).where(Organization.slug == body["slug"])) == []
 
 
 async def test_longest_slug_is_accepted(api: Api) -> None:
@@ -368,7 +341,7 @@ async def test_teams_crud_list_and_audit(api: Api) -> None:
     assert (await api.client.delete(f"/teams/{team['id']}", headers=admin)).status_code == 204
     error(await api.client.get(f"/teams/{team['id']}", headers=admin), 404, "not_found")
     error(await api.client.get(f"/teams/{uuid.uuid4()}", headers=admin), 404)
-    row = (await fetch(api, select(Team).where(Team.id == uuid.UUID(team["id"]))))[0]
+    row = (await api.fetch(select(Team).where(Team.id == uuid.UUID(team["id"]))))[0]
     assert row.deleted_at is not None
     assert await actions(api, "team", team["id"]) == [
         "team.create",
@@ -523,12 +496,11 @@ async def test_members_add_list_change_remove(api: Api) -> None:
     error(await api.client.delete(f"{url}/{owner_id}", headers=admin), 404)
     error(await api.client.delete(f"{url}/{dev_id}", headers=admin), 409)  # last owner now
 
-    rows = await fetch(
-        api, select(TeamMembership).where(TeamMembership.team_id == uuid.UUID(team["id"]))
+    rows = await api.fetch(
+        select(TeamMembership).where(TeamMembership.team_id == uuid.UUID(team["id"]))
     )
     assert [(r.user_id, r.role, r.created_by) for r in rows] == [(dev_id, "owner", admin_id)]
-    audit = await fetch(
-        api,
+    audit = await api.fetch(
         select(AuditLog)
         .where(AuditLog.resource_type == "team", AuditLog.resource_id == team["id"])
         .order_by(AuditLog.occurred_at, AuditLog.id),
@@ -713,7 +685,7 @@ async def test_custom_roles_lifecycle(api: Api) -> None:
     error(
         await api.client.post("/roles", json={"name": name, "permissions": []}, headers=admin), 422
     )
-    assert await fetch(api, select(Role).where(Role.name == name)) == []
+    assert await api.fetch(select(Role).where(Role.name == name)) == []
 
     created = await api.client.post(
         "/roles", json={"name": name, "permissions": ["services:read"]}, headers=admin

@@ -18,7 +18,6 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from core.db.engine import create_engine, session_factory
 from core.models.audit import AuditLog
 from core.models.identity import User
 from core.ratelimit import MemoryBackend, RateLimiter, RedisBackend, parse_spec
@@ -133,15 +132,6 @@ def rate_limited(response: httpx.Response) -> dict[str, object]:
     assert error["details"]["retry_after"] == int(response.headers["retry-after"])
     assert response.headers["ratelimit-remaining"] == "0"
     return dict(error["details"])
-
-
-async def fetch(api: Api, stmt):  # type: ignore[no-untyped-def]
-    engine = create_engine(api.settings.effective_database_url)
-    try:
-        async with session_factory(engine)() as session:
-            return (await session.scalars(stmt)).all()
-    finally:
-        await engine.dispose()
 
 
 # -- headers and 429 ------------------------------------------------------------------------
@@ -288,7 +278,7 @@ async def test_a_refused_request_changes_nothing(limited: Limited) -> None:
         "/users", json={"email": email, "name": "Never", "password": PASSWORD}, headers=admin
     )
     rate_limited(refused)
-    assert await fetch(limited.api, select(User).where(User.email == email)) == []
+    assert await limited.api.fetch(select(User).where(User.email == email)) == []
 
     # a refused login is not a failed login: no counter, no audit entry
     user_id, victim = await limited.api.user()
@@ -302,10 +292,9 @@ async def test_a_refused_request_changes_nothing(limited: Limited) -> None:
                     "/auth/login", json={"email": victim, "password": "wrong password!"}
                 )
             )
-    user = (await fetch(limited.api, select(User).where(User.id == user_id)))[0]
+    user = (await limited.api.fetch(select(User).where(User.id == user_id)))[0]
     assert user.failed_login_count == 2
-    failures = await fetch(
-        limited.api,
+    failures = await limited.api.fetch(
         select(AuditLog).where(
             AuditLog.resource_id == str(user_id), AuditLog.action == "auth.login.failure"
         ),

@@ -16,7 +16,6 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select, update
 
-from core.db.engine import create_engine, session_factory, transaction
 from core.db.types import utcnow
 from core.identity.sso import VERIFIER_COOKIE, issue_state, pkce_challenge
 from core.models.audit import AuditLog
@@ -54,24 +53,6 @@ async def api(
 ) -> AsyncIterator[Api]:
     async with running_api(sso_settings(settings, provider), topology, database_url) as running:
         yield running
-
-
-async def fetch(api: Api, stmt: Any) -> list[Any]:
-    engine = create_engine(api.settings.effective_database_url)
-    try:
-        async with session_factory(engine)() as session:
-            return list((await session.scalars(stmt)).all())
-    finally:
-        await engine.dispose()
-
-
-async def run_sql(api: Api, statement: Any) -> None:
-    engine = create_engine(api.settings.effective_database_url)
-    try:
-        async with transaction(session_factory(engine)) as session:
-            await session.execute(statement)
-    finally:
-        await engine.dispose()
 
 
 def error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -118,23 +99,23 @@ async def me(api: Api, tokens: dict[str, Any]) -> dict[str, Any]:
 
 
 async def actions(api: Api, request_id: str) -> list[str]:
-    rows = await fetch(
-        api, select(AuditLog).where(AuditLog.request_id == request_id).order_by(AuditLog.id)
+    rows = await api.fetch(
+        select(AuditLog).where(AuditLog.request_id == request_id).order_by(AuditLog.id)
     )
     return sorted(r.action for r in rows)
 
 
 async def failure(api: Api, response: httpx.Response) -> dict[str, Any]:
     """The one audit entry a refused callback leaves."""
-    rows = await fetch(
-        api, select(AuditLog).where(AuditLog.request_id == response.headers["x-request-id"])
+    rows = await api.fetch(
+        select(AuditLog).where(AuditLog.request_id == response.headers["x-request-id"])
     )
     assert [r.action for r in rows] == ["auth.sso.failure"]
     return dict(rows[0].after or {})
 
 
 async def users_with(api: Api, address: str) -> list[User]:
-    return await fetch(api, select(User).where(User.email == address))
+    return await api.fetch(select(User).where(User.email == address))
 
 
 def replace_query(url: str, **changes: str) -> str:
@@ -209,7 +190,7 @@ async def test_oidc_login_creates_the_user_then_matches_by_identity(
     assert (await me(api, tokens))["roles"] == []  # an admin grants roles
     [user] = await users_with(api, address)
     assert user.password_hash is None  # SSO-only
-    [identity] = await fetch(api, select(UserIdentity).where(UserIdentity.user_id == user.id))
+    [identity] = await api.fetch(select(UserIdentity).where(UserIdentity.user_id == user.id))
     assert (identity.provider, identity.subject) == ("oidc", account.subject)
     assert await actions(api, first.headers["x-request-id"]) == [
         "auth.sso.link",
@@ -223,7 +204,7 @@ async def test_oidc_login_creates_the_user_then_matches_by_identity(
     assert second.status_code == 200, second.text
     assert (await me(api, second.json()))["user"]["id"] == str(user.id)
     assert await users_with(api, account.email) == []
-    [identity] = await fetch(api, select(UserIdentity).where(UserIdentity.user_id == user.id))
+    [identity] = await api.fetch(select(UserIdentity).where(UserIdentity.user_id == user.id))
     assert identity.email == account.email and identity.last_login_at is not None
     assert await actions(api, second.headers["x-request-id"]) == ["auth.sso.login"]
     # the refresh token works like a password login's
@@ -245,8 +226,7 @@ async def test_existing_user_is_linked_by_verified_email(
     assert body["user"]["id"] == str(user_id)
     assert [g["role"] for g in body["roles"]] == ["viewer"]
     assert len(await users_with(api, address)) == 1
-    [link] = await fetch(
-        api,
+    [link] = await api.fetch(
         select(AuditLog).where(
             AuditLog.action == "auth.sso.link", AuditLog.resource_id == str(user_id)
         ),
@@ -367,7 +347,7 @@ async def test_unverified_email_cannot_take_over_an_account(
     user_id, address = await api.user()
     provider.add_account(address, email_verified=False)
     error(await sso_login(api), 401, "email_not_verified")
-    assert await fetch(api, select(UserIdentity).where(UserIdentity.user_id == user_id)) == []
+    assert await api.fetch(select(UserIdentity).where(UserIdentity.user_id == user_id)) == []
 
 
 @pytest.mark.parametrize(
@@ -432,7 +412,7 @@ async def test_disabled_and_deleted_users_are_401(api: Api, provider: StandInPro
     provider.add_account(address)
     response = await sso_login(api)
     error(response, 401, "account_disabled")
-    assert await fetch(api, select(UserIdentity).where(UserIdentity.user_id == user_id)) == []
+    assert await api.fetch(select(UserIdentity).where(UserIdentity.user_id == user_id)) == []
     after = await failure(api, response)
     assert after["reason"] == "account_disabled"
 
@@ -453,8 +433,7 @@ async def test_disabled_and_deleted_users_are_401(api: Api, provider: StandInPro
 
 async def test_locked_account_is_refused(api: Api, provider: StandInProvider) -> None:
     user_id, address = await api.user()
-    await run_sql(
-        api,
+    await api.run_sql(
         update(User)
         .where(User.id == user_id)
         .values(locked_until=utcnow() + timedelta(minutes=5), failed_login_count=7),
@@ -486,8 +465,8 @@ async def test_github_login_with_a_verified_primary_email(
     profile = (await me(api, response.json()))["user"]
     assert profile["email"] == address and profile["name"] == "The Octocat"
     assert profile["avatar_url"] == f"https://avatars.example.com/u/{account.subject}"
-    [identity] = await fetch(
-        api, select(UserIdentity).where(UserIdentity.user_id == uuid.UUID(profile["id"]))
+    [identity] = await api.fetch(
+        select(UserIdentity).where(UserIdentity.user_id == uuid.UUID(profile["id"]))
     )
     assert (identity.provider, identity.subject) == ("github", account.subject)
     # again: matched by the account id
