@@ -27,6 +27,8 @@ class User(Entity, SoftDeleteMixin):
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
     mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     mfa_secret: Mapped[str | None] = mapped_column(EncryptedText(purpose="users.mfa_secret"))
+    # The last TOTP time step accepted: a code is never accepted twice.
+    mfa_last_step: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class Organization(Entity, SoftDeleteMixin):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from urllib.parse import parse_qs, urlparse
 
 import pyotp
@@ -50,8 +51,12 @@ async def test_enrol_then_login_needs_the_second_factor(api: Api) -> None:
     assert missing.status_code == 401 and missing.json()["error"]["code"] == "mfa_required"
     wrong = await api.client.post("/auth/login", json={**login, "totp_code": "000000"})
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_mfa_code"
-    ok = await api.client.post("/auth/login", json={**login, "totp_code": totp.now()})
+    # the enrolment's code was this step's: the next step's code is accepted, once
+    next_code = totp.at(time.time() + totp.interval)
+    ok = await api.client.post("/auth/login", json={**login, "totp_code": next_code})
     assert ok.status_code == 200
+    replay = await api.client.post("/auth/login", json={**login, "totp_code": next_code})
+    assert replay.status_code == 401 and replay.json()["error"]["code"] == "invalid_mfa_code"
 
     spent = await api.client.post("/auth/login", json={**login, "totp_code": codes[0].upper()})
     assert spent.status_code == 200  # a recovery code works once...
@@ -70,7 +75,8 @@ async def test_turning_mfa_off(api: Api) -> None:
     totp, _ = await enrol(api, headers)
     bad = await api.client.post("/auth/mfa/disable", json={"code": "123456"}, headers=headers)
     assert bad.status_code == 401
-    off = await api.client.post("/auth/mfa/disable", json={"code": totp.now()}, headers=headers)
+    later = totp.at(time.time() + totp.interval)  # the enrolment spent this step's code
+    off = await api.client.post("/auth/mfa/disable", json={"code": later}, headers=headers)
     assert off.status_code == 204
     assert (
         await api.client.post("/auth/login", json={"email": email, "password": PASSWORD})
