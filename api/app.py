@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
             "X-API-Key",
             "X-API-Version",
             "X-Request-ID",
+            "Authorization-Extras",  # sent by the Temporal UI to codec endpoints
         ],
         allow_credentials=True,
         expose_headers=[

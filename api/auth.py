@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.deps import DbSession, State
 from core import context
 from core.errors import Unauthorized
 from core.identity.authn import authenticate
 from core.security.authorization import GLOBAL, Principal, Resource, _AnyScope, authorize
+from core.security.tokens import API_KEY_PREFIX
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
@@ -28,10 +30,27 @@ def _credential(request: Request) -> str | None:
                 headers=_CHALLENGE,
             )
         return value.strip()
-    return request.headers.get("x-api-key") or None
+    key = request.headers.get("x-api-key")
+    if key and not key.startswith(API_KEY_PREFIX):
+        raise Unauthorized(
+            "X-API-Key carries API keys only", code="invalid_api_key", headers=_CHALLENGE
+        )
+    return key or None
 
 
-async def current_principal(request: Request, state: State, session: DbSession) -> Principal:
+# Declared so OpenAPI (and Swagger UI's Authorize button) shows both ways to authenticate;
+# the header parsing above is what decides.
+_bearer_scheme = HTTPBearer(auto_error=False, description="An access token or an API key")
+_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
+
+
+async def current_principal(
+    request: Request,
+    state: State,
+    session: DbSession,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)] = None,
+    _key: Annotated[str | None, Security(_key_scheme)] = None,
+) -> Principal:
     credential = _credential(request)
     if credential is None:
         raise Unauthorized("authentication required", headers=_CHALLENGE)

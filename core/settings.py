@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from core.durations import Duration, format_duration
-from core.errors import ConfigError
+from core.errors import AppError, ConfigError
 from core.ratelimit import parse_rate_limits
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -145,6 +145,18 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_rate_limits(cls, value: Any) -> dict[str, str]:
         return parse_rate_limits(value)
+
+    @field_validator("admin_password")
+    @classmethod
+    def _check_admin_password(cls, value: SecretStr | None) -> SecretStr | None:
+        from core.security.passwords import check_policy  # the same policy as every password
+
+        if value is not None:
+            try:
+                check_policy(value.get_secret_value())
+            except AppError as exc:
+                raise ValueError(exc.message) from None
+        return value
 
     @field_validator("temporal_address")
     @classmethod

@@ -185,6 +185,7 @@ def create_admin(
 ) -> None:
     """Create a user with the global admin role (or give an existing user that role)."""
     from core.db.engine import create_engine, session_factory, transaction
+    from core.db.migrate import schema_status
     from core.identity.bootstrap import create_admin as make_admin
     from core.security.encryption import KeyRing, install_keyring
 
@@ -198,6 +199,10 @@ def create_admin(
     async def run() -> str:
         engine = create_engine(settings.effective_database_url)
         try:
+            async with engine.connect() as conn:
+                problem = (await schema_status(conn)).problem
+            if problem:
+                raise ConfigError(problem)
             async with transaction(session_factory(engine)) as session:
                 user = await make_admin(session, email, password, name)
                 return str(user.id)

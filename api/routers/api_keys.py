@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.auth import CurrentPrincipal
 from api.deps import DbSession
@@ -14,6 +14,7 @@ from api.pagination import PageOut, page_params, page_response
 from core.errors import Forbidden, NotFound
 from core.identity.api_keys import ApiKeyService
 from core.pagination import PageRequest
+from core.security.authorization import Principal
 
 router = APIRouter(prefix="/api-keys", tags=["api-keys"])
 
@@ -21,7 +22,9 @@ router = APIRouter(prefix="/api-keys", tags=["api-keys"])
 class ApiKeyIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     permissions: list[str] = Field(min_length=1, max_length=50)
-    expires_at: datetime | None = Field(None, description="Omit for a key that does not expire")
+    expires_at: AwareDatetime | None = Field(
+        None, description="With a time zone (e.g. 2027-01-01T00:00:00Z); omit for no expiry"
+    )
 
 
 class ApiKeyOut(BaseModel):
@@ -40,6 +43,12 @@ class ApiKeyOut(BaseModel):
 
 class CreatedApiKeyOut(ApiKeyOut):
     key: str = Field(description="The secret. Shown only in this response; store it now.")
+
+
+def _user_only(principal: Principal) -> None:
+    """Keys are managed by their users: a leaked key cannot list or revoke its siblings."""
+    if principal.kind != "user":
+        raise Forbidden("API keys are managed with a user login, not with an API key")
 
 
 @router.post("", response_model=CreatedApiKeyOut, status_code=201, summary="Create an API key")
@@ -62,6 +71,7 @@ async def list_keys(
     include_revoked: bool = False,
     page: PageRequest = Depends(page_params),
 ) -> PageOut[ApiKeyOut]:
+    _user_only(principal)
     owner = user_id or principal.user_id
     if owner != principal.user_id and not principal.can("users:admin"):
         raise Forbidden("missing permission users:admin", details={"permission": "users:admin"})
@@ -73,6 +83,7 @@ async def list_keys(
 async def delete_key(
     key_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession
 ) -> Response:
+    _user_only(principal)
     keys = ApiKeyService(session)
     key = await keys.get(key_id)
     if key.user_id != principal.user_id and not principal.can("users:admin"):

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from api.auth import require
 from api.deps import DbSession
@@ -47,8 +47,8 @@ async def list_audit_logs(
     resource_type: str | None = Query(None, max_length=60),
     resource_id: str | None = Query(None, max_length=100),
     request_id: str | None = Query(None, max_length=128),
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
     page: PageRequest = Depends(page_params),
 ) -> PageOut[AuditOut]:
     found = await AuditRepository(session).list(

@@ -108,21 +108,24 @@ async def get_user(user_id: uuid.UUID, principal: CurrentPrincipal, session: DbS
 async def update_user(
     user_id: uuid.UUID, body: UserPatch, principal: CurrentPrincipal, session: DbSession
 ) -> UserOut:
+    _self_or(principal, user_id, "users:admin")  # before any lookup: reveal nothing
+    is_admin = principal.can("users:admin")
+    if not is_admin and body.status is not None:
+        raise Forbidden(
+            "missing permission users:admin (to change status)",
+            details={"permission": "users:admin"},
+        )
     users = UserService(session)
     user = await users.get(user_id)
-    is_admin = principal.can("users:admin")
-    if not is_admin:
-        _self_or(principal, user_id, "users:admin")
-        if body.status is not None:
-            raise Forbidden(
-                "missing permission users:admin (to change status)",
-                details={"permission": "users:admin"},
-            )
-        if body.password is not None and not verify_password(
-            user.password_hash, body.current_password or ""
-        ):
-            raise Unauthorized("current_password is wrong", code="invalid_credentials")
-    if is_admin and user_id == principal.user_id and body.status == "disabled":
+    own = user_id == principal.user_id
+    # Changing one's own password always proves the current one (a stolen session is not enough).
+    if (
+        own
+        and body.password is not None
+        and not verify_password(user.password_hash, body.current_password or "")
+    ):
+        raise Unauthorized("current_password is wrong", code="invalid_credentials")
+    if own and body.status == "disabled":
         raise Conflict("you cannot disable your own account")
     user = await users.update(
         user,
@@ -180,8 +183,13 @@ async def revoke_role(
     user_id: uuid.UUID,
     grant_id: uuid.UUID,
     session: DbSession,
-    _: Principal = require("users:admin"),
+    principal: Principal = require("users:admin"),
 ) -> Response:
     users = UserService(session)
+    if user_id == principal.user_id and any(
+        g.grant_id == grant_id and g.role == "admin" and g.scope == "global"
+        for g in principal.grants
+    ):
+        raise Conflict("you cannot remove your own admin grant; ask another admin")
     await users.revoke_role(await users.get(user_id), grant_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

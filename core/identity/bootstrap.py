@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import context
+from core.errors import Conflict
 from core.identity.users import UserService
 from core.models.identity import User
 
@@ -15,6 +16,8 @@ async def create_admin(session: AsyncSession, email: str, password: str, name: s
     users = UserService(session)
     with context.bound(actor_type="system", actor_label="bootstrap"):
         user = await users.by_email(email)
+        if user is not None and user.is_deleted:
+            raise Conflict(f"user {user.email} is deleted; restore it or use another email")
         if user is None:
             user = await users.create(email, name or "Administrator", password)
         await users.grant_role(user, "admin")

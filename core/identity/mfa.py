@@ -1,7 +1,7 @@
 """TOTP multi-factor authentication: enrolment, verification at login, recovery codes.
 
 The TOTP secret is stored encrypted (EncryptedText); recovery codes only as SHA-256 hashes
-(each is 60 random bits, used once).
+(each is 48 random bits, used once).
 """
 
 from __future__ import annotations

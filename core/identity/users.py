@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.audit import AuditService, snapshot
 from core.db.types import utcnow
 from core.errors import Conflict, NotFound, ValidationFailed
-from core.models.identity import ApiKey, RefreshToken, Role, User, UserRole
+from core.models.identity import ApiKey, Organization, RefreshToken, Role, Team, User, UserRole
 from core.pagination import Page, PageRequest, paginate
 from core.security.authorization import SCOPES
 from core.security.passwords import hash_password
@@ -145,6 +145,7 @@ class UserService:
             raise ValidationFailed(f"scope must be one of {', '.join(SCOPES)}")
         if (scope == "global") != (scope_id is None):
             raise ValidationFailed("scope_id is required for a scoped grant, and only then")
+        await self._check_scope_exists(scope, scope_id)
         role = await self.role_by_name(role_name)
         existing = (
             await self.session.scalars(
@@ -170,6 +171,15 @@ class UserService:
             after={"role": role.name, "scope": scope, "scope_id": scope_id, "grant_id": grant.id},
         )
         return grant
+
+    async def _check_scope_exists(self, scope: str, scope_id: uuid.UUID | None) -> None:
+        if scope_id is None or scope not in ("organization", "team"):
+            return  # environments are checked once they exist
+        found: Organization | Team | None = await self.session.get(
+            Organization if scope == "organization" else Team, scope_id
+        )
+        if found is None or found.is_deleted:
+            raise NotFound(f"{scope} {scope_id} not found", details={"scope_id": str(scope_id)})
 
     async def revoke_role(self, user: User, grant_id: uuid.UUID) -> None:
         grant = await self.session.get(UserRole, grant_id)

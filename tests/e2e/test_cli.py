@@ -133,8 +133,10 @@ def test_unreachable_database(tmp_path: Path) -> None:
 
 def test_create_admin_command(tmp_path: Path) -> None:
     env = {"IDP_DATA_DIR": str(tmp_path)}
-    assert idp("migrate", env=env).returncode == 0
     create = ("users", "create-admin", "--password-stdin", "--email")
+    early = idp(*create, "a@example.com", env=env, stdin="a long enough admin passphrase\n")
+    assert_one_line_error(early, "database has no schema yet: run `idp migrate`")
+    assert idp("migrate", env=env).returncode == 0
     made = idp(*create, "Root@Example.com", env=env, stdin="a long enough admin passphrase\n")
     assert made.returncode == 0, made.stderr
     assert made.stdout.startswith("admin root@example.com ready (user ")

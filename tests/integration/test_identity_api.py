@@ -403,3 +403,64 @@ async def test_identity_events_are_audited(api: Api) -> None:
     assert grant["actor_id"] == str(admin_id) and grant["request_id"]
     rows = await api.fetch(select(AuditLog).where(AuditLog.resource_id == str(user_id)))
     assert all("password" not in str(r.after or {}) or "[redacted]" in str(r.after) for r in rows)
+
+
+# -- hardening ------------------------------------------------------------------------
+async def test_naive_datetimes_are_422(api: Api) -> None:
+    _, admin = await api.token("admin")
+    naive = "2099-01-01T00:00:00"
+    key = {"name": "k", "permissions": ["services:read"], "expires_at": naive}
+    error(await api.client.post("/api-keys", json=key, headers=admin), 422)
+    error(await api.client.get("/audit-logs", params={"since": naive}, headers=admin), 422)
+    aware = await api.client.get("/audit-logs", params={"since": naive + "Z"}, headers=admin)
+    assert aware.status_code == 200
+
+
+async def test_admins_prove_their_password_and_keep_their_own_grant(api: Api) -> None:
+    admin_id, admin = await api.token("admin")
+    change = {"password": "another long passphrase"}
+    error(await api.client.patch(f"/users/{admin_id}", json=change, headers=admin), 401)
+    ok = await api.client.patch(
+        f"/users/{admin_id}", json={**change, "current_password": PASSWORD}, headers=admin
+    )
+    assert ok.status_code == 200
+    grants = (await api.client.get(f"/users/{admin_id}/roles", headers=admin)).json()
+    own = await api.client.delete(f"/users/{admin_id}/roles/{grants[0]['grant_id']}", headers=admin)
+    error(own, 409)
+
+
+async def test_grants_need_an_existing_scope(api: Api) -> None:
+    _, admin = await api.token("admin")
+    user_id, _ = await api.user()
+    body = {"role": "viewer", "scope": "organization", "scope_id": str(uuid.uuid4())}
+    error(await api.client.post(f"/users/{user_id}/roles", json=body, headers=admin), 404)
+
+
+async def test_patch_reveals_nothing_without_permission(api: Api) -> None:
+    _, viewer = await api.token("viewer")
+    for target in (uuid.uuid4(), (await api.user())[0]):
+        error(await api.client.patch(f"/users/{target}", json={"name": "x"}, headers=viewer), 403)
+
+
+async def test_keys_cannot_manage_keys_and_x_api_key_takes_only_keys(api: Api) -> None:
+    _, owner = await api.token("viewer")
+    first = await api.client.post(
+        "/api-keys", json={"name": "a", "permissions": ["services:read"]}, headers=owner
+    )
+    second = await api.client.post(
+        "/api-keys", json={"name": "b", "permissions": ["services:read"]}, headers=owner
+    )
+    key = {"X-API-Key": first.json()["key"]}
+    error(await api.client.get("/api-keys", headers=key), 403)
+    error(await api.client.delete(f"/api-keys/{second.json()['id']}", headers=key), 403)
+    jwt_in_key_header = {"X-API-Key": owner["Authorization"].removeprefix("Bearer ")}
+    error(await api.client.get("/auth/me", headers=jwt_in_key_header), 401, "invalid_api_key")
+
+
+async def test_openapi_declares_both_credentials(api: Api) -> None:
+    spec = (await api.client.get("/openapi.json")).json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"]["scheme"] == "bearer"
+    assert schemes["APIKeyHeader"]["name"] == "X-API-Key"
+    assert spec["paths"]["/users"]["get"]["security"]
+    assert "security" not in spec["paths"]["/auth/login"]["post"]

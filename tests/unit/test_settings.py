@@ -156,3 +156,9 @@ def test_durations(text: str | int, seconds: float) -> None:
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(bad)
+
+
+def test_admin_password_follows_the_password_policy() -> None:
+    with pytest.raises(ConfigError, match="^invalid setting IDP_ADMIN_PASSWORD: password must be"):
+        load_settings(overrides={"admin_password": "short"})
+    assert load_settings(overrides={"admin_password": "a long admin passphrase"}).admin_password
