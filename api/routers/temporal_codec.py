@@ -15,10 +15,9 @@ from pydantic import BaseModel
 from temporalio.api.common.v1 import Payload, Payloads
 
 from api.auth import require
-from api.deps import State
-from core.errors import BadRequest, Unavailable
+from core.errors import BadRequest
 from core.security.authorization import Principal
-from core.security.encryption import DecryptionError, KeyRing
+from core.security.encryption import DecryptionError, installed_keyring
 from core.temporal.codec import EncryptionCodec
 
 router = APIRouter(prefix="/api/temporal/codec", tags=["temporal"])
@@ -28,10 +27,9 @@ class PayloadsBody(BaseModel):
     payloads: list[dict[str, Any]]
 
 
-def _codec(state: State) -> EncryptionCodec:
-    if state.settings.encryption_key is None:
-        raise Unavailable("payload encryption is not configured (ENCRYPTION_KEY)")
-    return EncryptionCodec(KeyRing.from_settings(state.settings))
+def _codec() -> EncryptionCodec:
+    # The ring create_app installed at start-up: no key derivation per request.
+    return EncryptionCodec(installed_keyring())
 
 
 def _parse(body: PayloadsBody) -> list[Payload]:
@@ -46,17 +44,13 @@ def _render(payloads: list[Payload]) -> PayloadsBody:
 
 
 @router.post("/decode", response_model=PayloadsBody, summary="Decrypt payloads for the Temporal UI")
-async def decode(
-    body: PayloadsBody, state: State, _: Principal = require("workflows:decode")
-) -> PayloadsBody:
+async def decode(body: PayloadsBody, _: Principal = require("workflows:decode")) -> PayloadsBody:
     try:
-        return _render(await _codec(state).decode(_parse(body)))
+        return _render(await _codec().decode(_parse(body)))
     except DecryptionError as exc:
         raise BadRequest(exc.message, details=exc.details) from None
 
 
 @router.post("/encode", response_model=PayloadsBody, summary="Encrypt payloads (Temporal UI)")
-async def encode(
-    body: PayloadsBody, state: State, _: Principal = require("workflows:decode")
-) -> PayloadsBody:
-    return _render(await _codec(state).encode(_parse(body)))
+async def encode(body: PayloadsBody, _: Principal = require("workflows:decode")) -> PayloadsBody:
+    return _render(await _codec().encode(_parse(body)))
