@@ -4,6 +4,7 @@ resource is loaded); tests/unit/test_route_protection.py fails for a route that 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
@@ -14,9 +15,11 @@ from core import context
 from core.errors import Unauthorized
 from core.identity.authn import authenticate
 from core.security.authorization import GLOBAL, Principal, Resource, _AnyScope, authorize
-from core.security.tokens import API_KEY_PREFIX
+from core.security.tokens import ACCESS, API_KEY_PREFIX, CODEC_SESSION
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+# The Temporal UI's browser session for the codec endpoints (api/routers/temporal_codec.py).
+CODEC_SESSION_COOKIE = "idp_codec_session"
 
 
 def _credential(request: Request) -> str | None:
@@ -44,20 +47,13 @@ _bearer_scheme = HTTPBearer(auto_error=False, description="An access token or an
 _key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
 
 
-async def current_principal(
-    request: Request,
-    state: State,
-    session: DbSession,
-    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)] = None,
-    _key: Annotated[str | None, Security(_key_scheme)] = None,
+async def _authenticated(
+    request: Request, state: State, session: DbSession, credential: str, typ: str = ACCESS
 ) -> Principal:
-    credential = _credential(request)
-    if credential is None:
-        raise Unauthorized("authentication required", headers=_CHALLENGE)
     assert state.settings.jwt_secret is not None  # filled by with_local_secrets or required
     try:
         principal = await authenticate(
-            session, state.settings.jwt_secret.get_secret_value(), credential
+            session, state.settings.jwt_secret.get_secret_value(), credential, typ
         )
     except Unauthorized as exc:
         exc.headers = exc.headers or _CHALLENGE
@@ -70,13 +66,54 @@ async def current_principal(
     return principal
 
 
+async def current_principal(
+    request: Request,
+    state: State,
+    session: DbSession,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)] = None,
+    _key: Annotated[str | None, Security(_key_scheme)] = None,
+) -> Principal:
+    credential = _credential(request)
+    if credential is None:
+        raise Unauthorized("authentication required", headers=_CHALLENGE)
+    return await _authenticated(request, state, session, credential)
+
+
+async def codec_principal(
+    request: Request,
+    state: State,
+    session: DbSession,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)] = None,
+    _key: Annotated[str | None, Security(_key_scheme)] = None,
+) -> Principal:
+    """For the codec endpoints only: a bearer token or API key as usual, or else the codec
+    session cookie, which is what the Temporal UI sends with "include credentials" on."""
+    credential = _credential(request)
+    if credential is not None:
+        return await _authenticated(request, state, session, credential)
+    cookie = request.cookies.get(CODEC_SESSION_COOKIE)
+    if not cookie:
+        raise Unauthorized(
+            "authentication required: a bearer token, or a codec session "
+            "(sign in at /api/temporal/codec/sign-in)",
+            headers=_CHALLENGE,
+        )
+    return await _authenticated(request, state, session, cookie, CODEC_SESSION)
+
+
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def require(permission: str, resource: Resource | _AnyScope = GLOBAL) -> Any:
+def require(
+    permission: str,
+    resource: Resource | _AnyScope = GLOBAL,
+    authenticate_with: Callable[..., Awaitable[Principal]] = current_principal,
+) -> Any:
     """A dependency: the caller must hold `permission` for `resource` (default platform-wide)."""
 
-    async def check(principal: CurrentPrincipal) -> Principal:
+    # A default, not Annotated: the annotation is a string here, and `authenticate_with` is
+    # local, so FastAPI could not resolve it.
+    async def check(principal: Principal = Depends(authenticate_with)) -> Principal:
         authorize(principal, permission, resource)
         return principal
 

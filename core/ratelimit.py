@@ -57,10 +57,15 @@ ROUTE_GROUPS: tuple[tuple[str, str | None], ...] = (
     ("/auth/refresh", "auth"),
     ("/auth/sso", "auth"),  # the login redirect flow: as strict as password logins
     ("/auth/logout", "auth"),
+    # The Temporal UI asks to decode each event's payloads separately: a long history is a
+    # burst of hundreds of small requests from one operator.
+    ("/api/temporal/codec/decode", "codec"),
+    ("/api/temporal/codec/encode", "codec"),
 )
 DEFAULT_RATE_LIMITS: dict[str, str] = {
     DEFAULT_GROUP: "600/minute;burst=100",
     "auth": "20/minute;burst=10",
+    "codec": "6000/minute;burst=1000",
 }
 
 

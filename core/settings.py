@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = _env("JWT_SECRET")
     jwt_expires_in: Duration = _env("JWT_EXPIRES_IN", "15m")
     refresh_token_expires_in: Duration = _env("REFRESH_TOKEN_EXPIRES_IN", "7d")
+    # How long a Temporal UI codec session (a browser cookie) lasts before signing in again.
+    codec_session_expires_in: Duration = _env("CODEC_SESSION_EXPIRES_IN", "8h")
     encryption_key: SecretStr | None = _env("ENCRYPTION_KEY")
     encryption_keys_previous: SecretStr | None = _env("ENCRYPTION_KEYS_PREVIOUS")
     admin_email: str | None = _env("IDP_ADMIN_EMAIL")

@@ -237,5 +237,8 @@ class DevStack:
                 f"  Temporal UI    http://127.0.0.1:{self.settings.temporal_ui_port}",
                 f"  History file   {self.settings.resolved_data_dir / 'temporal.db'}",
             ]
-        lines.append(f"  Database       {self.settings.masked()['DATABASE_URL']}")
+        lines += [
+            f"  Codec sign-in  {base}/api/temporal/codec/sign-in (to read payloads in the UI)",
+            f"  Database       {self.settings.masked()['DATABASE_URL']}",
+        ]
         print("\n".join(lines) + "\n", flush=True)

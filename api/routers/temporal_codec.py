@@ -1,30 +1,62 @@
-"""The codec endpoints the Temporal UI calls to show encrypted payloads to an operator.
+"""The codec endpoints the Temporal UI and CLI call to show encrypted payloads to an operator.
 
-Configure the UI's "Codec Server" with `<API>/api/temporal/codec` and have it pass the
-operator's access token; decoding needs `workflows:decode` (admins). The wire format is the
-Temporal codec server protocol: `{"payloads": [Payload as protobuf JSON]}` in and out.
+Decoding needs `workflows:decode` (admins). The wire format is the Temporal codec server
+protocol: `{"payloads": [Payload as protobuf JSON]}` in and out.
+
+Two ways in:
+- the Temporal CLI (or any client) sends `Authorization: Bearer <access token or API key>`;
+- the Temporal UI, from the browser, cannot send our tokens (it passes only its own login's
+  token, and only to https endpoints). Instead the operator signs in once at
+  `/api/temporal/codec/sign-in`, which sets a codec session cookie (HttpOnly, SameSite=Strict,
+  scoped to this path), and turns on the UI's "Include cross-origin credentials" so the browser
+  sends it. The cookie is accepted by these endpoints only; permissions are re-read on every
+  request, so revoking the role or disabling the user ends access at once.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.responses import HTMLResponse
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from pydantic import BaseModel
 from temporalio.api.common.v1 import Payload, Payloads
 
-from api.auth import require
-from core.errors import BadRequest
+from api.auth import CODEC_SESSION_COOKIE, codec_principal, require
+from api.deps import DbSession, State
+from core.audit import AuditService
+from core.errors import BadRequest, Forbidden
+from core.identity.users import UserService
 from core.security.authorization import Principal
 from core.security.encryption import DecryptionError, installed_keyring
+from core.security.tokens import CODEC_SESSION, issue_access_token
 from core.temporal.codec import EncryptionCodec
 
-router = APIRouter(prefix="/api/temporal/codec", tags=["temporal"])
+PREFIX = "/api/temporal/codec"
+router = APIRouter(prefix=PREFIX, tags=["temporal"])
+decoder = require("workflows:decode", authenticate_with=codec_principal)
+_PAGE = Path(__file__).resolve().parent.parent / "pages" / "codec_sign_in.html"
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
 
 
 class PayloadsBody(BaseModel):
     payloads: list[dict[str, Any]]
+
+
+class CodecSessionOut(BaseModel):
+    email: str
+    expires_at: datetime
 
 
 def _codec() -> EncryptionCodec:
@@ -44,7 +76,7 @@ def _render(payloads: list[Payload]) -> PayloadsBody:
 
 
 @router.post("/decode", response_model=PayloadsBody, summary="Decrypt payloads for the Temporal UI")
-async def decode(body: PayloadsBody, _: Principal = require("workflows:decode")) -> PayloadsBody:
+async def decode(body: PayloadsBody, _: Principal = decoder) -> PayloadsBody:
     try:
         return _render(await _codec().decode(_parse(body)))
     except DecryptionError as exc:
@@ -52,5 +84,74 @@ async def decode(body: PayloadsBody, _: Principal = require("workflows:decode"))
 
 
 @router.post("/encode", response_model=PayloadsBody, summary="Encrypt payloads (Temporal UI)")
-async def encode(body: PayloadsBody, _: Principal = require("workflows:decode")) -> PayloadsBody:
+async def encode(body: PayloadsBody, _: Principal = decoder) -> PayloadsBody:
     return _render(await _codec().encode(_parse(body)))
+
+
+@cache
+def _sign_in_page() -> str:
+    return _PAGE.read_text(encoding="utf-8")
+
+
+@router.get(
+    "/sign-in",
+    response_class=HTMLResponse,
+    summary="A browser page that starts a codec session for the Temporal UI",
+)
+async def sign_in_page() -> HTMLResponse:
+    return HTMLResponse(_sign_in_page(), headers=_PAGE_HEADERS)
+
+
+@router.post(
+    "/session",
+    response_model=CodecSessionOut,
+    summary="Start a codec session: sets the cookie the Temporal UI sends to the codec endpoints",
+)
+async def start_session(
+    request: Request,
+    response: Response,
+    state: State,
+    session: DbSession,
+    principal: Principal = require("workflows:decode"),
+) -> CodecSessionOut:
+    if principal.kind != "user":
+        # A cookie carries the user's own grants, which may exceed the key's permissions.
+        raise Forbidden(
+            "a codec session is for a person: sign in with a password or SSO access token, "
+            "not an API key",
+            code="user_token_required",
+        )
+    settings = state.settings
+    assert settings.jwt_secret is not None
+    ttl = settings.codec_session_expires_in
+    token, expires_at = issue_access_token(
+        settings.jwt_secret.get_secret_value(), principal.user_id, ttl, CODEC_SESSION
+    )
+    response.set_cookie(
+        CODEC_SESSION_COOKIE,
+        token,
+        max_age=int(ttl.total_seconds()),
+        path=PREFIX,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https" or settings.env == "production",
+    )
+    await AuditService(session).record(
+        "auth.codec_session.start", "user", principal.user_id, after={"expires_at": expires_at}
+    )
+    user = await UserService(session).get(principal.user_id)
+    return CodecSessionOut(email=user.email, expires_at=expires_at)
+
+
+@router.delete(
+    "/session",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="End this browser's codec session",
+)
+async def end_session(
+    session: DbSession, principal: Annotated[Principal, Depends(codec_principal)]
+) -> Response:
+    await AuditService(session).record("auth.codec_session.end", "user", principal.user_id)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    response.delete_cookie(CODEC_SESSION_COOKIE, path=PREFIX, httponly=True, samesite="strict")
+    return response

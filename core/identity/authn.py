@@ -12,7 +12,12 @@ from core.errors import Unauthorized
 from core.identity.grants import load_grants
 from core.models.identity import ApiKey, User
 from core.security.authorization import Principal
-from core.security.tokens import API_KEY_PREFIX, decode_access_token, token_hash
+from core.security.tokens import (
+    ACCESS,
+    API_KEY_PREFIX,
+    decode_access_token,
+    token_hash,
+)
 
 # Writing last_used on every request would make each call a write; once a minute is enough.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -26,13 +31,17 @@ def _usable(user: User | None) -> User:
     return user
 
 
-async def authenticate(session: AsyncSession, jwt_secret: str, credential: str) -> Principal:
-    """Resolve an access token or an API key to a principal with its current grants."""
-    if credential.startswith(API_KEY_PREFIX):
+async def authenticate(
+    session: AsyncSession, jwt_secret: str, credential: str, typ: str = ACCESS
+) -> Principal:
+    """Resolve an access token or an API key (or, with `typ=CODEC_SESSION`, the Temporal UI's
+    codec session cookie) to a principal with its current grants."""
+    if typ == ACCESS and credential.startswith(API_KEY_PREFIX):
         return await _authenticate_key(session, credential)
-    claims = decode_access_token(jwt_secret, credential)
+    claims = decode_access_token(jwt_secret, credential, typ)
     user = _usable(await session.get(User, claims.user_id))
-    return Principal(user_id=user.id, label=user.email, grants=await load_grants(session, user.id))
+    label = user.email if typ == ACCESS else f"{user.email} (codec session)"
+    return Principal(user_id=user.id, label=label, grants=await load_grants(session, user.id))
 
 
 async def _authenticate_key(session: AsyncSession, credential: str) -> Principal:

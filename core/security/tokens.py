@@ -25,6 +25,13 @@ REFRESH_PREFIX = "idpr_"
 API_KEY_PREFIX = "idpk_"
 
 
+# Token types: "access" is the API's bearer token; "codec" is the browser session the Temporal
+# UI presents to the codec endpoints as a cookie. One may never stand in for the other.
+ACCESS = "access"
+CODEC_SESSION = "codec"
+_NAMES = {ACCESS: "access token", CODEC_SESSION: "codec session"}
+
+
 @dataclass(frozen=True)
 class AccessClaims:
     user_id: uuid.UUID
@@ -32,7 +39,9 @@ class AccessClaims:
     expires_at: datetime
 
 
-def issue_access_token(secret: str, user_id: uuid.UUID, ttl: timedelta) -> tuple[str, datetime]:
+def issue_access_token(
+    secret: str, user_id: uuid.UUID, ttl: timedelta, typ: str = ACCESS
+) -> tuple[str, datetime]:
     now = utcnow()
     expires = now + ttl
     claims = {
@@ -41,13 +50,15 @@ def issue_access_token(secret: str, user_id: uuid.UUID, ttl: timedelta) -> tuple
         "iat": int(now.timestamp()),
         "exp": int(expires.timestamp()),
         "jti": uuid.uuid4().hex,
-        "typ": "access",
+        "typ": typ,
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM), expires
 
 
-def decode_access_token(secret: str, token: str) -> AccessClaims:
+def decode_access_token(secret: str, token: str, typ: str = ACCESS) -> AccessClaims:
     """Verify signature, issuer, type and expiry; any failure is a 401 saying which."""
+    name = _NAMES[typ]
+    invalid = Unauthorized(f"{name} is not valid", code="invalid_token")
     try:
         claims = jwt.decode(
             token,
@@ -57,15 +68,16 @@ def decode_access_token(secret: str, token: str) -> AccessClaims:
             options={"require": ["exp", "iat", "sub", "iss", "jti"]},
         )
     except jwt.ExpiredSignatureError:
-        raise Unauthorized("access token has expired; refresh it", code="token_expired") from None
+        renew = "refresh it" if typ == ACCESS else "sign in again"
+        raise Unauthorized(f"{name} has expired; {renew}", code="token_expired") from None
     except jwt.InvalidTokenError:
-        raise Unauthorized("access token is not valid", code="invalid_token") from None
-    if claims.get("typ") != "access":
-        raise Unauthorized("access token is not valid", code="invalid_token")
+        raise invalid from None
+    if claims.get("typ") != typ:
+        raise invalid
     try:
         user_id = uuid.UUID(claims["sub"])
     except ValueError:
-        raise Unauthorized("access token is not valid", code="invalid_token") from None
+        raise invalid from None
     return AccessClaims(user_id, claims["jti"], datetime.fromtimestamp(claims["exp"], UTC))
 
 

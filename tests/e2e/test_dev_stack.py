@@ -4,12 +4,8 @@ and a restart finds the earlier workflow history (the dev server's file persists
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,112 +15,15 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from core.local_secrets import with_local_secrets
-from core.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT
 from core.temporal.client import connect
 from core.topology import load_topology
-from tests.helpers import free_port
+from tests.e2e.stack import Stack
 from workers.dev import port_in_use
 from workers.selfcheck import run_selfcheck
 from workflows.selfcheck import SelfCheckResult
 
 pytestmark = pytest.mark.e2e
-START_TIMEOUT = 120
-
-
-class Stack:
-    def __init__(self, data_dir: Path, temporal_address: str | None = None) -> None:
-        self.data_dir = data_dir
-        self.temporal_address = temporal_address
-        self.api_port, self.grpc_port, self.ui_port = free_port(), free_port(), free_port()
-        self.process: subprocess.Popen[str] | None = None
-
-    @property
-    def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
-
-    def settings(self) -> Settings:
-        """What the stack's processes use, including its generated development secrets."""
-        return with_local_secrets(
-            Settings(
-                data_dir=self.data_dir,
-                temporal_dev_port=self.grpc_port,
-                temporal_address=self.temporal_address,
-            )
-        )
-
-    def argv(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "workers.cli",
-            "--set",
-            f"IDP_DATA_DIR={self.data_dir}",
-            "--set",
-            f"API_PORT={self.api_port}",
-            "--set",
-            f"TEMPORAL_DEV_PORT={self.grpc_port}",
-            "--set",
-            f"TEMPORAL_UI_PORT={self.ui_port}",
-            *(
-                ["--set", f"TEMPORAL_ADDRESS={self.temporal_address}"]
-                if self.temporal_address
-                else []
-            ),
-            "dev",
-        ]
-
-    @staticmethod
-    def env() -> dict[str, str]:
-        """The caller's environment without settings that would redirect the stack."""
-        return {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("IDP_", "TEMPORAL_", "API_")) and k != "DATABASE_URL"
-        }
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.argv(),
-            cwd=PROJECT_ROOT,
-            env=self.env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"idp dev exited:\n{self.process.stdout.read()}"  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{self.api}/api/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError("idp dev did not become ready")
-
-    def interrupt(self) -> str:
-        """Ctrl-C: SIGINT to idp dev, as a terminal sends it."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGINT)
-        output, _ = self.process.communicate(timeout=60)
-        assert self.process.returncode == 0, output
-        return output
-
-    def leftovers(self) -> list[str]:
-        """Processes whose command line names this stack's data dir or ports."""
-        marks = (str(self.data_dir), f"--port {self.grpc_port}")
-        found = []
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if any(mark in cmdline for mark in marks):
-                found.append(f"{proc.name}: {cmdline}")
-        return found
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
 from api.app import create_app
-from api.auth import current_principal
+from api.auth import codec_principal, current_principal
 from core.settings import Settings
 from core.topology import Topology
 
@@ -20,6 +20,7 @@ PUBLIC = {
     "/auth/login",
     "/auth/refresh",
     "/auth/logout",
+    "/api/temporal/codec/sign-in",  # an HTML page; signing in happens through /auth/login
 }
 PUBLIC_PREFIXES = ("/auth/sso/",)  # the SSO redirect flow happens before there is a token
 
@@ -33,8 +34,11 @@ def api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
             yield from api_routes(route.original_router.routes)
 
 
+AUTHENTICATORS = (current_principal, codec_principal)  # codec: also the UI's session cookie
+
+
 def authenticates(dependant: Dependant) -> bool:
-    return any(d.call is current_principal or authenticates(d) for d in dependant.dependencies)
+    return any(d.call in AUTHENTICATORS or authenticates(d) for d in dependant.dependencies)
 
 
 def test_every_route_requires_a_principal(settings: Settings, topology: Topology) -> None:
