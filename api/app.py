@@ -17,6 +17,7 @@ from api.routers import (
     audit,
     auth,
     health,
+    notifications,
     organizations,
     roles,
     sso,
@@ -47,6 +48,10 @@ TAGS = [
     {"name": "teams", "description": "Teams of an organization and their members."},
     {"name": "roles", "description": "Built-in and custom roles and their permissions."},
     {"name": "temporal", "description": "Codec endpoints for the Temporal UI."},
+    {
+        "name": "notifications",
+        "description": "Channels, templates, sending, delivery history and preferences.",
+    },
 ]
 
 DESCRIPTION = f"""
@@ -149,6 +154,7 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
         organizations.router,
         teams.router,
         roles.router,
+        notifications.router,
     ):
         app.include_router(router)
     return app

@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     # External services
     github_client_id: str | None = _env("GITHUB_CLIENT_ID")
     github_client_secret: SecretStr | None = _env("GITHUB_CLIENT_SECRET")
+    # Slack Web API base URL (ends with /api/); a local stand-in in tests.
+    slack_api_url: str | None = _env("SLACK_API_URL")
     prometheus_url: str | None = _env("PROMETHEUS_URL")
     grafana_url: str | None = _env("GRAFANA_URL")
 
@@ -210,6 +212,11 @@ class Settings(BaseSettings):
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
+
+    @property
+    def platform_url(self) -> str:
+        """Where people reach the platform, for links in notifications."""
+        return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
 
     @property
     def effective_database_url(self) -> str:

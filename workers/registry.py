@@ -10,10 +10,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from activities.notifications import NotificationActivities
 from activities.selfcheck import PingActivities, SelfCheckActivities
 from core.errors import ConfigError
+from core.notifications.dispatch import SenderSettings
 from core.topology import Topology
 from workers.resources import WorkerResources
+from workflows.notification import NotificationWorkflow, SlackMessageUpdateWorkflow
 from workflows.selfcheck import SelfCheckWorkflow
 
 ActivityFactory = Callable[[WorkerResources], Sequence[Callable[..., Any]]]
@@ -30,12 +33,24 @@ def _selfcheck(res: WorkerResources) -> Sequence[Callable[..., Any]]:
     return [checks.task_queues, checks.database]
 
 
+def _notifications(res: WorkerResources) -> Sequence[Callable[..., Any]]:
+    acts = NotificationActivities(
+        res.sessions,
+        SenderSettings(slack_api_url=res.settings.slack_api_url),
+        platform_url=res.settings.platform_url,
+    )
+    return [acts.prepare, acts.deliver, acts.mark_failed, acts.update_message]
+
+
 BINDINGS: dict[str, QueueBinding] = {
     "platform": QueueBinding(workflows=(SelfCheckWorkflow,), activities=(_selfcheck,)),
     "pipelines": QueueBinding(),
     "promotions": QueueBinding(),
     "provisioning": QueueBinding(),
-    "notifications": QueueBinding(),
+    "notifications": QueueBinding(
+        workflows=(NotificationWorkflow, SlackMessageUpdateWorkflow),
+        activities=(_notifications,),
+    ),
     "costs": QueueBinding(),
     "health": QueueBinding(),
 }

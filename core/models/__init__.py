@@ -13,11 +13,22 @@ from core.models.identity import (
     UserIdentity,
     UserRole,
 )
+from core.models.notifications import (
+    Notification,
+    NotificationAttempt,
+    NotificationChannel,
+    NotificationTemplate,
+    UserNotificationPreference,
+)
 
 __all__ = [
     "ApiKey",
     "AuditLog",
     "MfaRecoveryCode",
+    "Notification",
+    "NotificationAttempt",
+    "NotificationChannel",
+    "NotificationTemplate",
     "Organization",
     "RefreshToken",
     "Role",
@@ -25,5 +36,6 @@ __all__ = [
     "TeamMembership",
     "User",
     "UserIdentity",
+    "UserNotificationPreference",
     "UserRole",
 ]

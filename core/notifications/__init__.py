@@ -1,0 +1,1 @@
+"""Notifications: channels, templates, preferences, dispatch and delivery senders."""

@@ -1,0 +1,78 @@
+"""Reading delivery records: filtered lists and one record with its attempts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.errors import NotFound
+from core.identity.organizations import EVERYTHING, Visibility
+from core.models.identity import Team
+from core.models.notifications import Notification, NotificationAttempt, NotificationChannel
+from core.pagination import Page, PageRequest, paginate
+
+
+@dataclass(frozen=True)
+class NotificationFilter:
+    status: str | None = None
+    channel_id: uuid.UUID | None = None
+    recipient: str | None = None
+    event: str | None = None
+    request_id: uuid.UUID | None = None
+    reference: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    visible: Visibility = EVERYTHING
+
+
+class NotificationHistory:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _query(self, f: NotificationFilter) -> Select[Notification]:
+        stmt = select(Notification)
+        if not f.visible.everything:
+            teams = select(Team.id).where(
+                or_(Team.id.in_(f.visible.team_ids), Team.org_id.in_(f.visible.organization_ids))
+            )
+            channels = select(NotificationChannel.id).where(NotificationChannel.team_id.in_(teams))
+            stmt = stmt.where(Notification.channel_id.in_(channels))
+        for column, value in (
+            (Notification.status, f.status),
+            (Notification.channel_id, f.channel_id),
+            (Notification.recipient, f.recipient),
+            (Notification.event, f.event),
+            (Notification.request_id, f.request_id),
+            (Notification.reference, f.reference),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if f.since:
+            stmt = stmt.where(Notification.created_at >= f.since)
+        if f.until:
+            stmt = stmt.where(Notification.created_at < f.until)
+        return stmt
+
+    async def list(self, f: NotificationFilter, page: PageRequest) -> Page[Notification]:
+        return await paginate(
+            self.session, self._query(f), page, order=(Notification.created_at, Notification.id)
+        )
+
+    async def get(self, notification_id: uuid.UUID) -> Notification:
+        found = await self.session.get(Notification, notification_id)
+        if found is None:
+            raise NotFound("notification not found", details={"id": str(notification_id)})
+        return found
+
+    async def attempts(self, notification_id: uuid.UUID) -> Sequence[NotificationAttempt]:
+        stmt = (
+            select(NotificationAttempt)
+            .where(NotificationAttempt.notification_id == notification_id)
+            .order_by(NotificationAttempt.attempt)
+        )
+        return (await self.session.scalars(stmt)).all()

@@ -1,0 +1,438 @@
+"""NotificationWorkflow end to end on a real Temporal dev server and a real database, against
+real local servers: a stand-in Slack Web API, an aiosmtpd SMTP server and a webhook receiver
+that checks signatures with the documented algorithm."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.notifications import NotificationActivities
+from core.db.engine import create_engine, session_factory
+from core.models.notifications import Notification, NotificationAttempt
+from core.notifications.dispatch import SenderSettings
+from core.notifications.messages import MessageUpdate, NotificationRequest, NotificationSummary
+from core.notifications.starter import start_notification
+from core.temporal import policies
+from core.topology import Topology
+from tests.integration.identity_helpers import Api
+from tests.standins.slack_api import SlackApiStandin
+from tests.standins.smtp import SmtpStandin
+from tests.standins.webhook_receiver import WebhookReceiver
+from workers.runner import sandbox_runner
+from workflows.notification import NotificationWorkflow, SlackMessageUpdateWorkflow
+
+TOKEN = "xoxb-delivery-test-0123456789"
+SIGNING_SECRET = "whsec_delivery_test_secret_0123456789"
+SLACK_USER = "U0DEVUSER1"
+MAX_ATTEMPTS = 4
+
+
+def fast(topology: Topology, initial: timedelta = timedelta(milliseconds=200)) -> Topology:
+    """temporal.yaml's policies with quick retries, so a test waits seconds, not minutes."""
+    kind = topology.activities["notification_delivery"]
+    retry = kind.retry.model_copy(
+        update={
+            "initial_interval": initial,
+            "maximum_interval": max(initial, timedelta(seconds=1)),
+            "maximum_attempts": MAX_ATTEMPTS,
+        }
+    )
+    activities = {
+        **topology.activities,
+        "notification_delivery": kind.model_copy(update={"retry": retry}),
+    }
+    return topology.model_copy(update={"activities": activities})
+
+
+@dataclass
+class Remotes:
+    slack: SlackApiStandin
+    smtp: SmtpStandin
+    hooks: WebhookReceiver
+
+
+@pytest.fixture
+def remotes() -> Iterator[Remotes]:
+    with (
+        SlackApiStandin(tokens={TOKEN}, channels={"C0DEPLOYS": "deploys", SLACK_USER: "dm"}) as s,
+        SmtpStandin() as m,
+        WebhookReceiver(secret=SIGNING_SECRET) as w,
+    ):
+        yield Remotes(s, m, w)
+
+
+@pytest.fixture(autouse=True)
+def _quick_retries(topology: Topology) -> Iterator[None]:
+    policies.install(fast(topology))
+    yield
+    policies.install(topology)
+
+
+@asynccontextmanager
+async def worker(
+    env: WorkflowEnvironment, api: Api, remotes: Remotes, queue: str
+) -> AsyncIterator[Worker]:
+    engine = create_engine(api.settings.effective_database_url)
+    acts = NotificationActivities(
+        session_factory(engine),
+        SenderSettings(slack_api_url=remotes.slack.base_url),
+        platform_url="http://idp.test",
+    )
+    try:
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[NotificationWorkflow, SlackMessageUpdateWorkflow],
+            activities=[acts.prepare, acts.deliver, acts.mark_failed, acts.update_message],
+            workflow_runner=sandbox_runner(),
+        ) as running:
+            yield running
+    finally:
+        await engine.dispose()
+
+
+async def channel(
+    api: Api, headers: dict[str, str], kind: str, remotes: Remotes, **config: Any
+) -> str:
+    bodies: dict[str, dict[str, Any]] = {
+        "slack": {"config": {"channel": "#deploys"}, "secrets": {"bot_token": TOKEN}},
+        "email": {
+            "config": {
+                "host": "127.0.0.1",
+                "port": remotes.smtp.port,
+                "security": "none",
+                "from_address": "idp@example.com",
+                "to": ["ops@example.com"],
+            }
+        },
+        "webhook": {
+            "config": {"url": remotes.hooks.url},
+            "secrets": {"signing_secret": SIGNING_SECRET},
+        },
+    }
+    body = {"type": kind, "name": f"{kind}-{uuid.uuid4().hex[:6]}", **bodies[kind]}
+    body["config"] = {**body["config"], **config}
+    created = await api.client.post("/notifications/channels", json=body, headers=headers)
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+async def send(client: Client, queue: str, request: NotificationRequest) -> NotificationSummary:
+    workflow_id = await start_notification(client, request, task_queue=queue)
+    return await client.get_workflow_handle(workflow_id, result_type=NotificationSummary).result()
+
+
+async def records(api: Api, request: NotificationRequest) -> list[Notification]:
+    return await api.fetch(
+        select(Notification)
+        .where(Notification.request_id == request.request_id)
+        .order_by(Notification.channel_type, Notification.recipient)
+    )
+
+
+async def attempts(api: Api, notification_id: uuid.UUID) -> list[NotificationAttempt]:
+    return await api.fetch(
+        select(NotificationAttempt)
+        .where(NotificationAttempt.notification_id == notification_id)
+        .order_by(NotificationAttempt.attempt)
+    )
+
+
+CONTEXT = {
+    "pipeline": "api-build",
+    "service": "payments",
+    "run_id": "run-42",
+    "run_url": "http://idp.test/runs/42",
+    "ref": "main",
+    "sha": "0123abcd",
+    "triggered_by": "alice",
+    "duration_seconds": 93,
+    "failed_stage": "test",
+    "failed_step": "pytest",
+    "error": "2 tests failed <script>",
+}
+
+
+async def test_delivers_over_every_channel_type_and_records_it(
+    api: Api, temporal_env: WorkflowEnvironment, remotes: Remotes
+) -> None:
+    queue = f"notify-{uuid.uuid4().hex[:8]}"
+    _, admin = await api.token("admin")
+    user_id, user_email = await api.user("viewer")
+    _, as_user = (
+        user_id,
+        {"Authorization": f"Bearer {(await api.login(user_email))['access_token']}"},
+    )
+    prefs = {
+        "preferences": [
+            {"channel_type": "slack", "event": "*", "settings": {"slack_user_id": SLACK_USER}}
+        ]
+    }
+    assert (
+        await api.client.put("/users/me/notification-preferences", json=prefs, headers=as_user)
+    ).status_code == 200
+    ids = [await channel(api, admin, kind, remotes) for kind in ("slack", "email", "webhook")]
+    request = NotificationRequest(
+        event="pipeline.failed",
+        context=CONTEXT,
+        channel_ids=[uuid.UUID(i) for i in ids],
+        user_ids=[user_id],
+        reference="pipeline-run:42",
+    )
+    async with worker(temporal_env, api, remotes, queue):
+        summary = await send(temporal_env.client, queue, request)
+    assert summary.count("delivered") == 5, summary  # slack channel + DM, 2 emails, webhook
+
+    posted = remotes.slack.calls("chat.postMessage")
+    assert {r.channel for r in posted} == {"#deploys", SLACK_USER}
+    assert all(r.token == TOKEN and r.blocks for r in posted)
+    mails = remotes.smtp.messages
+    assert sorted(a for m in mails for a in m.rcpt_tos) == sorted(["ops@example.com", user_email])
+    html = mails[0].message.get_body(("html",))
+    assert html is not None and "&lt;script&gt;" in html.get_content()
+    [hook] = remotes.hooks.accepted
+    assert hook.signature_valid and hook.event == "pipeline.failed"
+    assert hook.json()["data"]["pipeline"] == "api-build" if "data" in hook.json() else True
+
+    rows = await records(api, request)
+    assert len(rows) == 5 and {r.status for r in rows} == {"delivered"}
+    assert all(r.attempts == 1 and r.delivered_at and r.sent_at for r in rows)
+    assert {r.reference for r in rows} == {"pipeline-run:42"}
+    assert hook.delivery_id in {str(r.id) for r in rows}
+
+    listed = await api.client.get(f"/notifications?request_id={request.request_id}", headers=admin)
+    assert len(listed.json()["items"]) == 5
+    detail = await api.client.get(f"/notifications/{rows[0].id}", headers=admin)
+    assert detail.status_code == 200
+    assert [a["status"] for a in detail.json()["attempt_log"]] == ["succeeded"]
+    for secret in (TOKEN, SIGNING_SECRET):
+        assert secret not in listed.text + detail.text
+
+
+async def test_a_channel_down_for_a_while_gets_the_message_once(
+    api: Api, temporal_env: WorkflowEnvironment, remotes: Remotes
+) -> None:
+    queue = f"notify-{uuid.uuid4().hex[:8]}"
+    _, admin = await api.token("admin")
+    ids = [await channel(api, admin, kind, remotes) for kind in ("slack", "email", "webhook")]
+    remotes.slack.fail_next(2, status=500)
+    remotes.hooks.respond_next(2, 503)
+    remotes.smtp.stop()
+    request = NotificationRequest(
+        event="custom",
+        context={"title": "Down and up", "message": "retries"},
+        channel_ids=[uuid.UUID(i) for i in ids],
+    )
+    async with worker(temporal_env, api, remotes, queue):
+        workflow_id = await start_notification(temporal_env.client, request, task_queue=queue)
+        await until(lambda: failed_attempts(api, request, "email"), at_least=2)
+        remotes.smtp.start()
+        summary = await temporal_env.client.get_workflow_handle(
+            workflow_id, result_type=NotificationSummary
+        ).result()
+    assert summary.count("delivered") == 3, summary
+    assert len(remotes.slack.messages) == 1 and len(remotes.smtp.messages) == 1
+    assert len(remotes.hooks.accepted) == 1
+    for row in await records(api, request):
+        log = await attempts(api, row.id)
+        assert [a.status for a in log][-1] == "succeeded"
+        assert all(a.status == "failed" and a.error and a.retryable for a in log[:-1])
+        assert row.attempts == len(log) >= 3 if row.channel_type != "email" else len(log) >= 3
+
+
+async def failed_attempts(api: Api, request: NotificationRequest, channel_type: str) -> int:
+    rows = [r for r in await records(api, request) if r.channel_type == channel_type]
+    if not rows:
+        return 0
+    return sum(1 for a in await attempts(api, rows[0].id) if a.status == "failed")
+
+
+async def until(probe: Any, at_least: int, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await probe() >= at_least:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("timed out waiting")
+
+
+async def test_permanent_failures_and_exhausted_retries_end_failed_with_the_reason(
+    api: Api, temporal_env: WorkflowEnvironment, remotes: Remotes
+) -> None:
+    queue = f"notify-{uuid.uuid4().hex[:8]}"
+    _, admin = await api.token("admin")
+    unknown_channel = await channel(api, admin, "slack", remotes, channel="#nowhere")
+    gone = await channel(api, admin, "webhook", remotes, url=remotes.hooks.url_for("/gone"))
+    remotes.hooks.respond_next(1, 404)
+    request = NotificationRequest(
+        event="custom",
+        context={"title": "t", "message": "m"},
+        channel_ids=[uuid.UUID(unknown_channel), uuid.UUID(gone)],
+    )
+    async with worker(temporal_env, api, remotes, queue):
+        summary = await send(temporal_env.client, queue, request)
+    assert summary.count("failed") == 2
+    rows = {r.channel_type: r for r in await records(api, request)}
+    assert rows["slack"].status == "failed" and "channel_not_found" in (
+        rows["slack"].last_error or ""
+    )
+    assert "permanent failure" in (rows["slack"].last_error or "")
+    assert "404" in (rows["webhook"].last_error or "")
+    assert rows["slack"].attempts == 1 and rows["webhook"].attempts == 1
+
+    # A receiver that never recovers: every allowed attempt, then failed, saying so.
+    always_down = await channel(api, admin, "webhook", remotes)
+    remotes.hooks.respond_next(MAX_ATTEMPTS + 5, 500)
+    request = NotificationRequest(
+        event="custom", context={"title": "t", "message": "m"}, channel_ids=[uuid.UUID(always_down)]
+    )
+    async with worker(temporal_env, api, remotes, queue):
+        summary = await send(temporal_env.client, queue, request)
+    [row] = await records(api, request)
+    assert row.status == "failed" and row.attempts == MAX_ATTEMPTS
+    assert (row.last_error or "").startswith("gave up after the last allowed attempt")
+    assert len(await attempts(api, row.id)) == MAX_ATTEMPTS
+
+
+async def test_slack_rate_limit_waits_for_retry_after(
+    api: Api, temporal_env: WorkflowEnvironment, remotes: Remotes
+) -> None:
+    queue = f"notify-{uuid.uuid4().hex[:8]}"
+    _, admin = await api.token("admin")
+    slack = await channel(api, admin, "slack", remotes)
+    remotes.slack.rate_limit_next(1, retry_after=2)
+    request = NotificationRequest(
+        event="custom", context={"title": "t", "message": "m"}, channel_ids=[uuid.UUID(slack)]
+    )
+    async with worker(temporal_env, api, remotes, queue):
+        summary = await send(temporal_env.client, queue, request)
+    assert summary.count("delivered") == 1
+    [row] = await records(api, request)
+    first, second = await attempts(api, row.id)
+    assert first.retry_after == 2 and first.retryable
+    assert first.finished_at is not None
+    # Our backoff would retry after 0.2 s; Slack asked for 2 s, and got it.
+    assert (second.started_at - first.finished_at).total_seconds() >= 1.5
+
+
+async def test_a_worker_killed_during_the_backoff_is_replaced_and_the_message_arrives(
+    api: Api, temporal_env: WorkflowEnvironment, remotes: Remotes, topology: Topology
+) -> None:
+    policies.install(fast(topology, initial=timedelta(seconds=3)))
+    queue = f"notify-{uuid.uuid4().hex[:8]}"
+    _, admin = await api.token("admin")
+    hook = await channel(api, admin, "webhook", remotes)
+    remotes.hooks.respond_next(1, 500)
+    request = NotificationRequest(
+        event="custom", context={"title": "t", "message": "m"}, channel_ids=[uuid.UUID(hook)]
+    )
+    engine = create_engine(api.settings.effective_database_url)
+    acts = NotificationActivities(session_factory(engine), SenderSettings())
+    first = Worker(
+        temporal_env.client,
+        task_queue=queue,
+        workflows=[NotificationWorkflow],
+        activities=[acts.prepare, acts.deliver, acts.mark_failed],
+        workflow_runner=sandbox_runner(),
+    )
+    running = asyncio.create_task(first.run())
+    workflow_id = await start_notification(temporal_env.client, request, task_queue=queue)
+    await until(lambda: failed_attempts(api, request, "webhook"), at_least=1)
+    running.cancel()  # the worker dies in the middle of the 3 s backoff
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await engine.dispose()
+    assert remotes.hooks.accepted == []
+
+    async with worker(temporal_env, api, remotes, queue):
+        summary = await temporal_env.client.get_workflow_handle(
+            workflow_id, result_type=NotificationSummary
+        ).result()
+    assert summary.count("delivered") == 1
+    assert len(remotes.hooks.accepted) == 1
+    [row] = await records(api, request)
+    assert row.status == "delivered" and row.attempts == 2
+
+
+async def test_preferences_templates_and_message_updates(
+    api: Api, temporal_env: WorkflowEnvironment, remotes: Remotes
+) -> None:
+    queue = f"notify-{uuid.uuid4().hex[:8]}"
+    _, admin = await api.token("admin")
+    user_id, user_email = await api.user("viewer")
+    token = (await api.login(user_email))["access_token"]
+    prefs = {"preferences": [{"channel_type": "email", "event": "custom", "enabled": False}]}
+    await api.client.put(
+        "/users/me/notification-preferences",
+        json=prefs,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    email = await channel(api, admin, "email", remotes, to=[])
+    slack = await channel(api, admin, "slack", remotes)
+    request = NotificationRequest(
+        event="custom",
+        context={"title": "t"},  # `message` is missing: the template cannot render
+        channel_ids=[uuid.UUID(email), uuid.UUID(slack)],
+        user_ids=[user_id],
+    )
+    approval = NotificationRequest(
+        event="promotion.awaiting_approval",
+        context={
+            "promotion_id": "p-1",
+            "promotion_url": "http://idp.test/promotions/p-1",
+            "service": "payments",
+            "version": "1.4.0",
+            "environment": "production",
+            "requested_by": "alice",
+            "approvers_needed": 2,
+            "approvals": 0,
+            "expires_at": "2026-12-01T00:00:00Z",
+        },
+        channel_ids=[uuid.UUID(slack)],
+    )
+    async with worker(temporal_env, api, remotes, queue):
+        summary = await send(temporal_env.client, queue, request)
+        sent = await send(temporal_env.client, queue, approval)
+        [message] = await records(api, approval)
+        updated = await temporal_env.client.execute_workflow(
+            SlackMessageUpdateWorkflow.run,
+            MessageUpdate(
+                notification_id=message.id,
+                event="promotion.approved",
+                context={**approval.context, "decided_by": "bob", "comment": "ship it"},
+            ),
+            id=f"update-{uuid.uuid4()}",
+            task_queue=queue,
+        )
+    rows = {(r.channel_type, r.user_id is not None): r for r in await records(api, request)}
+    turned_off = rows[("email", True)]
+    assert turned_off.status == "skipped" and "preferences" in (turned_off.last_error or "")
+    no_slack_id = rows[("slack", True)]
+    assert no_slack_id.status == "skipped" and "Slack user id" in (no_slack_id.last_error or "")
+    unrendered = rows[("slack", False)]
+    assert unrendered.status == "failed" and unrendered.attempts == 0
+    assert "did not render" in (unrendered.last_error or "")
+    assert "message" in (unrendered.last_error or "")
+    assert summary.count("skipped") == 2 and summary.count("failed") == 1
+
+    assert sent.count("delivered") == 1 and updated.status == "delivered"
+    posted = remotes.slack.calls("chat.postMessage")[-1]
+    actions = [b for b in posted.blocks or [] if b.get("type") == "actions"]
+    buttons = {e["action_id"]: e for e in actions[0]["elements"]}
+    assert buttons["promotion.approve"]["value"] == buttons["promotion.reject"]["value"] == "p-1"
+    [update] = remotes.slack.calls("chat.update")
+    assert update.ts == message.remote_id
+    decided = [e.get("action_id") for b in update.blocks or [] for e in b.get("elements", [])]
+    assert "promotion.approve" not in decided and "approved" in (update.text or "").lower()
