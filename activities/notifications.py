@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from core.notifications.rendering import RenderError, render
-from core.notifications.senders import slack
-from core.notifications.senders.errors import DeliveryError, SendResult
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -24,6 +22,9 @@ from core.notifications.messages import (
     NotificationRequest,
     Prepared,
 )
+from core.notifications.rendering import RenderError, render
+from core.notifications.senders import slack
+from core.notifications.senders.errors import DeliveryError, SendResult
 
 DELIVERY_ERROR = "DeliveryError"  # the ApplicationError type of a failed attempt
 
@@ -47,6 +48,13 @@ class NotificationActivities:
         self._sessions = sessions
         self._senders = senders
         self._platform_url = platform_url
+        self._http: httpx.AsyncClient | None = None
+
+    def _http_client(self) -> httpx.AsyncClient:
+        """One client per worker for webhooks: connections and the TLS context are reused."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(follow_redirects=False)
+        return self._http
 
     @activity.defn(name="notifications.prepare")
     async def prepare(self, request: NotificationRequest) -> Prepared:
@@ -67,7 +75,7 @@ class NotificationActivities:
             return DeliveryOutcome(notification_id=ref.notification_id, status="delivered")
         notification, channel = started
         try:
-            result = await dispatch.send(notification, channel, self._senders)
+            result = await dispatch.send(notification, channel, self._senders, self._http_client())
         except DeliveryError as exc:
             await self._finish(ref, attempt, error=exc)
             raise _application_error(exc) from None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from bench import api_latency, workflow_latency
+from bench import api_latency, notification_throughput, workflow_latency
 from core.db import migrate
 from core.settings import Settings
 from core.temporal.client import find_temporal_cli
@@ -36,6 +36,7 @@ async def main() -> None:
         )
         migrate.upgrade(settings.effective_database_url)
         await workflow_latency.run(env.client, settings)
+        await notification_throughput.run(env.client, settings)
         await asyncio.to_thread(api_latency.run, address)
     finally:
         await env.shutdown()

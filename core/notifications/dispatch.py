@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -236,9 +237,13 @@ class SenderSettings:
 
 
 async def send(
-    notification: Notification, channel: NotificationChannel, settings: SenderSettings
+    notification: Notification,
+    channel: NotificationChannel,
+    settings: SenderSettings,
+    http: httpx.AsyncClient | None = None,
 ) -> SendResult:
-    """Hand one message to its channel. Raises DeliveryError."""
+    """Hand one message to its channel. Raises DeliveryError. `http`: a shared client for
+    webhooks (making one per call costs a TLS context each time)."""
     secrets: dict[str, Any] = channel_secrets(channel)
     payload = notification.payload or {}
     if channel.type == "slack":
@@ -274,6 +279,7 @@ async def send(
         delivery_id=str(notification.id),
         event=notification.event,
         timeout=settings.webhook_timeout,
+        client=http,
     )
 
 

@@ -24,14 +24,20 @@ from core.models.notifications import Notification, NotificationAttempt
 from core.notifications.dispatch import SenderSettings
 from core.notifications.messages import MessageUpdate, NotificationRequest, NotificationSummary
 from core.notifications.starter import start_notification
+from core.settings import Settings
 from core.temporal import policies
+from core.temporal.client import connect
 from core.topology import Topology
-from tests.integration.identity_helpers import Api
+from tests.integration.identity_helpers import Api, assert_error, running_api
 from tests.standins.slack_api import SlackApiStandin
 from tests.standins.smtp import SmtpStandin
 from tests.standins.webhook_receiver import WebhookReceiver
 from workers.runner import sandbox_runner
-from workflows.notification import NotificationWorkflow, SlackMessageUpdateWorkflow
+from workflows.notification import (
+    NOTIFICATIONS_QUEUE,
+    NotificationWorkflow,
+    SlackMessageUpdateWorkflow,
+)
 
 TOKEN = "xoxb-delivery-test-0123456789"
 SIGNING_SECRET = "whsec_delivery_test_secret_0123456789"
@@ -92,7 +98,7 @@ async def worker(
     )
     try:
         async with Worker(
-            env.client,
+            env.client if isinstance(env, WorkflowEnvironment) else env,
             task_queue=queue,
             workflows=[NotificationWorkflow, SlackMessageUpdateWorkflow],
             activities=[acts.prepare, acts.deliver, acts.mark_failed, acts.update_message],
@@ -131,7 +137,8 @@ async def channel(
 
 async def send(client: Client, queue: str, request: NotificationRequest) -> NotificationSummary:
     workflow_id = await start_notification(client, request, task_queue=queue)
-    return await client.get_workflow_handle(workflow_id, result_type=NotificationSummary).result()
+    handle = client.get_workflow_handle(workflow_id, result_type=NotificationSummary)
+    return await asyncio.wait_for(handle.result(), timeout=120)  # a hang fails, not blocks
 
 
 async def records(api: Api, request: NotificationRequest) -> list[Notification]:
@@ -436,3 +443,53 @@ async def test_preferences_templates_and_message_updates(
     assert update.ts == message.remote_id
     decided = [e.get("action_id") for b in update.blocks or [] for e in b.get("elements", [])]
     assert "promotion.approve" not in decided and "approved" in (update.text or "").lower()
+
+
+async def test_post_notifications_starts_the_workflow_and_refuses_bad_requests(
+    settings: Settings,
+    topology: Topology,
+    database_url: str,
+    temporal_env: WorkflowEnvironment,
+    remotes: Remotes,
+) -> None:
+    target = temporal_env.client.service_client.config.target_host
+    with_temporal = settings.model_copy(update={"temporal_address": target})
+    async with running_api(with_temporal, topology, database_url) as api:
+        # The API's client encrypts payloads: the worker needs the same codec.
+        client = await connect(api.settings, topology)
+        _, admin = await api.token("admin")
+        hook = await channel(api, admin, "webhook", remotes)
+        body = {
+            "event": "custom",
+            "context": {"title": "Hello", "message": "from the API"},
+            "channel_ids": [hook],
+        }
+        async with worker(client, api, remotes, NOTIFICATIONS_QUEUE):
+            sent = await api.client.post("/notifications", json=body, headers=admin)
+            assert sent.status_code == 202, sent.text
+            workflow_id = sent.json()["workflow_id"]
+            assert workflow_id == f"notification-{sent.json()['request_id']}"
+            handle = client.get_workflow_handle(workflow_id, result_type=NotificationSummary)
+            summary = await asyncio.wait_for(handle.result(), timeout=60)
+        assert summary.count("delivered") == 1
+        assert remotes.hooks.accepted[0].json()["data"]["message"] == "from the API"
+        listed = await api.client.get(
+            f"/notifications?request_id={sent.json()['request_id']}&status=delivered",
+            headers=admin,
+        )
+        assert [n["status"] for n in listed.json()["items"]] == ["delivered"]
+
+        _, viewer = await api.token("viewer")
+        assert_error(await api.client.post("/notifications", json=body, headers=viewer), 403)
+        for bad, status in (
+            ({**body, "event": "no.such.event"}, 422),
+            ({**body, "channel_ids": [str(uuid.uuid4())]}, 404),
+            ({**body, "user_ids": [str(uuid.uuid4())]}, 422),
+            ({**body, "channel_ids": []}, 422),
+        ):
+            assert_error(await api.client.post("/notifications", json=bad, headers=admin), status)
+        await api.client.patch(
+            f"/notifications/channels/{hook}", json={"enabled": False}, headers=admin
+        )
+        disabled = await api.client.post("/notifications", json=body, headers=admin)
+        assert "disabled" in assert_error(disabled, 422)["message"]

@@ -208,10 +208,11 @@ def test_rate_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("RATE_LIMITS", '{"auth": "5/minute;burst=2"}')
     monkeypatch.setenv("RATE_LIMIT_ENABLED", "false")
     settings = load_settings()
-    assert settings.rate_limits == {"default": "600/minute;burst=100", "auth": "5/minute;burst=2"}
+    assert settings.rate_limits == {**DEFAULT_RATE_LIMITS, "auth": "5/minute;burst=2"}
     assert settings.rate_limit_enabled is False
     monkeypatch.setenv("RATE_LIMITS", "default=1000/hour, auth=3/min")  # the compact form
     assert load_settings().rate_limits == {
+        **DEFAULT_RATE_LIMITS,
         "default": "1000/hour;burst=1000",
         "auth": "3/minute;burst=3",
     }
