@@ -23,7 +23,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -35,6 +34,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from tests.standins import Running
 
 
 @dataclass
@@ -77,7 +78,7 @@ def _oauth_error(error: str, description: str, status: int = 400) -> JSONRespons
     return JSONResponse({"error": error, "error_description": description}, status_code=status)
 
 
-class StandInProvider:
+class StandInProvider(Running):
     def __init__(self) -> None:
         self.client_id = "idp-test-client"
         self.client_secret = "stand-in-client-secret"
@@ -134,17 +135,6 @@ class StandInProvider:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._sock.close()
-
-    def __enter__(self) -> StandInProvider:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def app(self) -> Starlette:
         return Starlette(

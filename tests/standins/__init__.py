@@ -20,6 +20,28 @@ from tests.helpers import free_port
 LOOPBACK = "127.0.0.1"
 
 
+class Running:
+    """A server that starts on entering a `with` block and stops on leaving it."""
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -60,7 +82,7 @@ class StandinRequestHandler(BaseHTTPRequestHandler):
         self.answer(status, body, content_type="application/json; charset=utf-8", headers=headers)
 
 
-class BackgroundHTTPServer:
+class BackgroundHTTPServer(Running):
     """A ThreadingHTTPServer on loopback, served from a daemon thread; `handler.server.owner`
     is the stand-in that owns it. Start and stop it with `with` or start()/stop()."""
 
@@ -100,15 +122,3 @@ class BackgroundHTTPServer:
             server.server_close()
         if thread is not None:
             thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

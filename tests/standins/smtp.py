@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from tests.helpers import free_port
-from tests.standins import LOOPBACK
+from tests.standins import LOOPBACK, Running
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class ReceivedEmail:
     time: float = field(default_factory=time.time)
 
 
-class SmtpStandin:
+class SmtpStandin(Running):
     def __init__(
         self,
         *,
@@ -86,18 +85,6 @@ class SmtpStandin:
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- behaviour and records --------------------------------------------------------------------
     def refuse_recipient(
