@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from api.auth import CurrentPrincipal, require
 from api.deps import DbSession, TemporalClient
 from api.pagination import PageOut, page_params, page_response
+from core.audit import AuditService
 from core.errors import ValidationFailed
 from core.identity.organizations import Visibility
 from core.models.identity import User
@@ -271,13 +272,15 @@ async def list_events(
 async def list_templates(
     request: Request,
     session: DbSession,
-    _: Principal = require("notifications:read", ANY_SCOPE),
+    principal: Principal = require("notifications:read", ANY_SCOPE),
     event: str | None = Query(None, max_length=100),
     channel_type: ChannelType | None = Query(None),
     team_id: uuid.UUID | None = Query(None),
     page: PageRequest = Depends(page_params),
 ) -> PageOut[TemplateOut]:
-    found = await TemplateService(session).list(TemplateFilter(event, channel_type, team_id), page)
+    visible = Visibility.of(principal, "notifications:read")
+    f = TemplateFilter(event, channel_type, team_id, visible)
+    found = await TemplateService(session).list(f, page)
     return page_response(request, found, TemplateOut.of)
 
 
@@ -413,6 +416,18 @@ async def send_notification(
         reference=body.reference,
     )
     workflow_id = await start_notification(client, request)
+    await AuditService(session).record(
+        "notification.send",
+        "notification_request",
+        request.request_id,
+        after={
+            "event": request.event,
+            "channel_ids": request.channel_ids,
+            "user_ids": request.user_ids,
+            "variables": sorted(request.context),  # names only: values may be sensitive
+            "workflow_id": workflow_id,
+        },
+    )
     return SentOut(request_id=request.request_id, workflow_id=workflow_id)
 
 

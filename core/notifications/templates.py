@@ -8,12 +8,13 @@ import uuid
 from dataclasses import dataclass
 
 from jinja2 import Environment, meta
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.audit import AuditService, snapshot
 from core.errors import Conflict, NotFound
-from core.identity.organizations import flush_unique
+from core.identity.organizations import EVERYTHING, Visibility, flush_unique
+from core.models.identity import Team
 from core.models.notifications import NotificationTemplate
 from core.notifications.rendering import TemplateSource, check_template
 from core.pagination import Page, PageRequest, paginate
@@ -33,6 +34,7 @@ class TemplateFilter:
     event: str | None = None
     channel_type: str | None = None
     team_id: uuid.UUID | None = None
+    visible: Visibility = EVERYTHING  # platform-wide overrides are visible to every reader
 
 
 class TemplateService:
@@ -48,6 +50,16 @@ class TemplateService:
 
     def _query(self, f: TemplateFilter) -> Select[NotificationTemplate]:
         stmt = select(NotificationTemplate)
+        if not f.visible.everything:
+            teams = select(Team.id).where(
+                or_(Team.id.in_(f.visible.team_ids), Team.org_id.in_(f.visible.organization_ids))
+            )
+            stmt = stmt.where(
+                or_(
+                    NotificationTemplate.team_id.is_(None),
+                    NotificationTemplate.team_id.in_(teams),
+                )
+            )
         if f.event:
             stmt = stmt.where(NotificationTemplate.name == f.event)
         if f.channel_type:

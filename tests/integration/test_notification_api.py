@@ -230,3 +230,56 @@ async def test_preferences_are_the_callers_own(api: Api) -> None:
     # A refused change changed nothing.
     again = (await api.client.get("/users/me/notification-preferences", headers=me)).json()
     assert again == got
+
+
+async def test_team_members_see_and_manage_their_teams_channels_only(api: Api) -> None:
+    _, admin = await api.token("admin")
+    slug = f"org-{uuid.uuid4().hex[:8]}"
+    org = await api.client.post("/organizations", json={"name": "Org", "slug": slug}, headers=admin)
+    teams = []
+    for name in ("red", "blue"):
+        team = await api.client.post(
+            "/teams",
+            json={"org_id": org.json()["id"], "name": name, "slug": f"{name}-{slug}"},
+            headers=admin,
+        )
+        assert team.status_code == 201, team.text
+        teams.append(team.json()["id"])
+    red, blue = teams
+    member_id, member_email = await api.user()  # no global role: only the red team
+    added = await api.client.post(
+        f"/teams/{red}/members",
+        json={"user_id": str(member_id), "role": "maintainer"},
+        headers=admin,
+    )
+    assert added.status_code == 201, added.text
+    member = {"Authorization": f"Bearer {(await api.login(member_email))['access_token']}"}
+
+    mine = await api.client.post(
+        "/notifications/channels", json={**unique(SLACK), "team_id": red}, headers=member
+    )
+    assert mine.status_code == 201, mine.text
+    theirs = await api.client.post(
+        "/notifications/channels", json={**unique(SLACK), "team_id": blue}, headers=member
+    )
+    assert assert_error(theirs, 403)["details"] == {"permission": "notifications:write"}
+    platform = await api.client.post("/notifications/channels", json=unique(SLACK), headers=member)
+    assert_error(platform, 403)
+    blue_channel = await api.client.post(
+        "/notifications/channels", json={**unique(SLACK), "team_id": blue}, headers=admin
+    )
+    listed = await api.client.get("/notifications/channels", headers=member)
+    assert [c["id"] for c in listed.json()["items"]] == [mine.json()["id"]]
+    hidden = await api.client.get(
+        f"/notifications/channels/{blue_channel.json()['id']}", headers=member
+    )
+    assert_error(hidden, 403)
+
+    body = {"event": "custom", "channel_type": "webhook", "body": '{"t": {{ title | tojson }}}'}
+    for team in (red, blue):
+        made = await api.client.post(
+            "/notifications/templates", json={**body, "team_id": team}, headers=admin
+        )
+        assert made.status_code == 201, made.text
+    seen = await api.client.get("/notifications/templates?event=custom", headers=member)
+    assert {t["team_id"] for t in seen.json()["items"]} == {red}

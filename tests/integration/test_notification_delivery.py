@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 
 from activities.notifications import NotificationActivities
 from core.db.engine import create_engine, session_factory
+from core.models.audit import AuditLog
 from core.models.notifications import Notification, NotificationAttempt
 from core.notifications.dispatch import SenderSettings
 from core.notifications.messages import MessageUpdate, NotificationRequest, NotificationSummary
@@ -478,6 +479,11 @@ async def test_post_notifications_starts_the_workflow_and_refuses_bad_requests(
             headers=admin,
         )
         assert [n["status"] for n in listed.json()["items"]] == ["delivered"]
+        [audited] = await api.fetch(
+            select(AuditLog).where(AuditLog.resource_id == sent.json()["request_id"])
+        )
+        assert audited.action == "notification.send"
+        assert audited.after["variables"] == ["message", "title"]
 
         _, viewer = await api.token("viewer")
         assert_error(await api.client.post("/notifications", json=body, headers=viewer), 403)
