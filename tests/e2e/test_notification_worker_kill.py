@@ -1,0 +1,132 @@
+"""A notification survives its worker being killed (SIGKILL) during a retry backoff: the
+retry lives on the Temporal server, and a new `idp worker` process delivers the message."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from temporalio.testing import WorkflowEnvironment
+
+from core.db import migrate
+from core.db.engine import create_engine, session_factory, transaction
+from core.local_secrets import with_local_secrets
+from core.models.notifications import Notification, NotificationAttempt
+from core.notifications.channels import ChannelService
+from core.notifications.messages import NotificationRequest, NotificationSummary
+from core.notifications.starter import start_notification
+from core.security.encryption import KeyRing, install_keyring
+from core.settings import PROJECT_ROOT, Settings
+from core.temporal.client import connect
+from core.topology import load_topology
+from tests.standins.webhook_receiver import WebhookReceiver
+
+pytestmark = pytest.mark.e2e
+SECRET = "whsec_kill_test_" + "k" * 24
+
+
+def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "TEMPORAL_"))}
+    env.pop("DATABASE_URL", None)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "--set",
+            f"IDP_DATA_DIR={settings.data_dir}",
+            "--set",
+            f"DATABASE_URL={settings.database_url}",
+            "--set",
+            f"TEMPORAL_ADDRESS={settings.temporal_address}",
+            "worker",
+            "--queue",
+            "notifications",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+async def failed_attempts(settings: Settings, request_id: uuid.UUID) -> int:
+    engine = create_engine(settings.effective_database_url)
+    try:
+        async with transaction(session_factory(engine)) as session:
+            rows = await session.scalars(
+                select(NotificationAttempt)
+                .join(Notification, Notification.id == NotificationAttempt.notification_id)
+                .where(
+                    Notification.request_id == request_id, NotificationAttempt.status == "failed"
+                )
+            )
+            return len(rows.all())
+    finally:
+        await engine.dispose()
+
+
+async def test_sigkill_during_backoff_then_a_new_worker_delivers(
+    tmp_path: Path, temporal_env: WorkflowEnvironment
+) -> None:
+    data_dir = tmp_path / "data"
+    settings = with_local_secrets(
+        Settings(
+            data_dir=data_dir,
+            database_url=f"sqlite+aiosqlite:///{data_dir / 'idp.db'}",
+            temporal_address=temporal_env.client.service_client.config.target_host,
+        )
+    )
+    migrate.upgrade(settings.effective_database_url)
+    install_keyring(KeyRing.from_settings(settings))
+    topology = load_topology(settings.temporal_config)
+    engine = create_engine(settings.effective_database_url)
+    workers: list[subprocess.Popen[bytes]] = []
+    with WebhookReceiver(secret=SECRET) as receiver:
+        try:
+            async with transaction(session_factory(engine)) as session:
+                created = await ChannelService(session).create(
+                    type="webhook",
+                    name="kill-test",
+                    config={"url": receiver.url},
+                    secrets={"signing_secret": SECRET},
+                )
+            receiver.respond_next(1, 500)
+            client = await connect(settings, topology)  # encrypts, as the worker expects
+            request = NotificationRequest(
+                event="custom",
+                context={"title": "survives", "message": "a killed worker"},
+                channel_ids=[created.channel.id],
+            )
+            workers.append(start_worker(settings))
+            workflow_id = await start_notification(client, request)
+            for _ in range(600):  # the first attempt fails (500); the retry waits 2 s
+                if await failed_attempts(settings, request.request_id) >= 1:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the first attempt never failed")
+            os.killpg(workers[0].pid, signal.SIGKILL)  # no graceful shutdown
+            workers[0].wait(timeout=10)
+            assert receiver.accepted == []
+
+            workers.append(start_worker(settings))
+            handle = client.get_workflow_handle(workflow_id, result_type=NotificationSummary)
+            summary = await asyncio.wait_for(handle.result(), timeout=120)
+        finally:
+            for proc in workers:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=30)
+            await engine.dispose()
+        assert summary.count("delivered") == 1
+        assert len(receiver.accepted) == 1 and receiver.accepted[0].signature_valid
+        assert await failed_attempts(settings, request.request_id) == 1  # then the success
