@@ -391,8 +391,10 @@ async def send_notification(
             f"unknown event {body.event!r}",
             details=[{"field": "event", "message": f"one of {', '.join(events())}"}],
         )
+    channel_ids = list(dict.fromkeys(body.channel_ids))  # each once, in the given order
+    user_ids = list(dict.fromkeys(body.user_ids))
     channels = ChannelService(session)
-    for channel_id in dict.fromkeys(body.channel_ids):
+    for channel_id in channel_ids:
         channel = await channels.get(channel_id)
         authorize(principal, "notifications:write", await channels.resource(channel.team_id))
         if not channel.enabled:
@@ -400,7 +402,7 @@ async def send_notification(
                 f"channel {channel.name!r} is disabled",
                 details=[{"field": "channel_ids", "message": f"{channel_id} is disabled"}],
             )
-    for user_id in dict.fromkeys(body.user_ids):
+    for user_id in user_ids:
         user = await session.get(User, user_id)
         if user is None or user.is_deleted:
             raise ValidationFailed(
@@ -410,8 +412,8 @@ async def send_notification(
     request = NotificationRequest(
         event=body.event,
         context=body.context,
-        channel_ids=list(dict.fromkeys(body.channel_ids)),
-        user_ids=list(dict.fromkeys(body.user_ids)),
+        channel_ids=channel_ids,
+        user_ids=user_ids,
         team_id=body.team_id,
         reference=body.reference,
     )

@@ -14,7 +14,7 @@ from api.auth import require
 from api.deps import DbSession
 from api.pagination import PageOut, page_params, page_response
 from core.identity.organizations import OrganizationService, Visibility
-from core.identity.teams import Member, TeamFilter, TeamService
+from core.identity.teams import Member, TeamFilter, TeamService, team_resource
 from core.identity.users import UserService
 from core.models.identity import Team
 from core.pagination import PageRequest
@@ -81,15 +81,11 @@ class MemberPatch(BaseModel):
     role: MembershipRole
 
 
-def _resource(team: Team) -> Resource:
-    return Resource(organization_id=team.org_id, team_id=team.id)
-
-
 async def _team(
     session: DbSession, team_id: uuid.UUID, principal: Principal, permission: str
 ) -> Team:
     team = await TeamService(session).get(team_id)
-    authorize(principal, permission, _resource(team))
+    authorize(principal, permission, team_resource(team))
     return team
 
 

@@ -72,6 +72,13 @@ class Visibility:
             team_ids=frozenset(g.scope_id for g in held if g.scope == "team" and g.scope_id),
         )
 
+    def covered_teams(self) -> Select[uuid.UUID]:
+        """The ids of the teams its grants cover (named, or in a named organization), to
+        filter what belongs to a team. Meaningless when `everything`: do not filter then."""
+        return select(Team.id).where(
+            or_(Team.id.in_(self.team_ids), Team.org_id.in_(self.organization_ids))
+        )
+
 
 EVERYTHING = Visibility(everything=True)
 

@@ -15,7 +15,14 @@ from core.errors import Conflict, NotFound, ValidationFailed
 from core.identity.organizations import EVERYTHING, Visibility, check_name, check_slug, flush_unique
 from core.models.identity import Organization, Team, TeamMembership, User
 from core.pagination import Page, PageRequest, paginate
+from core.security.authorization import Resource
 from core.security.permissions import MEMBERSHIP_ROLES
+
+
+def team_resource(team: Team) -> Resource:
+    """Where a team (and what it owns) sits, for authorization."""
+    return Resource(organization_id=team.org_id, team_id=team.id)
+
 
 MEMBERSHIP_ROLE_NAMES = tuple(MEMBERSHIP_ROLES)  # owner | maintainer | member
 

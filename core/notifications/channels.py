@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.audit import AuditService, snapshot
 from core.errors import NotFound, ValidationFailed
 from core.identity.organizations import EVERYTHING, Visibility, check_name
+from core.identity.teams import team_resource
 from core.models.identity import Team
 from core.models.notifications import NotificationChannel
 from core.pagination import Page, PageRequest, paginate
@@ -153,7 +154,7 @@ class ChannelService:
                 "team_id does not name a team",
                 details=[{"field": "team_id", "message": "no such team"}],
             )
-        return Resource(organization_id=team.org_id, team_id=team.id)
+        return team_resource(team)
 
     async def create(
         self,
@@ -193,10 +194,7 @@ class ChannelService:
     def _query(self, f: ChannelFilter) -> Select[NotificationChannel]:
         stmt = select(NotificationChannel).where(NotificationChannel.deleted_at.is_(None))
         if not f.visible.everything:
-            team_ids = select(Team.id).where(
-                or_(Team.id.in_(f.visible.team_ids), Team.org_id.in_(f.visible.organization_ids))
-            )
-            stmt = stmt.where(NotificationChannel.team_id.in_(team_ids))
+            stmt = stmt.where(NotificationChannel.team_id.in_(f.visible.covered_teams()))
         if f.type:
             stmt = stmt.where(NotificationChannel.type == f.type)
         if f.team_id:

@@ -108,14 +108,11 @@ def _personal_target(
 
 
 async def _targets(session: AsyncSession, request: NotificationRequest) -> list[Target]:
-    channels = [
-        c
-        for c in (
-            await session.scalars(
-                select(NotificationChannel).where(NotificationChannel.id.in_(request.channel_ids))
-            )
-        ).all()
-    ]
+    channels = (
+        await session.scalars(
+            select(NotificationChannel).where(NotificationChannel.id.in_(request.channel_ids))
+        )
+    ).all()
     users = list((await session.scalars(select(User).where(User.id.in_(request.user_ids)))).all())
     prefs = await _preferences(session, [u.id for u in users], request.event)
     targets: list[Target] = []
@@ -283,6 +280,17 @@ async def send(
     )
 
 
+async def _attempt_row(
+    session: AsyncSession, notification_id: uuid.UUID, attempt: int
+) -> NotificationAttempt | None:
+    return await session.scalar(
+        select(NotificationAttempt).where(
+            NotificationAttempt.notification_id == notification_id,
+            NotificationAttempt.attempt == attempt,
+        )
+    )
+
+
 async def begin_attempt(
     session: AsyncSession, notification_id: uuid.UUID, attempt: int
 ) -> tuple[Notification, NotificationChannel] | None:
@@ -299,12 +307,7 @@ async def begin_attempt(
     notification.attempts = max(notification.attempts, attempt)
     notification.sent_at = notification.sent_at or now
     notification.status = "retrying" if attempt > 1 else "pending"
-    row = await session.scalar(
-        select(NotificationAttempt).where(
-            NotificationAttempt.notification_id == notification_id,
-            NotificationAttempt.attempt == attempt,
-        )
-    )
+    row = await _attempt_row(session, notification_id, attempt)
     if row is None:
         session.add(
             NotificationAttempt(
@@ -324,12 +327,7 @@ async def finish_attempt(
     error: DeliveryError | None = None,
 ) -> None:
     notification = await session.get(Notification, notification_id)
-    row = await session.scalar(
-        select(NotificationAttempt).where(
-            NotificationAttempt.notification_id == notification_id,
-            NotificationAttempt.attempt == attempt,
-        )
-    )
+    row = await _attempt_row(session, notification_id, attempt)
     assert notification is not None and row is not None
     now = utcnow()
     row.finished_at = now

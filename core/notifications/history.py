@@ -7,12 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import NotFound
 from core.identity.organizations import EVERYTHING, Visibility
-from core.models.identity import Team
 from core.models.notifications import Notification, NotificationAttempt, NotificationChannel
 from core.pagination import Page, PageRequest, paginate
 
@@ -37,10 +36,9 @@ class NotificationHistory:
     def _query(self, f: NotificationFilter) -> Select[Notification]:
         stmt = select(Notification)
         if not f.visible.everything:
-            teams = select(Team.id).where(
-                or_(Team.id.in_(f.visible.team_ids), Team.org_id.in_(f.visible.organization_ids))
+            channels = select(NotificationChannel.id).where(
+                NotificationChannel.team_id.in_(f.visible.covered_teams())
             )
-            channels = select(NotificationChannel.id).where(NotificationChannel.team_id.in_(teams))
             stmt = stmt.where(Notification.channel_id.in_(channels))
         for column, value in (
             (Notification.status, f.status),

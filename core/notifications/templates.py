@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.audit import AuditService, snapshot
 from core.errors import Conflict, NotFound
 from core.identity.organizations import EVERYTHING, Visibility, flush_unique
-from core.models.identity import Team
 from core.models.notifications import NotificationTemplate
 from core.notifications.rendering import TemplateSource, check_template
 from core.pagination import Page, PageRequest, paginate
@@ -51,13 +50,10 @@ class TemplateService:
     def _query(self, f: TemplateFilter) -> Select[NotificationTemplate]:
         stmt = select(NotificationTemplate)
         if not f.visible.everything:
-            teams = select(Team.id).where(
-                or_(Team.id.in_(f.visible.team_ids), Team.org_id.in_(f.visible.organization_ids))
-            )
             stmt = stmt.where(
                 or_(
                     NotificationTemplate.team_id.is_(None),
-                    NotificationTemplate.team_id.in_(teams),
+                    NotificationTemplate.team_id.in_(f.visible.covered_teams()),
                 )
             )
         if f.event:
