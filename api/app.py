@@ -20,6 +20,7 @@ from api.routers import (
     notifications,
     organizations,
     roles,
+    services,
     sso,
     teams,
     temporal_codec,
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
         teams.router,
         roles.router,
         notifications.router,
+        services.router,
     ):
         app.include_router(router)
     return app

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     github_client_secret: SecretStr | None = _env("GITHUB_CLIENT_SECRET")
     # Slack Web API base URL (ends with /api/); a local stand-in in tests.
     slack_api_url: str | None = _env("SLACK_API_URL")
+    # Self-hosted Git hosts the catalog and webhooks accept besides github.com, gitlab.com and
+    # bitbucket.org: `host=kind` pairs (kind github, gitlab or bitbucket), comma-separated.
+    git_hosts: Annotated[dict[str, str], NoDecode] = _env("GIT_HOSTS", None)
+    # How long health probe results are kept (uptime is computed over them).
+    health_result_retention: Duration = _env("HEALTH_RESULT_RETENTION", "30d")
     prometheus_url: str | None = _env("PROMETHEUS_URL")
     grafana_url: str | None = _env("GRAFANA_URL")
 
@@ -149,6 +154,24 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_rate_limits(cls, value: Any) -> dict[str, str]:
         return parse_rate_limits(value)
+
+    @field_validator("git_hosts", mode="before")
+    @classmethod
+    def _parse_git_hosts(cls, value: Any) -> dict[str, str]:
+        if value is None or value == "":
+            return {}
+        if isinstance(value, str):
+            pairs = [p.partition("=") for p in value.split(",") if p.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ValueError("expected HOST=KIND pairs, e.g. git.example.com=gitlab")
+            value = {h.strip(): k.strip() for h, _, k in pairs}
+        if not isinstance(value, dict):
+            raise ValueError("expected a mapping of host -> github, gitlab or bitbucket")
+        hosts = {str(h).lower(): str(k).lower() for h, k in value.items()}
+        wrong = [f"{h}={k}" for h, k in hosts.items() if k not in ("github", "gitlab", "bitbucket")]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)}: the kind must be github, gitlab or bitbucket")
+        return hosts
 
     @field_validator("admin_password")
     @classmethod

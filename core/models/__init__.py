@@ -1,6 +1,15 @@
 """SQLAlchemy models. Importing this package registers every table on `Base.metadata`."""
 
 from core.models.audit import AuditLog
+from core.models.catalog import (
+    HealthCheck,
+    HealthCheckResult,
+    HealthTransition,
+    Service,
+    ServiceDependency,
+    ServiceTag,
+    ServiceVersion,
+)
 from core.models.identity import (
     ApiKey,
     MfaRecoveryCode,
@@ -24,6 +33,9 @@ from core.models.notifications import (
 __all__ = [
     "ApiKey",
     "AuditLog",
+    "HealthCheck",
+    "HealthCheckResult",
+    "HealthTransition",
     "MfaRecoveryCode",
     "Notification",
     "NotificationAttempt",
@@ -31,6 +43,10 @@ __all__ = [
     "NotificationTemplate",
     "Organization",
     "RefreshToken",
+    "Service",
+    "ServiceDependency",
+    "ServiceTag",
+    "ServiceVersion",
     "Role",
     "Team",
     "TeamMembership",
