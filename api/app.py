@@ -16,6 +16,7 @@ from api.routers import (
     api_keys,
     audit,
     auth,
+    catalog,
     health,
     notifications,
     organizations,
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
         roles.router,
         notifications.router,
         services.router,
+        catalog.router,
     ):
         app.include_router(router)
     return app

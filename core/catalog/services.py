@@ -196,14 +196,16 @@ class ServiceService:
         await self._set_tags(service, tags)
         await self.session.flush()
         view = ServiceView(service, tags)
-        await self.audit.record("service.create", "service", service.id, after=_snapshot(view))
+        await self.audit.record(
+            "service.create", "service", service.id, after=service_snapshot(view)
+        )
         return view
 
     async def update(
         self, service: Service, fields: ServiceFields, *, owner: Team | None = None
     ) -> ServiceView:
         """Change fields (and the owner team, within the organization); audited before/after."""
-        before = _snapshot(await self.view(service))
+        before = service_snapshot(await self.view(service))
         if fields.name is not None and fields.name != service.name:
             await self._check_name_free(service.org_id, check_slug(fields.name, "name"), service.id)
         self._apply(service, replace(fields, tags=None))
@@ -217,7 +219,7 @@ class ServiceService:
             await self._set_tags(service, check_tags(fields.tags))
         await self._flush(service)
         view = await self.view(service)
-        after = _snapshot(view)
+        after = service_snapshot(view)
         if after != before:
             await self.audit.record(
                 "service.update", "service", service.id, before=before, after=after
@@ -243,7 +245,7 @@ class ServiceService:
                 "remove those dependencies first",
                 details={"dependents": names},
             )
-        before = _snapshot(await self.view(service))
+        before = service_snapshot(await self.view(service))
         service.soft_delete()
         # Its own outgoing edges go with it, so the graph never shows a deleted service.
         await self.session.execute(
@@ -293,5 +295,6 @@ class ServiceService:
         )
 
 
-def _snapshot(view: ServiceView) -> dict[str, Any]:
+def service_snapshot(view: ServiceView) -> dict[str, Any]:
+    """The service's columns and tags, for audit before/after."""
     return {**snapshot(view.service), "tags": list(view.tags)}
