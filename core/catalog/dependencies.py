@@ -16,6 +16,7 @@ from core.audit import AuditService
 from core.catalog.versions import VersionService, check_constraint, satisfying
 from core.errors import Conflict, ValidationFailed
 from core.models.catalog import Service, ServiceDependency
+from core.models.identity import Organization
 
 DEPENDENCY_TYPES = ("runtime", "build", "data")
 MAX_DEPTH = 10
@@ -73,6 +74,16 @@ class Graph:
             lines.append(f'  {ids[edge.source]} {arrow}|"{label}"| {ids[edge.target]}')
         lines.append(f"  style {ids[self.root]} stroke-width:3px")
         return "\n".join(lines) + "\n"
+
+
+async def lock_graph(session: AsyncSession, org_id: uuid.UUID) -> None:
+    """One change of an organization's dependency graph at a time (until the transaction
+    ends), so that concurrent changes cannot each miss the other's: two new edges closing a
+    cycle together, or an edge to a service being deleted. PostgreSQL locks the organization's
+    row; SQLite serialises writers anyway and renders no FOR UPDATE."""
+    await session.execute(
+        select(Organization.id).where(Organization.id == org_id).with_for_update()
+    )
 
 
 def _invalid(field_name: str, message: str) -> ValidationFailed:
@@ -191,6 +202,7 @@ class DependencyService:
         """Make `specs` the service's direct dependencies. Refuses (changing nothing) unknown
         targets, bad types or ranges, and a runtime cycle (409 `dependency_cycle`)."""
         checked = self._check(service, specs)
+        await lock_graph(self.session, service.org_id)
         await self._targets(service, checked)
         cycle = await self.find_cycle(
             service, [s.depends_on for s in checked if s.type == "runtime"]
@@ -226,8 +238,11 @@ class DependencyService:
     async def _walk(
         self, root: uuid.UUID, depth: int, reverse: bool, nodes: dict[uuid.UUID, int]
     ) -> list[ServiceDependency]:
+        """Follow edges from `root` one level at a time; a node first reached here gets its
+        depth in `nodes` (one reached in the other direction keeps its own, but is followed)."""
         edges: list[ServiceDependency] = []
         frontier = [root]
+        seen = {root}
         here = ServiceDependency.depends_on_service_id if reverse else ServiceDependency.service_id
         for level in range(1, depth + 1):
             if not frontier:
@@ -241,8 +256,9 @@ class DependencyService:
             nxt = []
             for edge in found:
                 other = edge.service_id if reverse else edge.depends_on_service_id
-                if other not in nodes:
-                    nodes[other] = -level if reverse else level
+                if other not in seen:
+                    seen.add(other)
+                    nodes.setdefault(other, -level if reverse else level)
                     nxt.append(other)
             frontier = nxt
         return edges

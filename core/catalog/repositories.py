@@ -19,6 +19,12 @@ CLOUD_HOSTS: dict[str, str] = {
 # git@host:owner/name.git (scp-like syntax)
 _SCP = re.compile(r"^[\w.-]+@(?P<host>[\w.-]+):(?P<path>[^/].*)$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Pages below owner/name on GitHub and Bitbucket; GitLab's are after `/-/` (older: tree, blob),
+# as its groups nest and a subgroup may be called `issues`.
+_WEB_PAGES = frozenset(
+    {"tree", "blob", "src", "commit", "commits", "pull", "pulls", "pull-requests", "issues"}
+)
+_GITLAB_PAGES = frozenset({"-", "tree", "blob"})
 
 
 @dataclass(frozen=True)
@@ -53,10 +59,14 @@ def parse_repository_url(url: str, extra_hosts: Mapping[str, str] | None = None)
     if scp:
         host, path = scp["host"], scp["path"]
     else:
-        parts = urlsplit(raw)
-        if parts.scheme not in ("https", "http", "ssh", "git") or not parts.hostname:
+        try:
+            parts = urlsplit(raw)
+            hostname = parts.hostname
+        except ValueError:  # e.g. an unbalanced [ in the host
+            hostname = None
+        if not hostname or parts.scheme not in ("https", "http", "ssh", "git"):
             raise _invalid(url, "is not a repository URL (use https://host/owner/name)")
-        host, path = parts.hostname, parts.path
+        host, path = hostname, parts.path
     host = host.lower().removeprefix("www.")
     kind = hosts.get(host)
     if kind is None:
@@ -66,15 +76,16 @@ def parse_repository_url(url: str, extra_hosts: Mapping[str, str] | None = None)
             f"is on {host}, which is not a known Git host (known: {known}; self-hosted GitHub, "
             "GitLab or Bitbucket hosts are added with GIT_HOSTS)",
         )
-    path = path.strip("/").removesuffix(".git").strip("/")
-    # Drop web-UI suffixes such as /tree/main or /-/blob/... that people paste.
-    for marker in ("/-/", "/tree/", "/blob/", "/src/"):
-        path = path.split(marker, 1)[0]
-    segments = path.split("/")
     nested_ok = kind == "gitlab"
+    segments = path.strip("/").split("/")
+    # Drop a pasted web page of the repository: .../tree/main, .../-/blob/..., .../pull/42.
+    pages = _GITLAB_PAGES if nested_ok else _WEB_PAGES
+    cut = next((i for i, s in enumerate(segments) if i >= 2 and s in pages), len(segments))
+    segments = segments[:cut]
+    segments[-1] = segments[-1].removesuffix(".git")
     if len(segments) < 2 or (len(segments) > 2 and not nested_ok):
         shape = "group/…/name" if nested_ok else "owner/name"
         raise _invalid(url, f"does not name a repository: the path must be {shape}")
-    if not all(_SEGMENT.fullmatch(s) for s in segments):
+    if not all(_SEGMENT.fullmatch(s) and s.strip(".") for s in segments):
         raise _invalid(url, "has characters a repository path cannot have")
     return Repository(host_kind=kind, host=host, path="/".join(segments))

@@ -8,11 +8,13 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Select, delete, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.audit import AuditService, snapshot
+from core.catalog.dependencies import lock_graph
 from core.catalog.repositories import parse_repository_url
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.identity.organizations import EVERYTHING, Visibility, check_slug, flush_unique
@@ -55,11 +57,18 @@ def check_tags(tags: Iterable[str]) -> list[str]:
     return out
 
 
+def _hostname(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # e.g. an unbalanced [ in the host
+        return None
+
+
 def check_docs(docs: Iterable[Mapping[str, str]]) -> list[dict[str, str]]:
     out = []
     for i, link in enumerate(docs):
         url = str(link.get("url", "")).strip()
-        if not url.startswith(("https://", "http://")):
+        if not url.startswith(("https://", "http://")) or not _hostname(url):
             raise _invalid(f"docs[{i}].url", f"documentation link {url!r} is not an http(s) URL")
         out.append({"title": str(link.get("title") or url).strip(), "url": url})
     return out
@@ -189,7 +198,7 @@ class ServiceService:
             raise _invalid("name", "name is required")
         service = Service(org_id=team.org_id, owner_team_id=team.id, name="", docs=[])
         self._apply(service, replace(fields, tags=None))
-        tags = check_tags(fields.tags or [])
+        tags = sorted(check_tags(fields.tags or []))  # as every read returns them
         await self._check_name_free(team.org_id, service.name, None)
         self.session.add(service)
         await self._flush(service)
@@ -228,6 +237,7 @@ class ServiceService:
 
     async def delete(self, service: Service) -> None:
         """Soft delete. Refused while live services depend on it (409 naming them)."""
+        await lock_graph(self.session, service.org_id)
         dependents = await self.session.scalars(
             select(Service.name)
             .join(ServiceDependency, ServiceDependency.service_id == Service.id)
@@ -279,9 +289,13 @@ class ServiceService:
             stmt = stmt.where(
                 exists().where(ServiceTag.service_id == Service.id, ServiceTag.tag == f.tag)
             )
-        if f.q:
-            like = f"%{f.q.lower()}%"
-            stmt = stmt.where(or_(Service.name.like(like), Service.description.ilike(like)))
+        if f.q:  # % and _ are themselves, not wildcards
+            stmt = stmt.where(
+                or_(
+                    Service.name.contains(f.q.lower(), autoescape=True),
+                    Service.description.icontains(f.q, autoescape=True),
+                )
+            )
         return stmt
 
     async def list(self, f: ServiceFilter, page: PageRequest) -> Page[ServiceView]:

@@ -39,7 +39,7 @@ def parse_version(value: str, field: str = "version") -> semantic_version.Versio
 def parse_constraint(value: str, field: str = "version_constraint") -> semantic_version.NpmSpec:
     try:
         return semantic_version.NpmSpec(value.strip())
-    except ValueError:
+    except (ValueError, AttributeError):  # AttributeError: the library on e.g. `1.0.0 - ^2`
         raise _invalid(
             field,
             f"{value!r} is not a semantic version range (e.g. ^1.2.0, ~1.4, >=1.0.0 <2.0.0, 1.x)",
