@@ -30,7 +30,7 @@ _GITLAB_PAGES = frozenset({"-", "tree", "blob"})
 @dataclass(frozen=True)
 class Repository:
     host_kind: str  # github | gitlab | bitbucket
-    host: str  # e.g. github.com, or a self-hosted host
+    host: str  # e.g. github.com, or a self-hosted host (with its port, if the URL gave one)
     path: str  # owner/name (GitLab: group/subgroup/name), as written
 
     @property
@@ -69,6 +69,9 @@ def parse_repository_url(url: str, extra_hosts: Mapping[str, str] | None = None)
         host, path = hostname, parts.path
     host = host.lower().removeprefix("www.")
     kind = hosts.get(host)
+    # A web URL's port is part of where the repository is shown; an ssh port is not.
+    if kind is not None and not scp and parts.scheme in ("http", "https") and parts.port:
+        host = f"{host}:{parts.port}"
     if kind is None:
         known = ", ".join(sorted(hosts))
         raise _invalid(

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.audit import AuditService, snapshot
 from core.catalog.dependencies import lock_graph
 from core.catalog.repositories import parse_repository_url
+from core.db.types import utcnow
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.identity.organizations import EVERYTHING, Visibility, check_slug, flush_unique
 from core.models.catalog import Service, ServiceDependency, ServiceTag
@@ -224,8 +225,9 @@ class ServiceService:
                     "owner_team_id", "the new owner team must be in the service's organization"
                 )
             service.owner_team_id = owner.id
-        if fields.tags is not None:
+        if fields.tags is not None and sorted(check_tags(fields.tags)) != before["tags"]:
             await self._set_tags(service, check_tags(fields.tags))
+            service.updated_at = utcnow()  # the tags live in their own table
         await self._flush(service)
         view = await self.view(service)
         after = service_snapshot(view)

@@ -13,6 +13,7 @@ from core import context
 from core.audit import AuditService, snapshot
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.identity.organizations import EVERYTHING, Visibility, check_name, check_slug, flush_unique
+from core.models.catalog import Service
 from core.models.identity import Organization, Team, TeamMembership, User
 from core.pagination import Page, PageRequest, paginate
 from core.security.authorization import Resource
@@ -132,7 +133,23 @@ class TeamService:
         return team
 
     async def delete(self, team: Team) -> None:
-        """Soft delete. Memberships stay (for a restore) but stop granting anything."""
+        """Soft delete. Memberships stay (for a restore) but stop granting anything. Refused
+        while the team owns live services: they would be left without an owner."""
+        owned = list(
+            await self.session.scalars(
+                select(Service.name)
+                .where(Service.owner_team_id == team.id, Service.deleted_at.is_(None))
+                .order_by(Service.name)
+                .limit(11)
+            )
+        )
+        if owned:
+            raise Conflict(
+                f"team {team.slug} still owns services ({', '.join(owned[:10])}"
+                f"{', …' if len(owned) > 10 else ''}); hand them to another team or delete "
+                "them first",
+                details={"services": owned[:10]},
+            )
         before = snapshot(team)
         team.soft_delete()
         await self.session.flush()

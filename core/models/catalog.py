@@ -49,7 +49,8 @@ class Service(Entity, SoftDeleteMixin):
     description: Mapped[str] = mapped_column(Text, default="")
     repository_url: Mapped[str | None] = mapped_column(String(2048))  # normalised https URL
     repository_host: Mapped[str | None] = mapped_column(String(20))  # github | gitlab | bitbucket
-    repository_path: Mapped[str | None] = mapped_column(String(1024), index=True)  # owner/name
+    # host/owner/name in lower case: how webhooks find the service
+    repository_path: Mapped[str | None] = mapped_column(String(1024), index=True)
     docs: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)  # [{title, url}]
     lifecycle: Mapped[str] = mapped_column(String(20), default="experimental", index=True)
     system: Mapped[str | None] = mapped_column(String(63))  # name of a system entity

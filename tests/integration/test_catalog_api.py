@@ -908,3 +908,27 @@ async def test_concurrent_graph_changes_are_serialised(api: Api) -> None:
         assert (put.status_code, delete.status_code) in ((200, 409), (422, 204))
         live = (await api.client.get(f"/services/{b['id']}", headers=admin)).status_code == 200
         assert await edges_of(api, a["id"]) == ({(b["id"], "runtime", None)} if live else set())
+
+
+async def test_a_team_that_owns_services_cannot_be_deleted(api: Api) -> None:
+    _, admin = await api.token("admin")
+    org = await make_org(api, admin)
+    team = await make_team(api, admin, org["id"])
+    other = await make_team(api, admin, org["id"])
+    created = await api.client.post(
+        "/services",
+        json={"name": f"svc-{uuid.uuid4().hex[:8]}", "owner_team_id": team["id"]},
+        headers=admin,
+    )
+    service = created.json()
+
+    refused = await api.client.delete(f"/teams/{team['id']}", headers=admin)
+    body = assert_error(refused, 409, "conflict")
+    assert service["name"] in body["message"] and body["details"]["services"] == [service["name"]]
+    assert (await api.client.get(f"/teams/{team['id']}", headers=admin)).status_code == 200
+
+    moved = await api.client.put(
+        f"/services/{service['id']}", json={"owner_team_id": other["id"]}, headers=admin
+    )
+    assert moved.status_code == 200, moved.text
+    assert (await api.client.delete(f"/teams/{team['id']}", headers=admin)).status_code == 204
