@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import delete, select
+from sqlalchemy import Integer, Uuid, delete, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.audit import AuditService
@@ -238,30 +238,32 @@ class DependencyService:
     async def _walk(
         self, root: uuid.UUID, depth: int, reverse: bool, nodes: dict[uuid.UUID, int]
     ) -> list[ServiceDependency]:
-        """Follow edges from `root` one level at a time; a node first reached here gets its
-        depth in `nodes` (one reached in the other direction keeps its own, but is followed)."""
-        edges: list[ServiceDependency] = []
-        frontier = [root]
-        seen = {root}
-        here = ServiceDependency.depends_on_service_id if reverse else ServiceDependency.service_id
-        for level in range(1, depth + 1):
-            if not frontier:
-                break
-            found = list(
-                (
-                    await self.session.scalars(select(ServiceDependency).where(here.in_(frontier)))
-                ).all()
-            )
-            edges.extend(found)
-            nxt = []
-            for edge in found:
-                other = edge.service_id if reverse else edge.depends_on_service_id
-                if other not in seen:
-                    seen.add(other)
-                    nodes.setdefault(other, -level if reverse else level)
-                    nxt.append(other)
-            frontier = nxt
-        return edges
+        """The edges within `depth` levels of `root` in one direction, in two queries: a
+        recursive walk for each reachable service's nearest level, then the edges leaving the
+        services nearer than `depth`. A service first reached here gets its level in `nodes`
+        (one reached in the other direction keeps its own)."""
+        dep = ServiceDependency
+        src, dst = (
+            (dep.depends_on_service_id, dep.service_id)
+            if reverse
+            else (dep.service_id, dep.depends_on_service_id)
+        )
+        walk = select(literal(root, Uuid()).label("id"), literal(0, Integer()).label("level")).cte(
+            "walk", recursive=True
+        )
+        walk = walk.union(
+            select(dst.label("id"), (walk.c.level + 1).label("level"))
+            .join(walk, src == walk.c.id)
+            .where(walk.c.level < depth)
+        )
+        rows = await self.session.execute(
+            select(walk.c.id, func.min(walk.c.level)).group_by(walk.c.id)
+        )
+        levels = {sid: int(level) for sid, level in rows.all()}
+        for sid, level in levels.items():
+            nodes.setdefault(sid, -level if reverse else level)
+        inner = [sid for sid, level in levels.items() if level < depth]
+        return list((await self.session.scalars(select(dep).where(src.in_(inner)))).all())
 
     async def graph(self, service: Service, depth: int = 1, direction: Direction = "both") -> Graph:
         if not 1 <= depth <= MAX_DEPTH:
@@ -272,10 +274,12 @@ class DependencyService:
             edges.update((e.id, e) for e in await self._walk(service.id, depth, False, depths))
         if direction in ("dependents", "both"):
             edges.update((e.id, e) for e in await self._walk(service.id, depth, True, depths))
-        rows = await self.session.scalars(
-            select(Service).where(Service.id.in_(list(depths)), Service.deleted_at.is_(None))
+        rows = await self.session.execute(
+            select(
+                Service.id, Service.name, Service.kind, Service.lifecycle, Service.owner_team_id
+            ).where(Service.id.in_(list(depths)), Service.deleted_at.is_(None))
         )
-        services = {s.id: s for s in rows}
+        services = {s.id: s for s in rows.all()}
         versions = await VersionService(self.session).versions_of(list(services))
         nodes = [
             Node(
