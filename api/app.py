@@ -18,6 +18,7 @@ from api.routers import (
     auth,
     catalog,
     health,
+    health_checks,
     notifications,
     organizations,
     roles,
@@ -159,6 +160,7 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
         notifications.router,
         services.router,
         catalog.router,
+        health_checks.router,
     ):
         app.include_router(router)
     return app

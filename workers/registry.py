@@ -10,12 +10,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from activities.health import HealthActivities
 from activities.notifications import NotificationActivities
 from activities.selfcheck import PingActivities, SelfCheckActivities
 from core.errors import ConfigError
 from core.notifications.dispatch import SenderSettings
 from core.topology import Topology
 from workers.resources import WorkerResources
+from workflows.health_monitor import HealthMonitorWorkflow
 from workflows.notification import NotificationWorkflow, SlackMessageUpdateWorkflow
 from workflows.selfcheck import SelfCheckWorkflow
 
@@ -42,6 +44,15 @@ def _notifications(res: WorkerResources) -> Sequence[Callable[..., Any]]:
     return [acts.prepare, acts.deliver, acts.mark_failed, acts.update_message]
 
 
+def _health(res: WorkerResources) -> Sequence[Callable[..., Any]]:
+    acts = HealthActivities(
+        res.sessions,
+        platform_url=res.settings.platform_url,
+        retention=res.settings.health_result_retention,
+    )
+    return [acts.probe, acts.record, acts.prune]
+
+
 BINDINGS: dict[str, QueueBinding] = {
     "platform": QueueBinding(workflows=(SelfCheckWorkflow,), activities=(_selfcheck,)),
     "pipelines": QueueBinding(),
@@ -52,7 +63,7 @@ BINDINGS: dict[str, QueueBinding] = {
         activities=(_notifications,),
     ),
     "costs": QueueBinding(),
-    "health": QueueBinding(),
+    "health": QueueBinding(workflows=(HealthMonitorWorkflow,), activities=(_health,)),
 }
 
 

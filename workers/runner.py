@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from core.catalog.health_starter import ensure_monitors
 from core.errors import ConfigError
 from core.settings import Settings
 from core.temporal import policies
@@ -20,6 +21,7 @@ from core.topology import Topology
 from workers.registry import BINDINGS, activities_for, check_topology
 from workers.resources import WorkerResources
 from workers.schedules import sync_schedules
+from workflows.health_monitor import HEALTH_QUEUE
 
 log = logging.getLogger("idp.worker")
 
@@ -75,6 +77,15 @@ def build_workers(
     return workers
 
 
+async def reconcile_health_monitors(client: Client, resources: WorkerResources) -> None:
+    """Every enabled health check gets a monitor (one created while Temporal was down has
+    none). A failure is logged, not fatal: the next worker start tries again."""
+    try:
+        await ensure_monitors(client, resources.sessions)
+    except Exception as exc:
+        log.warning("could not start the missing health monitors: %s", exc)
+
+
 async def run_workers(settings: Settings, topology: Topology, queues: Sequence[str] | None) -> None:
     """Serve `queues` (default: all) until SIGINT/SIGTERM, then shut down gracefully."""
     selected = select_queues(topology, queues)
@@ -90,6 +101,8 @@ async def run_workers(settings: Settings, topology: Topology, queues: Sequence[s
         await sync_schedules(
             client, topology, queues=set(selected), prune=len(selected) == len(topology.task_queues)
         )
+        if HEALTH_QUEUE in selected:
+            await reconcile_health_monitors(client, resources)
         tasks = [asyncio.create_task(w.run()) for w in workers]
         log.info("worker serving task queues: %s", ", ".join(selected))
         done, _ = await asyncio.wait(

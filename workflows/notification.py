@@ -97,13 +97,13 @@ class SlackMessageUpdateWorkflow:
 NOTIFICATIONS_QUEUE = "notifications"
 
 
-async def notify(request: NotificationRequest) -> None:
+async def notify(request: NotificationRequest, *, task_queue: str = NOTIFICATIONS_QUEUE) -> None:
     """From inside another workflow: send a notification as a child workflow that outlives
     the parent (a pipeline that finishes does not cancel its "finished" message)."""
     await workflow.start_child_workflow(
         NotificationWorkflow.run,
         request,
         id=workflow_id_for(request),
-        task_queue=NOTIFICATIONS_QUEUE,
+        task_queue=task_queue,
         parent_close_policy=workflow.ParentClosePolicy.ABANDON,
     )

@@ -15,6 +15,8 @@ from api.auth import require
 from api.deps import DbSession, State
 from api.pagination import PageOut, page_params, page_response
 from core.catalog.dependencies import MAX_DEPTH, DependencyService, DependencySpec, Graph
+from core.catalog.health import HealthCheckService
+from core.catalog.health_starter import stop_monitors
 from core.catalog.services import (
     ServiceFields,
     ServiceFilter,
@@ -297,15 +299,19 @@ async def update_service(
 @router.delete(
     "/{service_id}",
     status_code=204,
-    summary="Delete a service (soft; services:write). Refused while others depend on it",
+    summary="Delete a service and its health checks (soft; services:write); 409 while depended on",
 )
 async def delete_service(
     service_id: uuid.UUID,
+    session: DbSession,
+    state: State,
     services: ServiceService = Depends(_services),
     principal: Principal = require("services:write", ANY_SCOPE),
 ) -> Response:
     service = await _service(services, service_id, principal, "services:write")
     await services.delete(service)
+    stopped = await HealthCheckService(session).delete_all(service)
+    await stop_monitors(state.temporal.client, stopped)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

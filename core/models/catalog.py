@@ -93,6 +93,16 @@ class HealthCheck(Entity, SoftDeleteMixin):
     The status columns are the projection the monitor writes after each probe."""
 
     __tablename__ = "health_checks"
+    __table_args__ = (
+        Index(
+            "uq_health_checks_service_id_name_live",
+            "service_id",
+            "name",
+            unique=True,
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
 
     service_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("services.id"), index=True)
     name: Mapped[str] = mapped_column(String(100))

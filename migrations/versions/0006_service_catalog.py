@@ -112,6 +112,13 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_health_checks_service_id"), ["service_id"], unique=False
         )
+        batch_op.create_index(
+            "uq_health_checks_service_id_name_live",
+            ["service_id", "name"],
+            unique=True,
+            sqlite_where=sa.text("deleted_at IS NULL"),
+            postgresql_where=sa.text("deleted_at IS NULL"),
+        )
 
     op.create_table(
         "service_dependencies",
@@ -271,6 +278,7 @@ def downgrade() -> None:
 
     op.drop_table("service_dependencies")
     with op.batch_alter_table("health_checks", schema=None) as batch_op:
+        batch_op.drop_index("uq_health_checks_service_id_name_live")
         batch_op.drop_index(batch_op.f("ix_health_checks_service_id"))
         batch_op.drop_index(batch_op.f("ix_health_checks_deleted_at"))
         batch_op.drop_index(batch_op.f("ix_health_checks_created_at"))

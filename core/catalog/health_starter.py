@@ -1,0 +1,192 @@
+"""Driving health monitors from outside a workflow (the API, a worker at start-up): start one,
+reconfigure it, stop it, and make sure every enabled check has one.
+
+Temporal errors become `core.errors.Unavailable` (503), so an API request that cannot reach
+Temporal rolls back and saves nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import (
+    Client,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from core.catalog.health import HealthCheckService, probe_config
+from core.catalog.health_messages import (
+    STATUSES,
+    UNKNOWN,
+    MonitorInput,
+    MonitorState,
+    ProbeConfig,
+)
+from core.db.engine import transaction
+from core.errors import Unavailable, ValidationFailed
+from core.models.catalog import HealthCheck
+from workflows.health_monitor import HEALTH_QUEUE, HealthMonitorWorkflow, workflow_id_for
+from workflows.notification import NOTIFICATIONS_QUEUE
+
+log = logging.getLogger("idp.health")
+
+RPC_TIMEOUT = timedelta(seconds=10)
+# How long `reconfigure_monitor` waits for a worker to accept the update before it falls back
+# to the `configure` signal (which waits in the workflow's history for a worker).
+UPDATE_WAIT = timedelta(seconds=5)
+
+Reconfigured = Literal["updated", "signalled", "started"]
+
+
+def monitor_input(
+    check: HealthCheck, *, notifications_queue: str = NOTIFICATIONS_QUEUE
+) -> MonitorInput:
+    """The monitor's input from the check's row: its configuration and its last status."""
+    status = check.status if check.status in STATUSES else UNKNOWN
+    return MonitorInput(
+        check_id=check.id,
+        config=probe_config(check),
+        state=MonitorState(
+            status=status,
+            consecutive_failures=check.consecutive_failures,
+            last_probe_at=check.last_checked_at,
+        ),
+        notifications_queue=notifications_queue,
+    )
+
+
+def _unavailable(exc: RPCError, doing: str) -> Unavailable:
+    return Unavailable(
+        f"Temporal could not {doing}: {exc.message or exc.status}",
+        details={"reason": str(exc.status.name if exc.status else "unknown")},
+    )
+
+
+async def start_monitor(
+    client: Client, monitor: MonitorInput, *, task_queue: str = HEALTH_QUEUE
+) -> str:
+    """Start the check's monitor; one already running is kept (its id is derived from the
+    check's), a closed one is started afresh. Returns the workflow id."""
+    workflow_id = workflow_id_for(monitor.check_id)
+    try:
+        await client.start_workflow(
+            HealthMonitorWorkflow.run,
+            monitor,
+            id=workflow_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            rpc_timeout=RPC_TIMEOUT,
+        )
+    except RPCError as exc:
+        raise _unavailable(exc, "start the health monitor") from None
+    return workflow_id
+
+
+async def reconfigure_monitor(
+    client: Client,
+    check: HealthCheck,
+    *,
+    task_queue: str = HEALTH_QUEUE,
+    wait: timedelta = UPDATE_WAIT,
+) -> Reconfigured:
+    """Give the running monitor the check's configuration through the `reconfigure` update
+    ("updated"). No monitor running: start one ("started"). No worker answering within `wait`:
+    send the `configure` signal instead, applied when a worker picks the monitor up
+    ("signalled")."""
+    config: ProbeConfig = probe_config(check)
+    handle = client.get_workflow_handle(workflow_id_for(check.id))
+    try:
+        await asyncio.wait_for(
+            handle.execute_update(HealthMonitorWorkflow.reconfigure, config, rpc_timeout=wait),
+            timeout=wait.total_seconds(),
+        )
+        return "updated"
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+        details = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else []
+        raise ValidationFailed(
+            f"the monitor refused the configuration: {message}", details=details
+        ) from None
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # none running (or never started)
+            await start_monitor(client, monitor_input(check), task_queue=task_queue)
+            return "started"
+        if exc.status != RPCStatusCode.DEADLINE_EXCEEDED:
+            raise _unavailable(exc, "reconfigure the health monitor") from None
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        pass  # no worker took the update in time
+    try:
+        await handle.signal(HealthMonitorWorkflow.configure, config, rpc_timeout=RPC_TIMEOUT)
+    except RPCError as exc:
+        raise _unavailable(exc, "reconfigure the health monitor") from None
+    return "signalled"
+
+
+async def stop_monitor(client: Client, check_id: uuid.UUID) -> bool:
+    """Signal the monitor to end; False when none was running."""
+    handle = client.get_workflow_handle(workflow_id_for(check_id))
+    try:
+        await handle.signal(HealthMonitorWorkflow.stop, rpc_timeout=RPC_TIMEOUT)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise _unavailable(exc, "stop the health monitor") from None
+    return True
+
+
+async def stop_monitors(
+    connect: Callable[[], Awaitable[Client]], check_ids: Sequence[uuid.UUID]
+) -> None:
+    """Stop the monitors of deleted checks. When Temporal cannot be reached the deletion still
+    stands: each monitor finds its check deleted at its next record and ends by itself."""
+    try:
+        client = await connect()
+        for check_id in check_ids:
+            await stop_monitor(client, check_id)
+    except Unavailable as exc:
+        log.warning("health checks deleted; their monitors were not signalled: %s", exc)
+
+
+async def ensure_monitors(
+    client: Client,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    task_queue: str = HEALTH_QUEUE,
+    notifications_queue: str = NOTIFICATIONS_QUEUE,
+) -> list[str]:
+    """Start a monitor for every enabled live check that has none running (created while
+    Temporal was down, or whose monitor was terminated). Returns the workflow ids started."""
+    async with transaction(sessions) as session:
+        inputs = [
+            monitor_input(c, notifications_queue=notifications_queue)
+            for c in await HealthCheckService(session).monitored()
+        ]
+    started = []
+    for monitor in inputs:
+        workflow_id = workflow_id_for(monitor.check_id)
+        try:
+            await client.start_workflow(
+                HealthMonitorWorkflow.run,
+                monitor,
+                id=workflow_id,
+                task_queue=task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                rpc_timeout=RPC_TIMEOUT,
+            )
+        except WorkflowAlreadyStartedError:
+            continue
+        started.append(workflow_id)
+    if started:
+        log.info("started %d health monitor(s) that were not running", len(started))
+    return started
