@@ -126,3 +126,30 @@ class Stack:
             if any(mark in cmdline for mark in marks):
                 found.append(f"{proc.name}: {cmdline}")
         return found
+
+
+def start_worker(settings: Settings, queue: str) -> subprocess.Popen[bytes]:
+    """An `idp worker` process serving `queue`, in its own process group (to SIGKILL it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "TEMPORAL_"))}
+    env.pop("DATABASE_URL", None)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "--set",
+            f"IDP_DATA_DIR={settings.data_dir}",
+            "--set",
+            f"DATABASE_URL={settings.database_url}",
+            "--set",
+            f"TEMPORAL_ADDRESS={settings.temporal_address}",
+            "worker",
+            "--queue",
+            queue,
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )

@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -23,39 +22,14 @@ from core.notifications.channels import ChannelService
 from core.notifications.messages import NotificationRequest, NotificationSummary
 from core.notifications.starter import start_notification
 from core.security.encryption import KeyRing, install_keyring
-from core.settings import PROJECT_ROOT, Settings
+from core.settings import Settings
 from core.temporal.client import connect
 from core.topology import load_topology
+from tests.e2e.stack import start_worker
 from tests.standins.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 SECRET = "whsec_kill_test_" + "k" * 24
-
-
-def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "TEMPORAL_"))}
-    env.pop("DATABASE_URL", None)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "workers.cli",
-            "--set",
-            f"IDP_DATA_DIR={settings.data_dir}",
-            "--set",
-            f"DATABASE_URL={settings.database_url}",
-            "--set",
-            f"TEMPORAL_ADDRESS={settings.temporal_address}",
-            "worker",
-            "--queue",
-            "notifications",
-        ],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
 
 
 async def failed_attempts(settings: Settings, request_id: uuid.UUID) -> int:
@@ -106,7 +80,7 @@ async def test_sigkill_during_backoff_then_a_new_worker_delivers(
                 context={"title": "survives", "message": "a killed worker"},
                 channel_ids=[created.channel.id],
             )
-            workers.append(start_worker(settings))
+            workers.append(start_worker(settings, "notifications"))
             workflow_id = await start_notification(client, request)
             for _ in range(600):  # the first attempt fails (500); the retry waits 2 s
                 if await failed_attempts(settings, request.request_id) >= 1:
@@ -118,7 +92,7 @@ async def test_sigkill_during_backoff_then_a_new_worker_delivers(
             workers[0].wait(timeout=10)
             assert receiver.accepted == []
 
-            workers.append(start_worker(settings))
+            workers.append(start_worker(settings, "notifications"))
             handle = client.get_workflow_handle(workflow_id, result_type=NotificationSummary)
             summary = await asyncio.wait_for(handle.result(), timeout=120)
         finally:

@@ -1,0 +1,143 @@
+"""A health monitor survives its worker being killed (SIGKILL): its state and its timer live on
+the Temporal server, and a new `idp worker` process keeps probing, carrying the failure count,
+so the transitions healthy -> degraded -> unhealthy -> healthy come out whole."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from core.catalog.health import CheckFields, HealthCheckService
+from core.catalog.health_messages import ProbeConfig
+from core.catalog.health_starter import monitor_input, start_monitor
+from core.db import migrate
+from core.db.engine import create_engine, session_factory, transaction
+from core.local_secrets import with_local_secrets
+from core.models.catalog import HealthCheck, HealthCheckResult, HealthTransition, Service
+from core.models.identity import Organization, Team
+from core.security.encryption import KeyRing, install_keyring
+from core.settings import Settings
+from core.temporal.client import connect
+from core.topology import load_topology
+from tests.e2e.stack import start_worker
+from tests.standins.http_target import HttpTarget
+from workflows.health_monitor import HEALTH_QUEUE, workflow_id_for
+
+pytestmark = pytest.mark.e2e
+
+
+async def _wait(what: str, probe: Callable[[], Awaitable[bool]], timeout: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await probe():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def test_sigkill_the_worker_and_a_new_one_keeps_probing(
+    tmp_path: Path, temporal_env: WorkflowEnvironment
+) -> None:
+    data_dir = tmp_path / "data"
+    settings = with_local_secrets(
+        Settings(
+            data_dir=data_dir,
+            database_url=f"sqlite+aiosqlite:///{data_dir / 'idp.db'}",
+            temporal_address=temporal_env.client.service_client.config.target_host,
+        )
+    )
+    migrate.upgrade(settings.effective_database_url)
+    install_keyring(KeyRing.from_settings(settings))
+    topology = load_topology(settings.temporal_config)
+    engine = create_engine(settings.effective_database_url)
+    sessions = session_factory(engine)
+
+    async def scalar(stmt: Any) -> Any:
+        async with transaction(sessions) as session:
+            return await session.scalar(stmt)
+
+    async def results(check_id: uuid.UUID) -> int:
+        stmt = select(func.count()).select_from(HealthCheckResult)
+        return int(await scalar(stmt.where(HealthCheckResult.check_id == check_id)) or 0)
+
+    async def status(check_id: uuid.UUID) -> str:
+        return str(await scalar(select(HealthCheck.status).where(HealthCheck.id == check_id)))
+
+    workers: list[subprocess.Popen[bytes]] = []
+    client = await connect(settings, topology)  # encrypts, as the worker expects
+    with HttpTarget() as target:
+        try:
+            async with transaction(sessions) as session:
+                org = Organization(name="Org", slug=f"org-{uuid.uuid4().hex[:8]}")
+                session.add(org)
+                await session.flush()
+                team = Team(org_id=org.id, name="Team", slug="team")
+                session.add(team)
+                await session.flush()
+                service = Service(org_id=org.id, owner_team_id=team.id, name="payments")
+                session.add(service)
+                await session.flush()
+                check = await HealthCheckService(session).create(
+                    service,
+                    CheckFields(name="live", endpoint=target.url, interval_seconds=5),
+                )
+            # Probe twice a second (the API's minimum is 5 s; the input may go lower).
+            fast = monitor_input(check)
+            config: ProbeConfig = fast.config.model_copy(
+                update={"interval_seconds": 0.5, "timeout_seconds": 0.4, "failure_threshold": 3}
+            )
+            await start_monitor(
+                client, fast.model_copy(update={"config": config, "min_interval_seconds": 0.1})
+            )
+            workers.append(start_worker(settings, HEALTH_QUEUE))
+            await _wait("healthy", lambda: _is(status(check.id), "healthy"))
+
+            target.status = 503
+            await _wait("one failure", lambda: _is(status(check.id), "degraded"))
+            os.killpg(workers[0].pid, signal.SIGKILL)  # no graceful shutdown
+            workers[0].wait(timeout=10)
+            before = await results(check.id)
+            await asyncio.sleep(1.5)  # three intervals with no worker: nothing probes
+            assert await results(check.id) == before
+
+            workers.append(start_worker(settings, HEALTH_QUEUE))
+            await _wait("unhealthy", lambda: _is(status(check.id), "unhealthy"))
+            assert await results(check.id) > before
+            target.status = 200
+            await _wait("healthy again", lambda: _is(status(check.id), "healthy"))
+        finally:
+            with contextlib.suppress(RPCError):
+                await client.get_workflow_handle(workflow_id_for(check.id)).terminate("test over")
+            for proc in workers:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=30)
+        async with transaction(sessions) as session:
+            rows = await session.scalars(
+                select(HealthTransition)
+                .where(HealthTransition.check_id == check.id)
+                .order_by(HealthTransition.at, HealthTransition.id)
+            )
+            path = [(t.from_status, t.to_status) for t in rows]
+        await engine.dispose()
+    assert path == [
+        ("unknown", "healthy"),
+        ("healthy", "degraded"),
+        ("degraded", "unhealthy"),
+        ("unhealthy", "healthy"),
+    ]
+
+
+async def _is(value: Awaitable[str], wanted: str) -> bool:
+    return await value == wanted
