@@ -71,6 +71,22 @@ def _unavailable(exc: RPCError, doing: str) -> Unavailable:
     )
 
 
+async def _start(
+    client: Client, monitor: MonitorInput, task_queue: str, running: WorkflowIDConflictPolicy
+) -> None:
+    """Start the monitor under its derived id; `running` says what to do if one runs (a
+    closed one is always started afresh)."""
+    await client.start_workflow(
+        HealthMonitorWorkflow.run,
+        monitor,
+        id=workflow_id_for(monitor.check_id),
+        task_queue=task_queue,
+        id_conflict_policy=running,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        rpc_timeout=RPC_TIMEOUT,
+    )
+
+
 async def start_monitor(
     client: Client, monitor: MonitorInput, *, task_queue: str = HEALTH_QUEUE
 ) -> str:
@@ -78,15 +94,7 @@ async def start_monitor(
     check's), a closed one is started afresh. Returns the workflow id."""
     workflow_id = workflow_id_for(monitor.check_id)
     try:
-        await client.start_workflow(
-            HealthMonitorWorkflow.run,
-            monitor,
-            id=workflow_id,
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            rpc_timeout=RPC_TIMEOUT,
-        )
+        await _start(client, monitor, task_queue, WorkflowIDConflictPolicy.USE_EXISTING)
     except RPCError as exc:
         raise _unavailable(exc, "start the health monitor") from None
     return workflow_id
@@ -176,14 +184,7 @@ async def ensure_monitors(
     for monitor in inputs:
         workflow_id = workflow_id_for(monitor.check_id)
         try:
-            await client.start_workflow(
-                HealthMonitorWorkflow.run,
-                monitor,
-                id=workflow_id,
-                task_queue=task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                rpc_timeout=RPC_TIMEOUT,
-            )
+            await _start(client, monitor, task_queue, WorkflowIDConflictPolicy.FAIL)
         except WorkflowAlreadyStartedError:
             continue
         started.append(workflow_id)

@@ -269,12 +269,7 @@ class ServiceService:
     def _query(self, f: ServiceFilter) -> Select[Any]:
         stmt = select(Service).where(Service.deleted_at.is_(None))
         if not f.visible.everything:
-            stmt = stmt.where(
-                or_(
-                    Service.org_id.in_(f.visible.organization_ids),
-                    Service.owner_team_id.in_(f.visible.team_ids),
-                )
-            )
+            stmt = stmt.where(f.visible.where(Service.org_id, Service.owner_team_id))
         if f.org_id is not None:
             stmt = stmt.where(Service.org_id == f.org_id)
         if f.owner_team_id is not None:

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -71,6 +71,11 @@ class Visibility:
             ),
             team_ids=frozenset(g.scope_id for g in held if g.scope == "team" and g.scope_id),
         )
+
+    def where(self, org_column: Any, team_column: Any) -> ColumnElement[bool]:
+        """Rows in a covered organization or team (given the row's two columns). Meaningless
+        when `everything`: do not filter then."""
+        return or_(org_column.in_(self.organization_ids), team_column.in_(self.team_ids))
 
     def covered_teams(self) -> Select[uuid.UUID]:
         """The ids of the teams its grants cover (named, or in a named organization), to

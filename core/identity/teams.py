@@ -92,12 +92,7 @@ class TeamService:
     def _query(self, f: TeamFilter) -> Select[Team]:
         stmt = select(Team).where(Team.deleted_at.is_(None))
         if not f.visible.everything:
-            stmt = stmt.where(
-                or_(
-                    Team.org_id.in_(f.visible.organization_ids),
-                    Team.id.in_(f.visible.team_ids),
-                )
-            )
+            stmt = stmt.where(f.visible.where(Team.org_id, Team.id))
         if f.org_id is not None:
             stmt = stmt.where(Team.org_id == f.org_id)
         if f.q:

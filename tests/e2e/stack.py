@@ -11,7 +11,9 @@ from pathlib import Path
 
 import httpx
 
+from core.db import migrate
 from core.local_secrets import with_local_secrets
+from core.security.encryption import KeyRing, install_keyring
 from core.settings import PROJECT_ROOT, Settings
 from tests.helpers import free_port
 
@@ -153,3 +155,18 @@ def start_worker(settings: Settings, queue: str) -> subprocess.Popen[bytes]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def worker_settings(data_dir: Path, temporal_address: str) -> Settings:
+    """Settings for `idp worker` processes on their own migrated SQLite database, with the
+    key ring installed in this process too (so the test writes what the workers can read)."""
+    settings = with_local_secrets(
+        Settings(
+            data_dir=data_dir,
+            database_url=f"sqlite+aiosqlite:///{data_dir / 'idp.db'}",
+            temporal_address=temporal_address,
+        )
+    )
+    migrate.upgrade(settings.effective_database_url)
+    install_keyring(KeyRing.from_settings(settings))
+    return settings

@@ -22,16 +22,12 @@ from temporalio.testing import WorkflowEnvironment
 from core.catalog.health import CheckFields, HealthCheckService
 from core.catalog.health_messages import ProbeConfig
 from core.catalog.health_starter import monitor_input, start_monitor
-from core.db import migrate
 from core.db.engine import create_engine, session_factory, transaction
-from core.local_secrets import with_local_secrets
 from core.models.catalog import HealthCheck, HealthCheckResult, HealthTransition, Service
 from core.models.identity import Organization, Team
-from core.security.encryption import KeyRing, install_keyring
-from core.settings import Settings
 from core.temporal.client import connect
 from core.topology import load_topology
-from tests.e2e.stack import start_worker
+from tests.e2e.stack import start_worker, worker_settings
 from tests.standins.http_target import HttpTarget
 from workflows.health_monitor import HEALTH_QUEUE, workflow_id_for
 
@@ -49,16 +45,8 @@ async def _wait(what: str, probe: Callable[[], Awaitable[bool]], timeout: float 
 async def test_sigkill_the_worker_and_a_new_one_keeps_probing(
     tmp_path: Path, temporal_env: WorkflowEnvironment
 ) -> None:
-    data_dir = tmp_path / "data"
-    settings = with_local_secrets(
-        Settings(
-            data_dir=data_dir,
-            database_url=f"sqlite+aiosqlite:///{data_dir / 'idp.db'}",
-            temporal_address=temporal_env.client.service_client.config.target_host,
-        )
-    )
-    migrate.upgrade(settings.effective_database_url)
-    install_keyring(KeyRing.from_settings(settings))
+    address = temporal_env.client.service_client.config.target_host
+    settings = worker_settings(tmp_path / "data", address)
     topology = load_topology(settings.temporal_config)
     engine = create_engine(settings.effective_database_url)
     sessions = session_factory(engine)

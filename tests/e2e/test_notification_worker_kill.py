@@ -14,18 +14,15 @@ import pytest
 from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
-from core.db import migrate
 from core.db.engine import create_engine, session_factory, transaction
-from core.local_secrets import with_local_secrets
 from core.models.notifications import Notification, NotificationAttempt
 from core.notifications.channels import ChannelService
 from core.notifications.messages import NotificationRequest, NotificationSummary
 from core.notifications.starter import start_notification
-from core.security.encryption import KeyRing, install_keyring
 from core.settings import Settings
 from core.temporal.client import connect
 from core.topology import load_topology
-from tests.e2e.stack import start_worker
+from tests.e2e.stack import start_worker, worker_settings
 from tests.standins.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
@@ -51,16 +48,8 @@ async def failed_attempts(settings: Settings, request_id: uuid.UUID) -> int:
 async def test_sigkill_during_backoff_then_a_new_worker_delivers(
     tmp_path: Path, temporal_env: WorkflowEnvironment
 ) -> None:
-    data_dir = tmp_path / "data"
-    settings = with_local_secrets(
-        Settings(
-            data_dir=data_dir,
-            database_url=f"sqlite+aiosqlite:///{data_dir / 'idp.db'}",
-            temporal_address=temporal_env.client.service_client.config.target_host,
-        )
-    )
-    migrate.upgrade(settings.effective_database_url)
-    install_keyring(KeyRing.from_settings(settings))
+    address = temporal_env.client.service_client.config.target_host
+    settings = worker_settings(tmp_path / "data", address)
     topology = load_topology(settings.temporal_config)
     engine = create_engine(settings.effective_database_url)
     workers: list[subprocess.Popen[bytes]] = []
