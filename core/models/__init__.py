@@ -29,10 +29,19 @@ from core.models.notifications import (
     NotificationTemplate,
     UserNotificationPreference,
 )
+from core.models.pipelines import (
+    BuildArtifact,
+    Pipeline,
+    PipelineLogChunk,
+    PipelineRun,
+    PipelineStage,
+    PipelineStep,
+)
 
 __all__ = [
     "ApiKey",
     "AuditLog",
+    "BuildArtifact",
     "HealthCheck",
     "HealthCheckResult",
     "HealthTransition",
@@ -42,6 +51,11 @@ __all__ = [
     "NotificationChannel",
     "NotificationTemplate",
     "Organization",
+    "Pipeline",
+    "PipelineLogChunk",
+    "PipelineRun",
+    "PipelineStage",
+    "PipelineStep",
     "RefreshToken",
     "Role",
     "Service",
