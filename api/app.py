@@ -21,6 +21,7 @@ from api.routers import (
     health_checks,
     notifications,
     organizations,
+    pipelines,
     roles,
     services,
     sso,
@@ -160,6 +161,7 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
         notifications.router,
         services.router,
         catalog.router,
+        pipelines.router,
         health_checks.router,
     ):
         app.include_router(router)
