@@ -30,12 +30,12 @@ from core.catalog.health_starter import (
     start_monitor,
     stop_monitors,
 )
-from core.catalog.services import ServiceService, service_resource
+from core.catalog.services import authorized_service
 from core.durations import format_duration, parse_duration
 from core.errors import ValidationFailed
-from core.models.catalog import HealthCheck, Service
+from core.models.catalog import HealthCheck
 from core.pagination import PageRequest
-from core.security.authorization import ANY_SCOPE, Principal, authorize
+from core.security.authorization import ANY_SCOPE, Principal
 from workflows.health_monitor import workflow_id_for
 
 router = APIRouter(prefix="/services", tags=["health"])
@@ -271,14 +271,6 @@ class ServiceHealthOut(BaseModel):
         )
 
 
-async def _service(
-    session: DbSession, service_id: uuid.UUID, principal: Principal, permission: str
-) -> Service:
-    service = await ServiceService(session).get(service_id)
-    authorize(principal, permission, service_resource(service))
-    return service
-
-
 def _fields(body: HealthCheckIn | HealthCheckPut) -> CheckFields:
     return CheckFields(**body.model_dump(exclude_unset=isinstance(body, HealthCheckPut)))
 
@@ -296,7 +288,7 @@ async def create_health_check(
     state: State,
     principal: Principal = require("services:write", ANY_SCOPE),
 ) -> HealthCheckOut:
-    service = await _service(session, service_id, principal, "services:write")
+    service = await authorized_service(session, service_id, principal, "services:write")
     check = await HealthCheckService(session).create(service, _fields(body))
     # In the same request: if Temporal cannot start the monitor, this raises Unavailable and
     # the session rolls back, so no check exists without its monitor.
@@ -316,7 +308,7 @@ async def list_health_checks(
     principal: Principal = require("services:read", ANY_SCOPE),
     page: PageRequest = Depends(page_params),
 ) -> PageOut[HealthCheckOut]:
-    service = await _service(session, service_id, principal, "services:read")
+    service = await authorized_service(session, service_id, principal, "services:read")
     found = await HealthCheckService(session).list(service, page)
     return page_response(request, found, HealthCheckOut.of)
 
@@ -332,7 +324,7 @@ async def get_health_check(
     session: DbSession,
     principal: Principal = require("services:read", ANY_SCOPE),
 ) -> HealthCheckOut:
-    service = await _service(session, service_id, principal, "services:read")
+    service = await authorized_service(session, service_id, principal, "services:read")
     return HealthCheckOut.of(await HealthCheckService(session).get(service, check_id))
 
 
@@ -349,7 +341,7 @@ async def update_health_check(
     state: State,
     principal: Principal = require("services:write", ANY_SCOPE),
 ) -> HealthCheckOut:
-    service = await _service(session, service_id, principal, "services:write")
+    service = await authorized_service(session, service_id, principal, "services:write")
     checks = HealthCheckService(session)
     check = await checks.get(service, check_id)
     before = probe_config(check)
@@ -371,7 +363,7 @@ async def delete_health_check(
     state: State,
     principal: Principal = require("services:write", ANY_SCOPE),
 ) -> None:
-    service = await _service(session, service_id, principal, "services:write")
+    service = await authorized_service(session, service_id, principal, "services:write")
     checks = HealthCheckService(session)
     check = await checks.get(service, check_id)
     await checks.delete(check)
@@ -394,7 +386,7 @@ async def get_service_health(
         examples=["24h"],
     ),
 ) -> ServiceHealthOut:
-    service = await _service(session, service_id, principal, "services:read")
+    service = await authorized_service(session, service_id, principal, "services:read")
     try:
         span = parse_duration(window)
     except ValueError as exc:

@@ -13,14 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import require
 from api.deps import DbSession
 from api.pagination import PageOut, page_params, page_response
-from core.catalog.services import ServiceService, service_resource
+from core.catalog.services import authorized_service
 from core.identity.organizations import Visibility
 from core.models.catalog import Service
 from core.models.pipelines import Pipeline
 from core.pagination import PageRequest
 from core.pipelines.pipelines import PipelineFields, PipelineFilter, PipelineService
 from core.pipelines.templates import PipelineTemplate, list_templates
-from core.security.authorization import ANY_SCOPE, Principal, authorize
+from core.security.authorization import ANY_SCOPE, Principal
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"])
 
@@ -97,19 +97,11 @@ def _fields(body: PipelineIn | PipelinePut) -> PipelineFields:
     )
 
 
-async def _service(
-    session: DbSession, service_id: uuid.UUID, principal: Principal, permission: str
-) -> Service:
-    service = await ServiceService(session).get(service_id)
-    authorize(principal, permission, service_resource(service))
-    return service
-
-
 async def _pipeline(
     session: DbSession, pipeline_id: uuid.UUID, principal: Principal, permission: str
 ) -> tuple[Pipeline, Service]:
     pipeline = await PipelineService(session).get(pipeline_id)
-    service = await _service(session, pipeline.service_id, principal, permission)
+    service = await authorized_service(session, pipeline.service_id, principal, permission)
     return pipeline, service
 
 
@@ -138,7 +130,7 @@ async def create_pipeline(
     session: DbSession,
     principal: Principal = require("pipelines:write", ANY_SCOPE),
 ) -> PipelineOut:
-    service = await _service(session, body.service_id, principal, "pipelines:write")
+    service = await authorized_service(session, body.service_id, principal, "pipelines:write")
     pipeline = await PipelineService(session).create(service, _fields(body))
     return PipelineOut.model_validate(pipeline)
 

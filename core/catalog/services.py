@@ -22,7 +22,7 @@ from core.identity.organizations import EVERYTHING, Visibility, check_slug, flus
 from core.models.catalog import Service, ServiceDependency, ServiceTag
 from core.models.identity import Team
 from core.pagination import Page, PageRequest, paginate
-from core.security.authorization import Resource
+from core.security.authorization import Principal, Resource, authorize
 
 KINDS = ("component", "api", "system", "resource")
 LIFECYCLES = ("experimental", "production", "deprecated")
@@ -32,6 +32,15 @@ MAX_TAGS = 50
 def service_resource(service: Service) -> Resource:
     """Where a service sits, for authorization: its owner team in its organization."""
     return Resource(organization_id=service.org_id, team_id=service.owner_team_id)
+
+
+async def authorized_service(
+    session: AsyncSession, service_id: uuid.UUID, principal: Principal, permission: str
+) -> Service:
+    """The live service, if `principal` holds `permission` on its owner team (else 403)."""
+    service = await ServiceService(session).get(service_id)
+    authorize(principal, permission, service_resource(service))
+    return service
 
 
 def _invalid(field_name: str, message: str) -> ValidationFailed:

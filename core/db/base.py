@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import MetaData, Uuid, event
+from sqlalchemy import Index, MetaData, Uuid, event, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from core import context
@@ -74,3 +74,9 @@ def _stamp_actor(session: Session, flush_context: Any, instances: Any) -> None:
     for obj in session.dirty:
         if isinstance(obj, EntityMixin) and session.is_modified(obj):
             obj.updated_by = actor
+
+
+def live_unique(name: str, *columns: str) -> Index:
+    """A unique index over the rows not soft-deleted, so a deleted row's name can be reused."""
+    live = text("deleted_at IS NULL")
+    return Index(name, *columns, unique=True, sqlite_where=live, postgresql_where=live)

@@ -17,11 +17,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db.base import Base, Entity, SoftDeleteMixin
+from core.db.base import Base, Entity, SoftDeleteMixin, live_unique
 from core.db.types import utcnow
 
 
@@ -30,16 +29,7 @@ class Service(Entity, SoftDeleteMixin):
     registration is a component. The name is unique among the organization's live entities."""
 
     __tablename__ = "services"
-    __table_args__ = (
-        Index(
-            "uq_services_org_id_name_live",
-            "org_id",
-            "name",
-            unique=True,
-            sqlite_where=text("deleted_at IS NULL"),
-            postgresql_where=text("deleted_at IS NULL"),
-        ),
-    )
+    __table_args__ = (live_unique("uq_services_org_id_name_live", "org_id", "name"),)
 
     org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"), index=True)
     owner_team_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("teams.id"), index=True)
@@ -93,16 +83,7 @@ class HealthCheck(Entity, SoftDeleteMixin):
     The status columns are the projection the monitor writes after each probe."""
 
     __tablename__ = "health_checks"
-    __table_args__ = (
-        Index(
-            "uq_health_checks_service_id_name_live",
-            "service_id",
-            "name",
-            unique=True,
-            sqlite_where=text("deleted_at IS NULL"),
-            postgresql_where=text("deleted_at IS NULL"),
-        ),
-    )
+    __table_args__ = (live_unique("uq_health_checks_service_id_name_live", "service_id", "name"),)
 
     service_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("services.id"), index=True)
     name: Mapped[str] = mapped_column(String(100))

@@ -18,11 +18,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db.base import Base, Entity, SoftDeleteMixin
+from core.db.base import Base, Entity, SoftDeleteMixin, live_unique
 from core.db.types import utcnow
 
 # SQLite auto-increments only an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
@@ -34,16 +33,7 @@ class Pipeline(Entity, SoftDeleteMixin):
     repository at each run's commit) and its triggers."""
 
     __tablename__ = "pipelines"
-    __table_args__ = (
-        Index(
-            "uq_pipelines_service_id_name_live",
-            "service_id",
-            "name",
-            unique=True,
-            sqlite_where=text("deleted_at IS NULL"),
-            postgresql_where=text("deleted_at IS NULL"),
-        ),
-    )
+    __table_args__ = (live_unique("uq_pipelines_service_id_name_live", "service_id", "name"),)
 
     service_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("services.id"), index=True)
     name: Mapped[str] = mapped_column(String(63))
