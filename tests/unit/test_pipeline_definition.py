@@ -1,17 +1,20 @@
-"""Pipeline definitions, triggers and templates: what is accepted, and errors that name the
-field and the line."""
+"""Pipeline definitions: what is accepted, and errors that name the field and the line."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
-from core.errors import NotFound, ValidationFailed
-from core.pipelines.definition import branch_matches, definition_from_json, parse_definition
-from core.pipelines.events import GitEvent
-from core.pipelines.templates import list_templates, render_template
-from core.pipelines.triggers import matches, parse_triggers
+from core.errors import ValidationFailed
+from core.pipelines.definition import (
+    DEFINITION_PATH,
+    PipelineDefinition,
+    branch_matches,
+    definition_from_json,
+    parse_definition,
+)
 
 GOOD = """\
 env:
@@ -37,62 +40,154 @@ stages:
 """
 
 
-def _errors(text: str) -> list[dict[str, object]]:
+def _errors(text: str) -> list[dict[str, Any]]:
     with pytest.raises(ValidationFailed) as caught:
         parse_definition(text)
+    assert caught.value.status_code == 422
     return list(caught.value.details)
 
 
 def test_a_good_definition() -> None:
     definition = parse_definition(GOOD)
+    assert DEFINITION_PATH == ".idp/pipeline.yaml"
+    assert definition.name is None
+    assert definition.env == {"CI": "true"}
     assert [s.name for s in definition.stages] == ["test", "deploy"]
     assert definition.stages[0].parallel
+    assert not definition.stages[1].parallel
     assert definition.stages[0].steps[1].timeout == timedelta(minutes=5)
     assert definition.stages[0].steps[0].timeout == timedelta(minutes=30)
     assert definition.stages[1].applies_to("main")
     assert not definition.stages[1].applies_to("feature/x")
+    assert not definition.stages[1].applies_to(None)
+    assert definition.stages[0].applies_to("anything")
     assert definition.stages[1].steps[0].artifacts[0].path == "out/report.html"
+    assert definition.stages[1].steps[0].env == {"TARGET": "prod"}
+
+
+def test_every_field_of_a_step() -> None:
+    definition = parse_definition(
+        """\
+name: full
+stages:
+  - name: build
+    steps:
+      - name: compile
+        run: |
+          make
+          make check
+        env: {PORT: 8080, DEBUG: true, RATIO: 0.5}
+        timeout: 1h30m
+        image: gcc:14
+        continue_on_error: true
+        when: {branches: ["release/**"]}
+        artifacts:
+          - {name: bin, path: build/app, type: binary}
+          - {name: logs, path: "logs/*.txt"}
+"""
+    )
+    step = definition.stages[0].steps[0]
+    assert definition.name == "full"
+    assert step.run == "make\nmake check\n"
+    assert step.env == {"PORT": "8080", "DEBUG": "true", "RATIO": "0.5"}
+    assert step.timeout == timedelta(hours=1, minutes=30)
+    assert step.image == "gcc:14"
+    assert step.continue_on_error
+    assert step.matches_branch("release/1/hotfix")
+    assert not step.matches_branch("main")
+    assert [(a.name, a.path, a.type) for a in step.artifacts] == [
+        ("bin", "build/app", "binary"),
+        ("logs", "logs/*.txt", None),
+    ]
+    dumped = definition.model_dump(mode="json")
+    assert PipelineDefinition.model_validate(dumped) == definition
 
 
 @pytest.mark.parametrize(
     ("change", "field", "line"),
     [
         (("timeout: 5m", "timeout: 7h"), "stages[0].steps[1].timeout", 11),
+        (("timeout: 5m", "timeout: 0s"), "stages[0].steps[1].timeout", 11),
+        (("timeout: 5m", "timeout: soon"), "stages[0].steps[1].timeout", 11),
         (("run: pytest -q", "run: ''"), "stages[0].steps[0].run", 8),
         (("name: unit", "name: Unit Tests"), "stages[0].steps[0].name", 7),
+        (("name: deploy", "name: Deploy!"), "stages[1].name", 12),
         (
             ("path: out/report.html", "path: ../etc/passwd"),
             "stages[1].steps[0].artifacts[0].path",
             20,
         ),
-        (("TARGET: prod", "BAD-NAME: prod"), "stages[1].steps[0].env", 18),
+        (
+            ("path: out/report.html", "path: /etc/passwd"),
+            "stages[1].steps[0].artifacts[0].path",
+            20,
+        ),
+        (
+            ("path: out/report.html", "path: out/../../x"),
+            "stages[1].steps[0].artifacts[0].path",
+            20,
+        ),
+        (("TARGET: prod", "BAD-NAME: prod"), "stages[1].steps[0].env.BAD-NAME", 18),
+        (('CI: "true"', "CI: [1]"), "env.CI", 2),
         (
             ("        run: ./ship.sh\n", "        run: ./ship.sh\n        retries: 3\n"),
             "stages[1].steps[0].retries",
             18,
         ),
-        (("name: lint", "name: unit"), "stages[0]", 4),
-        (("name: deploy", "name: test"), "definition", 1),
+        (("parallel: true", "parallel: sometimes"), "stages[0].parallel", 5),
+        (("branches: [main]", "branches: []"), "stages[1].when.branches", 14),
+        (("branches: [main]", "branch: [main]"), "stages[1].when.branch", 14),
+        (("name: lint", "name: unit"), "stages[0].steps[1].name", 9),
+        (("name: deploy", "name: test"), "stages[1].name", 12),
+        (("        run: pytest -q\n", ""), "stages[0].steps[0].run", 7),
+        (('CI: "true"\n', 'CI: "true"\n  CI: "false"\n'), "env.CI", 3),
     ],
 )
 def test_errors_name_the_field_and_the_line(change: tuple[str, str], field: str, line: int) -> None:
-    details = _errors(GOOD.replace(*change))
+    text = GOOD.replace(*change)
+    assert text != GOOD
+    details = _errors(text)
     assert {"field": field, "line": line} in [
         {"field": d["field"], "line": d["line"]} for d in details
     ]
 
 
-def test_every_problem_is_listed_and_yaml_errors_have_a_line() -> None:
-    details = _errors(
-        GOOD.replace("timeout: 5m", "timeout: never").replace("name: ship", "name: S")
-    )
-    assert {d["field"] for d in details} == {
-        "stages[0].steps[1].timeout",
-        "stages[1].steps[0].name",
-    }
-    assert _errors("stages:\n  - name: [x\n")[0]["line"] == 3
-    assert _errors("- just\n- a list\n")[0]["field"] == "definition"
-    assert _errors("stages: []\n")[0]["field"] == "stages"
+def test_every_problem_is_listed_in_line_order_and_the_message_names_the_first() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        parse_definition(
+            GOOD.replace("name: ship", "name: S").replace("timeout: 5m", "timeout: never")
+        )
+    details = caught.value.details
+    assert [(d["field"], d["line"]) for d in details] == [
+        ("stages[0].steps[1].timeout", 11),
+        ("stages[1].steps[0].name", 16),
+    ]
+    assert all(d["message"] for d in details)
+    assert "stages[0].steps[1].timeout (line 11)" in caught.value.message
+
+
+def test_yaml_syntax_errors_have_a_line_and_a_column() -> None:
+    [detail] = _errors("stages:\n  - name: [x\n")
+    assert detail["field"] == "definition"
+    assert detail["line"] == 3
+    assert "column" in detail
+    [detail] = _errors("stages:\n  - name: a\n   steps: []\n")
+    assert detail["line"] == 3
+    assert "line 3" in detail["message"]
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("- just\n- a list\n", "definition"),
+        ("", "definition"),
+        ("stages: []\n", "stages"),
+        ("stages:\n  - name: a\n    steps: []\n", "stages[0].steps"),
+        ("name: x\n", "stages"),
+    ],
+)
+def test_empty_or_wrong_shapes(text: str, field: str) -> None:
+    assert _errors(text)[0]["field"] == field
 
 
 def test_object_definitions_have_no_lines() -> None:
@@ -101,69 +196,59 @@ def test_object_definitions_have_no_lines() -> None:
     assert caught.value.details == [
         {"field": "stages[0].steps[0].run", "message": "Field required"}
     ]
-
-
-def test_branch_globs() -> None:
-    assert branch_matches("main", "main")
-    assert branch_matches("release/1.2", "release/*")
-    assert not branch_matches("release/1/hotfix", "release/*")
-    assert branch_matches("release/1/hotfix", "release/**")
-    assert branch_matches("anything/at/all", "**")
-    assert not branch_matches("mainline", "main")
-
-
-def test_triggers_match_events() -> None:
-    triggers = parse_triggers(
-        {
-            "push": {"branches": ["main", "release/*"]},
-            "pull_request": {"branches": ["main"]},
-            "tag": {"patterns": ["v*"]},
-        }
-    )
-    assert matches(triggers, GitEvent(kind="push", branch="release/2"))
-    assert not matches(triggers, GitEvent(kind="push", branch="feature/x"))
-    assert not matches(triggers, GitEvent(kind="push", branch="main", deleted=True))
-    assert matches(
-        triggers, GitEvent(kind="pull_request", target_branch="main", action="synchronize")
-    )
-    assert not matches(
-        triggers, GitEvent(kind="pull_request", target_branch="main", action="closed")
-    )
-    assert matches(triggers, GitEvent(kind="tag", tag="v1.2.0"))
-    assert not matches(triggers, GitEvent(kind="tag", tag="nightly"))
-    assert matches(triggers, GitEvent(kind="manual"))
-    assert not matches(triggers, GitEvent(kind="ping"))
-    assert not matches(parse_triggers({}), GitEvent(kind="push", branch="main"))
-    assert not matches(parse_triggers({"manual": False}), GitEvent(kind="manual"))
-
-
-def test_bad_triggers_name_the_field() -> None:
     with pytest.raises(ValidationFailed) as caught:
-        parse_triggers({"cron": ["every day"], "push": {"branch": ["main"]}})
-    fields = {d["field"] for d in caught.value.details}
-    assert fields == {"triggers.cron", "triggers.push.branch"}
+        definition_from_json(
+            {
+                "stages": [
+                    {"name": "s", "steps": [{"name": "a", "run": "x"}, {"name": "a", "run": "y"}]}
+                ]
+            }
+        )
+    assert caught.value.details == [
+        {"field": "stages[0].steps[1].name", "message": "step name 'a' is already used"}
+    ]
+    good = definition_from_json({"stages": [{"name": "s", "steps": [{"name": "a", "run": "x"}]}]})
+    assert good.stages[0].steps[0].run == "x"
 
 
-@pytest.mark.parametrize("name", ["python", "node", "container"])
-def test_every_template_renders_to_a_valid_definition(name: str) -> None:
-    template = list_templates()[name]
-    params = {k: "registry.example.com/app" for k, p in template.parameters.items() if p.required}
-    assert parse_definition(render_template(name, params)).stages
-
-
-def test_template_parameters() -> None:
-    with_lint = parse_definition(render_template("python", {}))
-    without = parse_definition(render_template("python", {"lint": False}))
-    assert "lint" in [s.name for s in with_lint.stages]
-    assert "lint" not in [s.name for s in without.stages]
-    container = parse_definition(
-        render_template("container", {"image": "reg/app", "push_branches": ["main", "prod"]})
+def test_duplicate_artifact_names() -> None:
+    details = _errors(
+        GOOD.replace(
+            "- {name: report, path: out/report.html}",
+            "- {name: report, path: out/report.html}\n          - {name: report, path: b}",
+        )
     )
-    assert container.stages[1].when is not None
-    assert container.stages[1].when.branches == ["main", "prod"]
-    for params, field in [({}, "image"), ({"image": "a", "colour": "red"}, "colour")]:
-        with pytest.raises(ValidationFailed) as caught:
-            render_template("container", params)
-        assert caught.value.details[0]["field"] == f"template.parameters.{field}"
-    with pytest.raises(NotFound):
-        render_template("cobol", {})
+    assert [(d["field"], d["line"]) for d in details] == [
+        ("stages[1].steps[0].artifacts[1].name", 21)
+    ]
+
+
+def test_models_refuse_duplicates_when_built_directly() -> None:
+    with pytest.raises(ValueError, match="stage names must be unique: a"):
+        PipelineDefinition.model_validate(
+            {"stages": [{"name": "a", "steps": [{"name": "x", "run": "y"}]}] * 2}
+        )
+
+
+@pytest.mark.parametrize(
+    ("branch", "pattern", "expected"),
+    [
+        ("main", "main", True),
+        ("mainline", "main", False),
+        ("main", "mai?", True),
+        ("release/1.2", "release/*", True),
+        ("release/1/hotfix", "release/*", False),
+        ("release/1/hotfix", "release/**", True),
+        ("release", "release/**", False),
+        ("anything/at/all", "**", True),
+        ("fix", "**/fix", True),
+        ("a/b/fix", "**/fix", True),
+        ("a/b/fixes", "**/fix", False),
+        ("feature/x", "*", False),
+        ("feature.x", "feature.*", True),
+        ("featureAx", "feature.x", False),
+        ("v1.2.0", "v*", True),
+    ],
+)
+def test_branch_globs(branch: str, pattern: str, expected: bool) -> None:
+    assert branch_matches(branch, pattern) is expected
