@@ -11,7 +11,7 @@ import uuid
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -28,7 +28,7 @@ from core.catalog.health_messages import (
 from core.db.engine import transaction
 from core.db.types import utcnow
 from core.models.catalog import HealthCheck, HealthCheckResult, HealthTransition, Service
-from core.models.notifications import NotificationChannel
+from core.notifications.channels import team_channel_ids
 
 CHECK_NOT_FOUND = "HealthCheckNotFound"  # the ApplicationError type when the row is missing
 MAX_ERROR_LENGTH = 1000
@@ -121,15 +121,7 @@ class HealthActivities:
                 await _write(session, rec, changed, check.service_id)
             if not changed:
                 return RecordResult()
-            channel_ids = await session.scalars(
-                select(NotificationChannel.id)
-                .where(
-                    NotificationChannel.team_id == service.owner_team_id,
-                    NotificationChannel.deleted_at.is_(None),
-                    NotificationChannel.enabled.is_(True),
-                )
-                .order_by(NotificationChannel.created_at, NotificationChannel.id)
-            )
+            channel_ids = await team_channel_ids(session, service.owner_team_id)
             return RecordResult(
                 notice=Notice(
                     service_id=service.id,
@@ -137,7 +129,7 @@ class HealthActivities:
                     service_url=f"{self._platform_url}/services/{service.id}",
                     check=check.name,
                     owner_team_id=service.owner_team_id,
-                    channel_ids=list(channel_ids),
+                    channel_ids=channel_ids,
                 )
             )
 

@@ -21,6 +21,7 @@ from api.routers import (
     health_checks,
     notifications,
     organizations,
+    pipeline_runs,
     pipelines,
     roles,
     services,
@@ -28,6 +29,7 @@ from api.routers import (
     teams,
     temporal_codec,
     users,
+    webhooks,
 )
 from api.state import AppState
 from core import __version__
@@ -161,8 +163,10 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
         notifications.router,
         services.router,
         catalog.router,
+        pipeline_runs.router,  # before pipelines: /pipelines/runs is not a pipeline id
         pipelines.router,
         health_checks.router,
+        webhooks.router,
     ):
         app.include_router(router)
     return app

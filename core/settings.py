@@ -90,6 +90,25 @@ class Settings(BaseSettings):
     # Self-hosted Git hosts the catalog and webhooks accept besides github.com, gitlab.com and
     # bitbucket.org: `host=kind` pairs (kind github, gitlab or bitbucket), comma-separated.
     git_hosts: Annotated[dict[str, str], NoDecode] = _env("GIT_HOSTS", None)
+    # Pipelines (docs/pipelines.md). Webhook secrets per host kind: GitHub and Bitbucket sign
+    # deliveries with HMAC-SHA256, GitLab sends the token itself.
+    github_webhook_secret: SecretStr | None = _env("GITHUB_WEBHOOK_SECRET")
+    gitlab_webhook_token: SecretStr | None = _env("GITLAB_WEBHOOK_TOKEN")
+    bitbucket_webhook_secret: SecretStr | None = _env("BITBUCKET_WEBHOOK_SECRET")
+    # Tokens for cloning private repositories and reporting commit statuses, per host kind.
+    github_token: SecretStr | None = _env("GITHUB_TOKEN")
+    gitlab_token: SecretStr | None = _env("GITLAB_TOKEN")
+    bitbucket_token: SecretStr | None = _env("BITBUCKET_TOKEN")
+    # Status API base URLs of self-hosted hosts: `host=url` pairs, comma-separated.
+    git_host_apis: Annotated[dict[str, str], NoDecode] = _env("GIT_HOST_APIS", None)
+    # Where repositories are cloned from: `prefix=replacement` pairs, comma-separated, like
+    # git's url.<base>.insteadOf (a mirror, or a local path in tests).
+    git_url_rewrites: Annotated[dict[str, str], NoDecode] = _env("GIT_URL_REWRITES", None)
+    pipeline_runner: Literal["local", "docker", "kubernetes"] = _env("PIPELINE_RUNNER", "local")
+    pipeline_workspace_dir: Path | None = _env("PIPELINE_WORKSPACE_DIR")  # <data dir>/workspaces
+    artifact_dir: Path | None = _env("ARTIFACT_DIR")  # default: <data dir>/artifacts
+    kubernetes_context: str | None = _env("KUBERNETES_CONTEXT")
+    pipeline_namespace: str = _env("PIPELINE_NAMESPACE", "idp-pipelines")
     # How long health probe results are kept (uptime is computed over them).
     health_result_retention: Duration = _env("HEALTH_RESULT_RETENTION", "30d")
     prometheus_url: str | None = _env("PROMETHEUS_URL")
@@ -173,6 +192,25 @@ class Settings(BaseSettings):
             raise ValueError(f"{', '.join(wrong)}: the kind must be github, gitlab or bitbucket")
         return hosts
 
+    @field_validator("git_host_apis", "git_url_rewrites", mode="before")
+    @classmethod
+    def _parse_pairs(cls, value: Any, info: ValidationInfo) -> dict[str, str]:
+        if value is None or value == "":
+            return {}
+        if isinstance(value, str):
+            pairs = [p.partition("=") for p in value.split(",") if p.strip()]
+            if any(not sep or not k.strip() or not v.strip() for k, sep, v in pairs):
+                example = (
+                    "git.example.com=https://git.example.com/api/v4"
+                    if info.field_name == "git_host_apis"
+                    else "https://github.com/=file:///srv/mirrors/"
+                )
+                raise ValueError(f"expected KEY=VALUE pairs, e.g. {example}")
+            value = {k.strip(): v.strip() for k, _, v in pairs}
+        if not isinstance(value, dict):
+            raise ValueError("expected a mapping")
+        return {str(k): str(v) for k, v in value.items()}
+
     @field_validator("admin_password")
     @classmethod
     def _check_admin_password(cls, value: SecretStr | None) -> SecretStr | None:
@@ -235,6 +273,14 @@ class Settings(BaseSettings):
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
+
+    @property
+    def workspace_root(self) -> Path:
+        return (self.pipeline_workspace_dir or self.resolved_data_dir / "workspaces").resolve()
+
+    @property
+    def artifact_root(self) -> Path:
+        return (self.artifact_dir or self.resolved_data_dir / "artifacts").resolve()
 
     @property
     def platform_url(self) -> str:

@@ -12,13 +12,19 @@ from typing import Any
 
 from activities.health import HealthActivities
 from activities.notifications import NotificationActivities
+from activities.pipelines import GitAccess, PipelineActivities
 from activities.selfcheck import PingActivities, SelfCheckActivities
 from core.errors import ConfigError
 from core.notifications.dispatch import SenderSettings
+from core.pipelines.artifacts import ArtifactStore
+from core.pipelines.commit_status import CommitStatusReporter, build_host_configs
+from core.pipelines.runners.factory import build_runner
+from core.settings import Settings
 from core.topology import Topology
 from workers.resources import WorkerResources
 from workflows.health_monitor import HealthMonitorWorkflow
 from workflows.notification import NotificationWorkflow, SlackMessageUpdateWorkflow
+from workflows.pipeline_run import PipelineRunWorkflow
 from workflows.selfcheck import SelfCheckWorkflow
 
 ActivityFactory = Callable[[WorkerResources], Sequence[Callable[..., Any]]]
@@ -53,9 +59,59 @@ def _health(res: WorkerResources) -> Sequence[Callable[..., Any]]:
     return [acts.probe, acts.record, acts.prune]
 
 
+CLOUD_HOSTS = {"github": "github.com", "gitlab": "gitlab.com", "bitbucket": "bitbucket.org"}
+
+
+def git_tokens(settings: Settings) -> dict[str, str]:
+    """Host kind -> token, for the kinds with one set."""
+    tokens = {
+        "github": settings.github_token,
+        "gitlab": settings.gitlab_token,
+        "bitbucket": settings.bitbucket_token,
+    }
+    return {kind: t.get_secret_value() for kind, t in tokens.items() if t is not None}
+
+
+def git_access(settings: Settings) -> GitAccess:
+    return GitAccess(
+        rewrites=settings.git_url_rewrites,
+        tokens=git_tokens(settings),
+        extra_hosts=settings.git_hosts,
+    )
+
+
+def commit_status_reporter(settings: Settings) -> CommitStatusReporter:
+    """The cloud hosts and every self-hosted host of GIT_HOSTS (its API from GIT_HOST_APIS),
+    each with its kind's token."""
+    tokens = git_tokens(settings)
+    entries: dict[str, dict[str, str]] = {}
+    for kind, host in CLOUD_HOSTS.items():
+        entries[host] = {"kind": kind, **({"token": tokens[kind]} if kind in tokens else {})}
+    for host, kind in settings.git_hosts.items():
+        entry = {"kind": kind, **({"token": tokens[kind]} if kind in tokens else {})}
+        if host in settings.git_host_apis:
+            entry["api_url"] = settings.git_host_apis[host]
+        entries[host] = entry
+    return CommitStatusReporter(build_host_configs(entries))
+
+
+def _pipelines(res: WorkerResources) -> Sequence[Callable[..., Any]]:
+    settings = res.settings
+    acts = PipelineActivities(
+        res.sessions,
+        build_runner(settings),
+        artifacts=ArtifactStore(settings.artifact_root),
+        workspace_root=settings.workspace_root,
+        git=git_access(settings),
+        reporter=commit_status_reporter(settings),
+        platform_url=settings.platform_url,
+    )
+    return acts.all()
+
+
 BINDINGS: dict[str, QueueBinding] = {
     "platform": QueueBinding(workflows=(SelfCheckWorkflow,), activities=(_selfcheck,)),
-    "pipelines": QueueBinding(),
+    "pipelines": QueueBinding(workflows=(PipelineRunWorkflow,), activities=(_pipelines,)),
     "promotions": QueueBinding(),
     "provisioning": QueueBinding(),
     "notifications": QueueBinding(

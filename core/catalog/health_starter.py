@@ -34,6 +34,7 @@ from core.catalog.health_messages import (
 from core.db.engine import transaction
 from core.errors import Unavailable, ValidationFailed
 from core.models.catalog import HealthCheck
+from core.temporal.client import temporal_unavailable
 from workflows.health_monitor import HEALTH_QUEUE, HealthMonitorWorkflow, workflow_id_for
 from workflows.notification import NOTIFICATIONS_QUEUE
 
@@ -64,13 +65,6 @@ def monitor_input(
     )
 
 
-def _unavailable(exc: RPCError, doing: str) -> Unavailable:
-    return Unavailable(
-        f"Temporal could not {doing}: {exc.message or exc.status}",
-        details={"reason": str(exc.status.name if exc.status else "unknown")},
-    )
-
-
 async def _start(
     client: Client, monitor: MonitorInput, task_queue: str, running: WorkflowIDConflictPolicy
 ) -> None:
@@ -96,7 +90,7 @@ async def start_monitor(
     try:
         await _start(client, monitor, task_queue, WorkflowIDConflictPolicy.USE_EXISTING)
     except RPCError as exc:
-        raise _unavailable(exc, "start the health monitor") from None
+        raise temporal_unavailable(exc, "start the health monitor") from None
     return workflow_id
 
 
@@ -131,13 +125,13 @@ async def reconfigure_monitor(
             await start_monitor(client, monitor_input(check), task_queue=task_queue)
             return "started"
         if exc.status != RPCStatusCode.DEADLINE_EXCEEDED:
-            raise _unavailable(exc, "reconfigure the health monitor") from None
+            raise temporal_unavailable(exc, "reconfigure the health monitor") from None
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         pass  # no worker took the update in time
     try:
         await handle.signal(HealthMonitorWorkflow.configure, config, rpc_timeout=RPC_TIMEOUT)
     except RPCError as exc:
-        raise _unavailable(exc, "reconfigure the health monitor") from None
+        raise temporal_unavailable(exc, "reconfigure the health monitor") from None
     return "signalled"
 
 
@@ -149,7 +143,7 @@ async def stop_monitor(client: Client, check_id: uuid.UUID) -> bool:
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return False
-        raise _unavailable(exc, "stop the health monitor") from None
+        raise temporal_unavailable(exc, "stop the health monitor") from None
     return True
 
 

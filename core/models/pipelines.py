@@ -62,6 +62,10 @@ class PipelineRun(Entity):
     git_sha: Mapped[str | None] = mapped_column(String(40))
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     event: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the GitEvent
+    # The definition this run follows, resolved at its commit (a re-run follows it too).
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Every commit status reported for the run: [{state, at, reported, detail}]
+    commit_statuses: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     # queued | running | succeeded | failed | cancelled
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     workflow_id: Mapped[str] = mapped_column(String(255), unique=True)

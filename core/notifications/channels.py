@@ -111,6 +111,20 @@ def _validated(model: type[BaseModel], data: dict[str, Any], field: str) -> dict
 _SECRETS_AAD = b"notification_channels.secrets"  # a ciphertext only decrypts in this column
 
 
+async def team_channel_ids(session: AsyncSession, team_id: uuid.UUID) -> list[uuid.UUID]:
+    """A team's enabled channels, where its services' events (health, pipelines) are sent."""
+    found = await session.scalars(
+        select(NotificationChannel.id)
+        .where(
+            NotificationChannel.team_id == team_id,
+            NotificationChannel.deleted_at.is_(None),
+            NotificationChannel.enabled.is_(True),
+        )
+        .order_by(NotificationChannel.created_at, NotificationChannel.id)
+    )
+    return list(found)
+
+
 def channel_secrets(channel: NotificationChannel) -> dict[str, Any]:
     """The decrypted credentials (only for delivery activities; never for responses)."""
     if not channel.secrets:

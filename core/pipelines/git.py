@@ -278,3 +278,12 @@ async def read_file_at(
         if kind.strip() != "blob":
             return None
         return await git.run(repo, "cat-file", "blob", f"{commit}:{rel}", what="git cat-file")
+
+
+def rewrite_url(url: str, rewrites: dict[str, str]) -> str:
+    """`url` with its longest matching prefix replaced, like git's `url.<base>.insteadOf`
+    (the GIT_URL_REWRITES setting: clone from a mirror, or from a local path in tests)."""
+    best = max((prefix for prefix in rewrites if url.startswith(prefix)), key=len, default=None)
+    if best is None:
+        return url
+    return rewrites[best] + url[len(best) :]

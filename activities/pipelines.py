@@ -1,0 +1,669 @@
+"""Pipeline run activities: admit a run (concurrency limit, superseded runs), check out its
+commit and plan its stages, run one step through the configured runner (logs written as they
+are produced), record stage and run outcomes, report commit statuses, clean up the workspace.
+
+Every write is idempotent under retries: stage and step rows take ids the plan chose, a log
+batch is keyed by (step, first line), and a retried step continues the step's line numbers."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from core.catalog.repositories import parse_repository_url
+from core.db.engine import transaction
+from core.db.types import utcnow
+from core.errors import ValidationFailed
+from core.models.catalog import Service
+from core.models.pipelines import (
+    BuildArtifact,
+    Pipeline,
+    PipelineLogChunk,
+    PipelineRun,
+    PipelineStage,
+    PipelineStep,
+)
+from core.notifications.channels import team_channel_ids
+from core.pipelines.artifacts import ArtifactStore
+from core.pipelines.commit_status import (
+    CommitStatus,
+    CommitStatusReporter,
+    StatusReportRejected,
+    StatusReportRetryable,
+)
+from core.pipelines.definition import DEFINITION_PATH, definition_from_json, parse_definition
+from core.pipelines.git import GitError, checkout, rewrite_url
+from core.pipelines.run_messages import (
+    FINISHED_RUN_STATUSES,
+    Admission,
+    CheckoutInput,
+    FinishInput,
+    FinishResult,
+    Plan,
+    PlannedStage,
+    PlannedStep,
+    RunContext,
+    RunInput,
+    StageUpdate,
+    StatusReport,
+    StepInput,
+    StepResult,
+)
+from core.pipelines.runners import LogLine, Runner, StepSpec
+from core.pipelines.runs import elapsed
+
+OUTPUT_TAIL_LINES = 50
+RUN_GONE = "PipelineRunGone"  # ApplicationError type: the run's record is missing
+
+
+@dataclass
+class GitAccess:
+    """How workers reach repositories: URL rewrites (mirrors) and a token per host kind."""
+
+    rewrites: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    extra_hosts: dict[str, str] = field(default_factory=dict)
+
+    def clone_url(self, url: str) -> str:
+        return rewrite_url(url, self.rewrites)
+
+    def token_for(self, host_kind: str | None) -> str | None:
+        return self.tokens.get(host_kind or "")
+
+
+def _fail(message: str) -> ApplicationError:
+    """A failure retrying cannot mend; the message is what the run shows."""
+    return ApplicationError(message, type="PipelineError", non_retryable=True)
+
+
+def _workspace(root: Path, run_id: uuid.UUID) -> Path:
+    return root / str(run_id)
+
+
+class PipelineActivities:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        runner: Runner,
+        *,
+        artifacts: ArtifactStore,
+        workspace_root: Path,
+        git: GitAccess | None = None,
+        reporter: CommitStatusReporter | None = None,
+        platform_url: str = "",
+    ) -> None:
+        self._sessions = sessions
+        self._runner = runner
+        self._artifacts = artifacts
+        self._workspace_root = workspace_root
+        self._git = git or GitAccess()
+        self._reporter = reporter
+        self._platform_url = platform_url.rstrip("/")
+
+    def all(self) -> list[Callable[..., Any]]:
+        """Every activity, for a worker to register."""
+        return [
+            self.admit,
+            self.checkout,
+            self.run_step,
+            self.record_stage,
+            self.finish,
+            self.report_status,
+            self.cleanup,
+        ]
+
+    # -- admission ---------------------------------------------------------------------------
+
+    @activity.defn(name="pipelines.admit")
+    async def admit(self, input: RunInput) -> Admission:
+        """Start the run if the pipeline's concurrency limit allows (status running), and name
+        the older unfinished runs of its branch it supersedes."""
+        async with transaction(self._sessions) as session:
+            run = await session.get(PipelineRun, input.run_id)
+            if run is None:
+                raise ApplicationError(f"pipeline run {input.run_id} not found", type=RUN_GONE)
+            if run.status in FINISHED_RUN_STATUSES:
+                return Admission(admitted=False, gone=True, reason=f"the run is {run.status}")
+            pipeline = await session.scalar(
+                select(Pipeline).where(Pipeline.id == run.pipeline_id).with_for_update()
+            )
+            service = await session.get(Service, pipeline.service_id) if pipeline else None
+            if pipeline is None or service is None or pipeline.is_deleted or service.is_deleted:
+                run.status, run.error, run.completed_at = "cancelled", "pipeline deleted", utcnow()
+                return Admission(admitted=False, gone=True, reason="the pipeline was deleted")
+            if run.status == "queued":
+                limit = pipeline.concurrency_limit
+                if limit:
+                    running = await session.scalar(
+                        select(func.count())
+                        .select_from(PipelineRun)
+                        .where(
+                            PipelineRun.pipeline_id == pipeline.id,
+                            PipelineRun.status == "running",
+                        )
+                    )
+                    if (running or 0) >= limit:
+                        return Admission(
+                            admitted=False,
+                            reason=f"{running} of at most {limit} runs of {pipeline.name} "
+                            "are running",
+                        )
+                run.status, run.started_at = "running", utcnow()
+            superseded: list[str] = []
+            if pipeline.cancel_superseded and run.branch:
+                superseded = list(
+                    await session.scalars(
+                        select(PipelineRun.workflow_id).where(
+                            PipelineRun.pipeline_id == pipeline.id,
+                            PipelineRun.branch == run.branch,
+                            PipelineRun.number < run.number,
+                            PipelineRun.status.not_in(FINISHED_RUN_STATUSES),
+                        )
+                    )
+                )
+            context = await self._context(session, run, pipeline, service)
+            if run.rerun_of_id is not None:
+                context.rerun_from_stage = input.rerun_from_stage
+            return Admission(admitted=True, context=context, superseded=superseded)
+
+    async def _context(
+        self, session: AsyncSession, run: PipelineRun, pipeline: Pipeline, service: Service
+    ) -> RunContext:
+        config = run.config
+        if config is None and pipeline.source == "inline":
+            config = pipeline.config
+        return RunContext(
+            run_id=run.id,
+            number=run.number,
+            pipeline_id=pipeline.id,
+            pipeline=pipeline.name,
+            service=service.name,
+            team_id=service.owner_team_id,
+            channel_ids=await team_channel_ids(session, service.owner_team_id),
+            repository_url=service.repository_url,
+            repository_key=service.repository_path,
+            host_kind=service.repository_host,
+            source=pipeline.source,
+            config=config,
+            ref=run.ref,
+            sha=run.git_sha,
+            branch=run.branch,
+            trigger_type=run.trigger_type,
+            triggered_by=run.triggered_by,
+            run_url=f"{self._platform_url}/pipelines/runs/{run.id}",
+            rerun_of_id=run.rerun_of_id,
+        )
+
+    # -- checkout and plan -------------------------------------------------------------------
+
+    @activity.defn(name="pipelines.checkout")
+    async def checkout(self, input: CheckoutInput) -> Plan:
+        """Check the commit out into the run's workspace, resolve the definition (stored, or
+        `.idp/pipeline.yaml` at the commit) and write the run's stage and step rows."""
+        ctx = input.context
+        if not ctx.repository_url:
+            raise _fail(f"service {ctx.service} has no repository URL to check out")
+        wanted = ctx.sha or ctx.ref or "HEAD"
+        workspace = _workspace(self._workspace_root, ctx.run_id)
+        token = self._git.token_for(ctx.host_kind)
+        try:
+            result = await checkout(
+                self._git.clone_url(ctx.repository_url), wanted, workspace, token=token
+            )
+        except GitError as exc:
+            raise ApplicationError(f"checkout of {wanted} failed: {exc}", type="GitError") from None
+        config = ctx.config
+        if config is None:
+            path = workspace / DEFINITION_PATH
+            if not path.is_file():
+                raise _fail(f"{DEFINITION_PATH} does not exist at {result.sha[:12]}")
+            try:
+                definition = parse_definition(path.read_text(encoding="utf-8", errors="replace"))
+            except ValidationFailed as exc:
+                problems = "; ".join(
+                    f"{d.get('field')}: {d.get('message')}"
+                    + (f" (line {d['line']})" if d.get("line") else "")
+                    for d in (exc.details or [])
+                    if isinstance(d, dict)
+                )
+                raise _fail(
+                    f"{DEFINITION_PATH} at {result.sha[:12]} is invalid: {problems}"
+                ) from None
+            config = definition.model_dump(mode="json")
+        async with transaction(self._sessions) as session:
+            stages = await self._plan(session, ctx, config)
+            await session.execute(
+                update(PipelineRun)
+                .where(PipelineRun.id == ctx.run_id)
+                .values(git_sha=result.sha, config=config)
+            )
+        return Plan(sha=result.sha, subject=result.subject, stages=stages)
+
+    async def _plan(
+        self, session: AsyncSession, ctx: RunContext, config: dict[str, Any]
+    ) -> list[PlannedStage]:
+        existing = await _planned(session, ctx.run_id)
+        if existing:
+            return existing  # a retried checkout: the rows are written
+        definition = definition_from_json(config)
+        reused = await _reused_stages(session, ctx)
+        base_env = {k: str(v) for k, v in definition.env.items()}
+        planned: list[PlannedStage] = []
+        for s_pos, stage in enumerate(definition.stages):
+            stage_status = "pending"
+            if stage.name in reused:
+                stage_status = "reused"
+            elif not stage.applies_to(ctx.branch):
+                stage_status = "skipped"
+            row = PipelineStage(
+                run_id=ctx.run_id, name=stage.name, position=s_pos, status=stage_status
+            )
+            session.add(row)
+            await session.flush()
+            steps: list[PlannedStep] = []
+            for p_pos, step in enumerate(stage.steps):
+                status = stage_status
+                if status == "pending" and not step.applies_to(ctx.branch):
+                    status = "skipped"
+                step_row = PipelineStep(
+                    stage_id=row.id,
+                    run_id=ctx.run_id,
+                    name=step.name,
+                    position=s_pos * 1000 + p_pos,
+                    command=step.run,
+                    status=status,
+                )
+                session.add(step_row)
+                await session.flush()
+                steps.append(
+                    PlannedStep(
+                        step_id=step_row.id,
+                        name=step.name,
+                        command=step.run,
+                        env={**base_env, **{k: str(v) for k, v in step.env.items()}},
+                        timeout_seconds=step.timeout.total_seconds(),
+                        image=step.image,
+                        artifacts=[a.model_dump() for a in step.artifacts],
+                        continue_on_error=step.continue_on_error,
+                        status=status,
+                    )
+                )
+            planned.append(
+                PlannedStage(
+                    stage_id=row.id,
+                    name=stage.name,
+                    parallel=stage.parallel,
+                    status=stage_status,
+                    steps=steps,
+                )
+            )
+        return planned
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    @activity.defn(name="pipelines.run_step")
+    async def run_step(self, input: StepInput) -> StepResult:
+        """Run one step through the runner. Its log lines are stored as they arrive; a retry
+        after a lost worker says so in the log and continues the line numbers."""
+        step = input.step
+        info = activity.info()
+        workspace = _workspace(self._workspace_root, input.run_id)
+        if not (workspace / ".git").exists() and input.repository_url:
+            # another host, or the workspace was lost: check the commit out again
+            await checkout(
+                self._git.clone_url(input.repository_url),
+                input.sha,
+                workspace,
+                token=self._git.token_for(input.host_kind),
+            )
+        sink = _LogSink(self._sessions, input.run_id, step.step_id)
+        await sink.resume()
+        async with transaction(self._sessions) as session:
+            await session.execute(
+                update(PipelineStep)
+                .where(PipelineStep.id == step.step_id)
+                .values(status="running", started_at=utcnow(), error=None)
+            )
+        if info.attempt > 1:
+            await sink.system(
+                f"attempt {info.attempt}: the previous attempt was interrupted "
+                "(its worker stopped); the step starts again"
+            )
+        env = {
+            **step.env,
+            "CI": "true",
+            "IDP_RUN_ID": str(input.run_id),
+            "IDP_GIT_SHA": input.sha,
+            "IDP_STAGE": input.stage,
+            "IDP_STEP": step.name,
+            "IDP_WORKSPACE": str(workspace),
+        }
+        spec = StepSpec(
+            step_id=str(step.step_id),
+            command=step.command,
+            env=env,
+            workdir=workspace,
+            timeout=step.timeout_seconds,
+            image=step.image,
+        )
+        try:
+            outcome = await self._runner.run(spec, sink, heartbeat=activity.heartbeat)
+        except asyncio.CancelledError:
+            await self._end_step(step.step_id, "cancelled", None, "cancelled", sink.tail())
+            raise
+        except Exception as exc:
+            await self._end_step(step.step_id, "failed", None, f"{exc}", sink.tail())
+            raise
+        stored = 0
+        if step.artifacts and outcome.status != "cancelled":
+            stored = await self._collect(input, workspace, sink)
+        await self._end_step(
+            step.step_id, outcome.status, outcome.exit_code, outcome.error, sink.tail()
+        )
+        return StepResult(
+            status=outcome.status,
+            exit_code=outcome.exit_code,
+            error=outcome.error,
+            duration_seconds=outcome.duration_seconds,
+            artifacts=stored,
+        )
+
+    async def _collect(self, input: StepInput, workspace: Path, sink: _LogSink) -> int:
+        result = await self._artifacts.collect(
+            str(input.run_id), input.step.name, workspace, input.step.artifacts
+        )
+        async with transaction(self._sessions) as session:
+            for stored in result.artifacts:
+                found = await session.scalar(
+                    select(BuildArtifact).where(
+                        BuildArtifact.run_id == input.run_id, BuildArtifact.name == stored.name
+                    )
+                )
+                row = found or BuildArtifact(run_id=input.run_id, name=stored.name)
+                row.step_id = input.step.step_id
+                row.type = stored.type
+                row.path = stored.path_in_store
+                row.content_type = stored.content_type
+                row.size = stored.size
+                row.sha256 = stored.sha256
+                session.add(row)
+        for stored in result.artifacts:
+            await sink.system(
+                f"artifact {stored.name}: {stored.size} bytes, sha256 {stored.sha256[:16]}…"
+            )
+        for name in result.missing:
+            await sink.system(f"artifact {name}: nothing matched its path")
+        for problem in result.refused:
+            await sink.system(f"artifact {problem}")
+        return len(result.artifacts)
+
+    async def _end_step(
+        self,
+        step_id: uuid.UUID,
+        status: str,
+        exit_code: int | None,
+        error: str | None,
+        output: str,
+    ) -> None:
+        async with transaction(self._sessions) as session:
+            row = await session.get(PipelineStep, step_id)
+            if row is None:
+                return
+            now = utcnow()
+            row.status, row.exit_code, row.error, row.output = status, exit_code, error, output
+            row.completed_at = now
+            row.duration = elapsed(row.started_at, now)
+
+    # -- records ---------------------------------------------------------------------------------
+
+    @activity.defn(name="pipelines.record_stage")
+    async def record_stage(self, update_: StageUpdate) -> None:
+        async with transaction(self._sessions) as session:
+            stage = await session.get(PipelineStage, update_.stage_id)
+            if stage is None:
+                return
+            now = utcnow()
+            if update_.status == "running":
+                stage.started_at = stage.started_at or now
+            elif update_.status != "pending":
+                stage.completed_at = now
+            stage.status = update_.status
+            if update_.skip_rest or update_.status in ("skipped", "cancelled"):
+                final = "cancelled" if update_.status == "cancelled" else "skipped"
+                await session.execute(
+                    update(PipelineStep)
+                    .where(
+                        PipelineStep.stage_id == stage.id,
+                        PipelineStep.status.in_(("pending", "running")),
+                    )
+                    .values(status=final, completed_at=now)
+                )
+
+    @activity.defn(name="pipelines.finish")
+    async def finish(self, input: FinishInput) -> FinishResult:
+        """Record the run's outcome (stages still pending become skipped or cancelled) and
+        name the queued runs of the pipeline that may now start."""
+        async with transaction(self._sessions) as session:
+            run = await session.get(PipelineRun, input.run_id)
+            if run is None:
+                raise ApplicationError(f"pipeline run {input.run_id} not found", type=RUN_GONE)
+            now = utcnow()
+            if run.status not in FINISHED_RUN_STATUSES:
+                run.status, run.error, run.completed_at = input.status, input.error, now
+            rest = "cancelled" if input.status == "cancelled" else "skipped"
+            for model in (PipelineStage, PipelineStep):
+                await session.execute(
+                    update(model)
+                    .where(model.run_id == run.id, model.status.in_(("pending", "running")))
+                    .values(status=rest, completed_at=now)
+                )
+            waiting = await session.scalars(
+                select(PipelineRun.workflow_id)
+                .where(PipelineRun.pipeline_id == run.pipeline_id, PipelineRun.status == "queued")
+                .order_by(PipelineRun.number)
+            )
+            return FinishResult(
+                duration_seconds=elapsed(run.started_at, run.completed_at),
+                waiting=list(waiting),
+            )
+
+    @activity.defn(name="pipelines.report_status")
+    async def report_status(self, report: StatusReport) -> None:
+        """Report a commit status to the run's Git host, and record what happened on the run
+        (reported, skipped for want of a token, or refused with the host's reason)."""
+        async with transaction(self._sessions) as session:
+            run = await session.get(PipelineRun, report.run_id)
+            if run is None:
+                return
+            pipeline = await session.get(Pipeline, run.pipeline_id)
+            service = await session.get(Service, pipeline.service_id) if pipeline else None
+            repository, sha = (service.repository_url if service else None), run.git_sha
+            name = pipeline.name if pipeline else "pipeline"
+        entry: dict[str, Any] = {"state": report.state, "at": utcnow().isoformat()}
+        if self._reporter is None or not repository or not sha:
+            entry |= {"reported": False, "detail": "no Git host or commit to report to"}
+        else:
+            repo = parse_repository_url(repository, self._git.extra_hosts)
+            try:
+                result = await self._reporter.report(
+                    CommitStatus(
+                        host_kind=repo.host_kind,
+                        repository=repo.key,
+                        sha=sha,
+                        state=report.state,
+                        target_url=f"{self._platform_url}/pipelines/runs/{report.run_id}",
+                        description=report.description,
+                        context=f"idp/{name}",
+                    )
+                )
+            except StatusReportRetryable as exc:
+                raise ApplicationError(str(exc), type="StatusReportRetryable") from None
+            except StatusReportRejected as exc:
+                entry |= {"reported": False, "detail": str(exc)}
+            else:
+                entry |= {"reported": result.reported, "detail": result.skipped_reason}
+        async with transaction(self._sessions) as session:
+            run = await session.get(PipelineRun, report.run_id)
+            if run is not None:
+                run.commit_statuses = [*run.commit_statuses, entry]
+
+    @activity.defn(name="pipelines.cleanup")
+    async def cleanup(self, input: RunInput) -> None:
+        """Remove the run's workspace (its artifacts are in the store)."""
+        workspace = _workspace(self._workspace_root, input.run_id)
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+async def _planned(session: AsyncSession, run_id: uuid.UUID) -> list[PlannedStage]:
+    """The plan already written for the run (a retried checkout), from its rows."""
+    stages = list(
+        await session.scalars(
+            select(PipelineStage)
+            .where(PipelineStage.run_id == run_id)
+            .order_by(PipelineStage.position)
+        )
+    )
+    if not stages:
+        return []
+    run = await session.get(PipelineRun, run_id)
+    assert run is not None and run.config is not None
+    definition = definition_from_json(run.config)
+    by_name = {s.name: s for s in definition.stages}
+    steps = list(
+        await session.scalars(
+            select(PipelineStep)
+            .where(PipelineStep.run_id == run_id)
+            .order_by(PipelineStep.position)
+        )
+    )
+    out: list[PlannedStage] = []
+    for stage in stages:
+        spec = by_name[stage.name]
+        step_specs = {s.name: s for s in spec.steps}
+        planned_steps = []
+        for row in (r for r in steps if r.stage_id == stage.id):
+            step = step_specs[row.name]
+            planned_steps.append(
+                PlannedStep(
+                    step_id=row.id,
+                    name=row.name,
+                    command=row.command,
+                    env={
+                        **{k: str(v) for k, v in definition.env.items()},
+                        **{k: str(v) for k, v in step.env.items()},
+                    },
+                    timeout_seconds=step.timeout.total_seconds(),
+                    image=step.image,
+                    artifacts=[a.model_dump() for a in step.artifacts],
+                    continue_on_error=step.continue_on_error,
+                    status=row.status,
+                )
+            )
+        out.append(
+            PlannedStage(
+                stage_id=stage.id,
+                name=stage.name,
+                parallel=spec.parallel,
+                status=stage.status,
+                steps=planned_steps,
+            )
+        )
+    return out
+
+
+async def _reused_stages(session: AsyncSession, ctx: RunContext) -> set[str]:
+    """For a re-run from a stage: the stages before it, which succeeded in the first run."""
+    if ctx.rerun_of_id is None or ctx.rerun_from_stage is None:
+        return set()
+    rows = await session.scalars(
+        select(PipelineStage)
+        .where(PipelineStage.run_id == ctx.rerun_of_id)
+        .order_by(PipelineStage.position)
+    )
+    reused: set[str] = set()
+    for stage in rows:
+        if stage.name == ctx.rerun_from_stage:
+            break
+        if stage.status in ("succeeded", "skipped", "reused"):
+            reused.add(stage.name)
+    return reused
+
+
+class _LogSink:
+    """Writes a step's log batches as chunks, each in its own transaction, so a line is
+    readable (and survives a crash) within the runner's flush interval."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID, step_id: uuid.UUID
+    ) -> None:
+        self._sessions = sessions
+        self._run_id = run_id
+        self._step_id = step_id
+        self._offset = 0
+        self._last = 0
+        self._tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
+
+    async def resume(self) -> None:
+        """Continue after the lines an earlier attempt stored."""
+        async with transaction(self._sessions) as session:
+            last = await session.scalar(
+                select(func.max(PipelineLogChunk.last_seq)).where(
+                    PipelineLogChunk.step_id == self._step_id
+                )
+            )
+        self._offset = self._last = int(last or 0)
+
+    async def __call__(self, batch: list[LogLine]) -> None:
+        if not batch:
+            return
+        lines = [
+            {
+                "seq": self._offset + line.seq,
+                "at": line.at.isoformat(),
+                "stream": line.stream,
+                "text": line.text,
+            }
+            for line in batch
+        ]
+        await self._write(lines)
+
+    async def system(self, text: str) -> None:
+        """A line from the platform itself (not the step's output)."""
+        seq = self._last + 1
+        self._offset += 1
+        await self._write(
+            [{"seq": seq, "at": utcnow().isoformat(), "stream": "system", "text": text}]
+        )
+
+    async def _write(self, lines: list[dict[str, Any]]) -> None:
+        first, last = lines[0]["seq"], lines[-1]["seq"]
+        try:
+            async with transaction(self._sessions) as session:
+                session.add(
+                    PipelineLogChunk(
+                        run_id=self._run_id,
+                        step_id=self._step_id,
+                        first_seq=first,
+                        last_seq=last,
+                        lines=lines,
+                    )
+                )
+        except IntegrityError:
+            pass  # the same batch was written before (a retried write)
+        self._last = max(self._last, last)
+        self._tail.extend(str(line["text"]) for line in lines)
+
+    def tail(self) -> str:
+        return "\n".join(self._tail)

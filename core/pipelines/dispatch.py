@@ -1,0 +1,136 @@
+"""From a Git event, a person or a re-run to started pipeline runs: which pipelines an event
+matches, the run records (deduplicated by delivery), and their workflows.
+
+A run is committed before its workflow starts, so the workflow's first activity finds it.
+Starting is idempotent: the workflow id is derived from the run id, a running one is kept and
+a finished one is never started again."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from core.models.catalog import Service
+from core.models.pipelines import Pipeline, PipelineRun
+from core.pipelines.events import GitEvent
+from core.pipelines.run_messages import RunInput
+from core.pipelines.runs import RunRequest, RunService
+from core.pipelines.triggers import matches, parse_triggers
+from core.pipelines.webhooks import ParsedDelivery
+from core.temporal.client import temporal_unavailable
+from workflows.notification import NOTIFICATIONS_QUEUE
+from workflows.pipeline_run import PIPELINES_QUEUE, PipelineRunWorkflow
+
+log = logging.getLogger("idp.pipelines")
+
+
+@dataclass
+class Started:
+    run: PipelineRun
+    created: bool
+
+
+def delivery_key(delivery: ParsedDelivery, body: bytes) -> str:
+    """The host's delivery id, or a digest of the body for a host that sent none (a
+    duplicated delivery carries the same body)."""
+    return delivery.delivery_id or "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+async def matching_pipelines(session: AsyncSession, event: GitEvent) -> list[Pipeline]:
+    """The enabled pipelines of the live services on the event's repository whose triggers
+    match the event, in a stable order."""
+    if event.repository is None or event.kind in ("ping", "manual", "cron"):
+        return []
+    found = await session.scalars(
+        select(Pipeline)
+        .join(Service, Service.id == Pipeline.service_id)
+        .where(
+            Service.repository_path == event.repository,
+            Service.deleted_at.is_(None),
+            Pipeline.deleted_at.is_(None),
+            Pipeline.enabled.is_(True),
+        )
+        .order_by(Pipeline.created_at, Pipeline.id)
+    )
+    return [p for p in found if matches(parse_triggers(p.triggers), event)]
+
+
+def event_request(event: GitEvent, dedupe_key: str) -> RunRequest:
+    return RunRequest(
+        trigger_type=event.kind,
+        triggered_by=event.sender,
+        ref=event.ref,
+        sha=event.sha,
+        branch=event.branch,
+        event=event,
+        dedupe_key=dedupe_key,
+    )
+
+
+async def create_event_runs(
+    session: AsyncSession, delivery: ParsedDelivery, key: str
+) -> list[Started]:
+    """A run per pipeline each of the delivery's events matches (deleted refs start none)."""
+    runs: list[Started] = []
+    service = RunService(session)
+    for index, event in enumerate(delivery.events):
+        if event.deleted:
+            continue
+        for pipeline in await matching_pipelines(session, event):
+            dedupe = f"{delivery.host_kind}:{key}:{index}:{pipeline.id}"
+            run, created = await service.create(pipeline, event_request(event, dedupe))
+            runs.append(Started(run, created))
+    return runs
+
+
+async def start_run(
+    client: Client,
+    run: PipelineRun,
+    *,
+    rerun_from_stage: str | None = None,
+    notifications_queue: str = NOTIFICATIONS_QUEUE,
+    task_queue: str = PIPELINES_QUEUE,
+) -> None:
+    """Start the run's workflow unless it ran already. Unavailable (503) when Temporal
+    cannot be reached; the run then stays queued, and a redelivery starts it."""
+    try:
+        await client.start_workflow(
+            PipelineRunWorkflow.run,
+            RunInput(
+                run_id=run.id,
+                notifications_queue=notifications_queue,
+                rerun_from_stage=rerun_from_stage,
+            ),
+            id=run.workflow_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        log.info("pipeline run %s already ran", run.id)
+    except RPCError as exc:
+        raise temporal_unavailable(exc, "start the pipeline run") from None
+
+
+async def cancel_run(client: Client, run: PipelineRun) -> bool:
+    """Ask the run's workflow to cancel; False when it is not running any more."""
+    try:
+        await client.get_workflow_handle(run.workflow_id).cancel()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # finished, or never started
+            return False
+        raise temporal_unavailable(exc, "cancel the pipeline run") from None
+    return True
+
+
+def run_ids(started: list[Started]) -> list[uuid.UUID]:
+    return [s.run.id for s in started]

@@ -1,0 +1,147 @@
+"""What PipelineRunWorkflow takes and returns, and what passes between it and its activities.
+
+Only ids, the plan and statuses travel through Temporal: log lines go straight from the step
+activity to the database, and tokens stay in the worker's settings."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from core.pipelines.artifacts import ArtifactDecl
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+StageStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled", "reused"]
+StepStatus = Literal[
+    "pending", "running", "succeeded", "failed", "timed_out", "skipped", "cancelled", "reused"
+]
+FINISHED_RUN_STATUSES = ("succeeded", "failed", "cancelled")
+WAKE_SIGNAL = "wake"
+
+
+class RunInput(BaseModel):
+    run_id: uuid.UUID
+    notifications_queue: str = "notifications"
+    rerun_from_stage: str | None = Field(None, description="A re-run: reuse the stages before")
+
+
+class RunContext(BaseModel):
+    """Everything about a run the workflow needs, read once when the run is admitted."""
+
+    run_id: uuid.UUID
+    number: int
+    pipeline_id: uuid.UUID
+    pipeline: str
+    service: str
+    team_id: uuid.UUID
+    channel_ids: list[uuid.UUID] = Field(default_factory=list)
+    repository_url: str | None = None
+    repository_key: str | None = None
+    host_kind: str | None = None
+    source: str = "inline"
+    config: dict[str, Any] | None = Field(None, description="The definition, when already known")
+    ref: str | None = None
+    sha: str | None = None
+    branch: str | None = None
+    trigger_type: str
+    triggered_by: str | None = None
+    run_url: str
+    rerun_of_id: uuid.UUID | None = None
+    rerun_from_stage: str | None = None
+
+
+class Admission(BaseModel):
+    """`pipelines.admit`: whether the run may start now (the pipeline's concurrency limit),
+    and the older runs of the same branch it supersedes."""
+
+    admitted: bool
+    reason: str | None = None
+    context: RunContext | None = None
+    superseded: list[str] = Field(default_factory=list, description="Workflow ids to cancel")
+    gone: bool = Field(False, description="The run or its pipeline no longer exists")
+
+
+class PlannedStep(BaseModel):
+    step_id: uuid.UUID
+    name: str
+    command: str
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: float
+    image: str | None = None
+    artifacts: list[ArtifactDecl] = Field(default_factory=list)
+    continue_on_error: bool = False
+    status: StepStatus = "pending"
+
+
+class PlannedStage(BaseModel):
+    stage_id: uuid.UUID
+    name: str
+    parallel: bool = False
+    status: StageStatus = "pending"
+    steps: list[PlannedStep]
+
+
+class CheckoutInput(BaseModel):
+    context: RunContext
+
+
+class Plan(BaseModel):
+    """`pipelines.checkout`: the commit checked out and the stages to run (rows written)."""
+
+    sha: str
+    subject: str | None = None
+    stages: list[PlannedStage]
+
+
+class StepInput(BaseModel):
+    run_id: uuid.UUID
+    step: PlannedStep
+    stage: str
+    repository_url: str | None
+    host_kind: str | None = None
+    sha: str
+
+
+class StepResult(BaseModel):
+    status: StepStatus
+    exit_code: int | None = None
+    error: str | None = None
+    duration_seconds: float = 0.0
+    artifacts: int = 0
+
+
+class StageUpdate(BaseModel):
+    run_id: uuid.UUID
+    stage_id: uuid.UUID
+    status: StageStatus
+    skip_rest: bool = Field(False, description="Also mark this stage's pending steps skipped")
+
+
+class FinishInput(BaseModel):
+    run_id: uuid.UUID
+    status: RunStatus
+    error: str | None = None
+
+
+class FinishResult(BaseModel):
+    duration_seconds: float | None = None
+    waiting: list[str] = Field(default_factory=list, description="Queued runs to wake")
+
+
+class StatusReport(BaseModel):
+    run_id: uuid.UUID
+    state: Literal["pending", "success", "failure", "error"]
+    description: str
+
+
+class RunView(BaseModel):
+    """The workflow's `state` query: what it is doing now."""
+
+    run_id: uuid.UUID
+    status: RunStatus
+    phase: str = Field(description="waiting, checking out, running <stage>, finishing, done")
+    waiting_reason: str | None = None
+    stages: list[PlannedStage] = Field(default_factory=list)
+    error: str | None = None

@@ -1,0 +1,261 @@
+"""Shared by the pipeline run tests: a real git repository on disk, an API wired to the session's
+Temporal dev server with webhook secrets and clone rewrites, an in-process pipelines worker,
+signed webhook deliveries and waiting for a run to finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from pydantic import SecretStr
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.pipelines import PipelineActivities
+from core.db.engine import create_engine, session_factory
+from core.pipelines.artifacts import ArtifactStore
+from core.pipelines.commit_status import CommitStatusReporter
+from core.pipelines.runners import LocalRunner
+from core.pipelines.webhooks import sign
+from core.settings import Settings
+from core.temporal.client import connect
+from core.topology import Topology
+from tests.integration.identity_helpers import Api, running_api
+from workers.registry import git_access
+from workers.runner import sandbox_runner
+from workflows.pipeline_run import PIPELINES_QUEUE, PipelineRunWorkflow
+
+SECRET = "webhook-secret-for-tests"
+Headers = dict[str, str]
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=Dev", "-c", "user.email=dev@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip()
+
+
+def make_repo(path: Path, files: Mapping[str, str], branch: str = "main") -> str:
+    """A repository at `path` with one commit of `files`; returns the commit's SHA."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", branch)
+    return commit(path, files, "initial")
+
+
+def commit(repo: Path, files: Mapping[str, str], message: str) -> str:
+    for name, text in files.items():
+        target = repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@dataclass
+class Stack:
+    api: Api
+    client: Client
+    admin: Headers
+    settings: Settings
+
+    async def service(self, repository_url: str) -> dict[str, Any]:
+        org = await self.api.client.post(
+            "/organizations",
+            json={"name": "Org", "slug": f"org-{uuid.uuid4().hex[:8]}"},
+            headers=self.admin,
+        )
+        team = await self.api.client.post(
+            "/teams",
+            json={"org_id": org.json()["id"], "name": "T", "slug": f"t-{uuid.uuid4().hex[:8]}"},
+            headers=self.admin,
+        )
+        created = await self.api.client.post(
+            "/services",
+            json={
+                "name": f"svc-{uuid.uuid4().hex[:8]}",
+                "owner_team_id": team.json()["id"],
+                "repository_url": repository_url,
+            },
+            headers=self.admin,
+        )
+        assert created.status_code == 201, created.text
+        return dict(created.json())
+
+    async def pipeline(self, service_id: str, **body: Any) -> dict[str, Any]:
+        body = {"name": f"ci-{uuid.uuid4().hex[:6]}", "service_id": service_id, **body}
+        created = await self.api.client.post("/pipelines", json=body, headers=self.admin)
+        assert created.status_code == 201, created.text
+        return dict(created.json())
+
+    async def run(self, run_id: str) -> dict[str, Any]:
+        got = await self.api.client.get(f"/pipelines/runs/{run_id}", headers=self.admin)
+        assert got.status_code == 200, got.text
+        return dict(got.json())
+
+    async def finished(self, run_id: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            run = await self.run(run_id)
+            if run["status"] in ("succeeded", "failed", "cancelled"):
+                return run
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"run {run_id} did not finish: {run}")
+            await asyncio.sleep(0.1)
+
+    async def settled(self, run: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        """The run once its workflow has closed (its last commit status and notification
+        are sent after the record says finished)."""
+        handle = self.client.get_workflow_handle(run["workflow_id"])
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"workflow of run {run['id']} did not close")
+            await asyncio.sleep(0.1)
+        return await self.run(run["id"])
+
+    async def logs(self, run_id: str) -> str:
+        got = await self.api.client.get(f"/pipelines/runs/{run_id}/logs", headers=self.admin)
+        assert got.status_code == 200, got.text
+        return got.text
+
+
+def push_payload(owner: str, name: str, sha: str, branch: str = "main") -> dict[str, Any]:
+    """A GitHub push event, as GitHub sends it (the fields the platform reads)."""
+    return {
+        "ref": f"refs/heads/{branch}",
+        "before": "0" * 40,
+        "after": sha,
+        "deleted": False,
+        "repository": {
+            "full_name": f"{owner}/{name}",
+            "html_url": f"https://github.com/{owner}/{name}",
+            "clone_url": f"https://github.com/{owner}/{name}.git",
+        },
+        "sender": {"login": "octocat"},
+        "head_commit": {"id": sha, "message": "change", "url": f"https://github.com/x/{sha}"},
+    }
+
+
+def github_delivery(
+    payload: dict[str, Any], *, delivery: str | None = None, secret: str = SECRET
+) -> tuple[bytes, Headers]:
+    body = json.dumps(payload).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(body, secret),
+    }
+    return body, headers
+
+
+def stack_settings(
+    settings: Settings, temporal_env: WorkflowEnvironment, rewrites: dict[str, str], **extra: Any
+) -> Settings:
+    address = temporal_env.client.service_client.config.target_host
+    return settings.model_copy(
+        update={
+            "temporal_address": address,
+            "github_webhook_secret": SecretStr(SECRET),
+            "git_url_rewrites": rewrites,
+            "public_url": "http://idp.test",
+            **extra,
+        }
+    )
+
+
+@asynccontextmanager
+async def pipeline_stack(
+    settings: Settings, topology: Topology, database_url: str
+) -> AsyncIterator[Stack]:
+    async with running_api(settings, topology, database_url) as api:
+        client = await connect(api.settings, topology)  # the API's codec
+        _, admin = await api.token("admin")
+        await retire_runs(client)
+        try:
+            yield Stack(api, client, admin, api.settings)
+        finally:
+            await retire_runs(client)
+
+
+async def retire_runs(client: Client) -> None:
+    """Terminate the pipeline runs still open on the shared dev server, so no test's worker
+    picks up another test's run (encrypted with another test's key)."""
+    query = f"TaskQueue = '{PIPELINES_QUEUE}' AND ExecutionStatus = 'Running'"
+    async for execution in client.list_workflows(query):
+        with contextlib.suppress(RPCError):
+            await client.get_workflow_handle(execution.id).terminate("test cleanup")
+
+
+@asynccontextmanager
+async def pipelines_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    reporter: CommitStatusReporter | None = None,
+    runner: LocalRunner | None = None,
+    queue: str = PIPELINES_QUEUE,
+) -> AsyncIterator[PipelineActivities]:
+    engine = create_engine(settings.effective_database_url)
+    acts = PipelineActivities(
+        session_factory(engine),
+        runner or LocalRunner(kill_grace=1.0),
+        artifacts=ArtifactStore(settings.artifact_root),
+        workspace_root=settings.workspace_root,
+        git=git_access(settings),
+        reporter=reporter,
+        platform_url=settings.platform_url,
+    )
+    try:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(
+                Worker(
+                    client,
+                    task_queue=queue,
+                    workflows=[PipelineRunWorkflow],
+                    activities=acts.all(),
+                    workflow_runner=sandbox_runner(),
+                )
+            )
+            yield acts
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def served(api: Api) -> AsyncIterator[str]:
+    """The app on a real loopback HTTP server in this event loop (streams are not buffered,
+    as they are through the in-process transport); yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(api.app, log_level="warning", lifespan="off", access_log=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

@@ -1,0 +1,420 @@
+"""Pipeline runs end to end on a real Temporal dev server, a real database and real git: a signed
+push webhook runs the repository's commands through the local runner, with logs, artifacts
+and commit statuses recorded; duplicate deliveries start one run; forged ones start nothing;
+failures skip what follows and re-run from the failed stage; cancel kills the step's
+processes; the concurrency limit queues runs; the live log stream."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from temporalio.testing import WorkflowEnvironment
+
+from core.models.pipelines import PipelineRun
+from core.pipelines.commit_status import CommitStatusReporter, build_host_configs
+from core.settings import Settings
+from core.temporal import policies
+from core.topology import Topology
+from tests.integration.identity_helpers import assert_error
+from tests.integration.pipeline_helpers import (
+    Stack,
+    git,
+    github_delivery,
+    make_repo,
+    pipeline_stack,
+    pipelines_worker,
+    push_payload,
+    served,
+    stack_settings,
+)
+from tests.standins.git_host_api import GitHostApiStandin
+
+GH_TOKEN = "ghp_pipeline_test_token_0123456789"
+
+PIPELINE = """\
+stages:
+  - name: test
+    steps:
+      - name: unit
+        run: ./check.sh
+  - name: build
+    parallel: true
+    steps:
+      - name: package
+        run: |
+          mkdir -p dist
+          echo "built $IDP_GIT_SHA" > dist/app.txt
+          echo packaged
+        artifacts:
+          - name: app
+            path: dist/app.txt
+      - name: docs
+        run: echo docs-built
+  - name: release
+    when:
+      branches: [release/*]
+    steps:
+      - name: publish
+        run: echo publishing
+"""
+
+CHECK = "#!/bin/sh\necho checking $GREETING\necho warn >&2\n"
+
+
+@pytest.fixture(autouse=True)
+def _topology(topology: Topology) -> Iterator[None]:
+    policies.install(topology)
+    yield
+
+
+@pytest.fixture
+def git_api() -> Iterator[GitHostApiStandin]:
+    with GitHostApiStandin(github_token=GH_TOKEN) as running:
+        yield running
+
+
+class Repo:
+    def __init__(self, root: Path) -> None:
+        self.owner = f"acme-{uuid.uuid4().hex[:8]}"
+        self.name = "app"
+        self.path = root / "repo"
+        self.url = f"https://github.com/{self.owner}/{self.name}"
+
+    def init(self, pipeline: str = PIPELINE, check: str = CHECK) -> str:
+        make_repo(self.path, {".idp/pipeline.yaml": pipeline, "check.sh": check})
+        git(self.path, "update-index", "--chmod=+x", "check.sh")
+        git(self.path, "commit", "-q", "--amend", "--no-edit")
+        return git(self.path, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    return Repo(tmp_path)
+
+
+@pytest.fixture
+async def stack(
+    settings: Settings,
+    topology: Topology,
+    database_url: str,
+    temporal_env: WorkflowEnvironment,
+    repo: Repo,
+) -> AsyncIterator[Stack]:
+    configured = stack_settings(
+        settings, temporal_env, {repo.url: f"file://{repo.path}"}, github_token=None
+    )
+    async with pipeline_stack(configured, topology, database_url) as running:
+        yield running
+
+
+def reporter(git_api: GitHostApiStandin) -> CommitStatusReporter:
+    return CommitStatusReporter(
+        build_host_configs(
+            {"github.com": {"kind": "github", "api_url": git_api.github_url, "token": GH_TOKEN}}
+        )
+    )
+
+
+async def deliver(stack: Stack, body: bytes, headers: dict[str, str]) -> Any:
+    return await stack.api.client.post("/webhooks/github", content=body, headers=headers)
+
+
+async def run_count(stack: Stack, pipeline_id: str) -> int:
+    [count] = await stack.api.fetch(
+        select(func.count())
+        .select_from(PipelineRun)
+        .where(PipelineRun.pipeline_id == uuid.UUID(pipeline_id))
+    )
+    return int(count)
+
+
+async def test_signed_push_runs_the_repositorys_commands_with_logs_artifacts_and_statuses(
+    stack: Stack, repo: Repo, git_api: GitHostApiStandin
+) -> None:
+    sha = repo.init()
+    service = await stack.service(repo.url)
+    pipeline = await stack.pipeline(
+        service["id"],
+        source="repository",
+        triggers={"push": {"branches": ["main"]}},
+    )
+    async with pipelines_worker(stack.client, stack.settings, reporter=reporter(git_api)):
+        body, headers = github_delivery(push_payload(repo.owner, repo.name, sha))
+        answer = await deliver(stack, body, headers)
+        assert answer.status_code == 202, answer.text
+        [started] = answer.json()["runs"]
+        assert started["pipeline_id"] == pipeline["id"] and started["duplicate"] is False
+        run = await stack.settled(await stack.finished(started["id"]))
+
+    assert run["status"] == "succeeded", run
+    assert run["git_sha"] == sha and run["trigger_type"] == "push"
+    assert run["triggered_by"] == "octocat" and run["branch"] == "main"
+    stages = {s["name"]: s for s in run["stages"]}
+    assert [s["name"] for s in run["stages"]] == ["test", "build", "release"]
+    assert stages["test"]["status"] == "succeeded"
+    assert stages["build"]["status"] == "succeeded"
+    assert stages["release"]["status"] == "skipped"  # `when: release/*` on main
+    assert {st["name"]: st["status"] for st in stages["build"]["steps"]} == {
+        "package": "succeeded",
+        "docs": "succeeded",
+    }
+    assert all(st["duration_seconds"] is not None for st in stages["test"]["steps"])
+
+    logs = await stack.logs(run["id"])
+    assert "test/unit | checking" in logs and "test/unit | warn" in logs
+    assert "build/package | packaged" in logs and "build/docs | docs-built" in logs
+    assert "publishing" not in logs
+
+    artifacts = await stack.api.client.get(
+        f"/pipelines/runs/{run['id']}/artifacts", headers=stack.admin
+    )
+    [artifact] = artifacts.json()
+    assert artifact["name"] == "app" and artifact["size"] == len(f"built {sha}\n")
+    download = await stack.api.client.get(artifact["download_url"], headers=stack.admin)
+    assert download.status_code == 200 and download.text == f"built {sha}\n"
+    assert hashlib.sha256(download.content).hexdigest() == artifact["sha256"]
+
+    reported = [s for s in git_api.statuses if s.sha == sha]
+    assert [s.state for s in reported] == ["pending", "success"]
+    assert {s.repository for s in reported} == {f"{repo.owner}/{repo.name}"}
+    assert reported[-1].target_url == f"http://idp.test/pipelines/runs/{run['id']}"
+    assert reported[0].context == f"idp/{pipeline['name']}"
+    recorded = run["commit_statuses"]
+    assert [(c["state"], c["reported"]) for c in recorded] == [
+        ("pending", True),
+        ("success", True),
+    ]
+    assert not (stack.settings.workspace_root / run["id"]).exists()  # workspace removed
+
+
+async def test_ten_concurrent_deliveries_start_one_run_and_forgeries_start_none(
+    stack: Stack, repo: Repo
+) -> None:
+    sha = repo.init(
+        pipeline="stages:\n  - name: s\n    steps:\n      - name: a\n        run: 'true'\n"
+    )
+    service = await stack.service(repo.url)
+    pipeline = await stack.pipeline(service["id"], source="repository", triggers={"push": {}})
+    body, headers = github_delivery(push_payload(repo.owner, repo.name, sha))
+    async with pipelines_worker(stack.client, stack.settings):
+        answers = await asyncio.gather(*(deliver(stack, body, headers) for _ in range(10)))
+        assert {a.status_code for a in answers} == {202}
+        ids = {a.json()["runs"][0]["id"] for a in answers}
+        assert len(ids) == 1
+        assert sum(1 for a in answers if not a.json()["runs"][0]["duplicate"]) == 1
+        run = await stack.finished(ids.pop())
+        assert run["status"] == "succeeded"
+        # A redelivery after the run finished starts nothing new.
+        again = await deliver(stack, body, headers)
+        assert again.status_code == 202 and again.json()["runs"][0]["duplicate"] is True
+    assert await run_count(stack, pipeline["id"]) == 1
+
+    forged_body, forged = github_delivery(
+        push_payload(repo.owner, repo.name, sha), secret="not-the-secret"
+    )
+    refused = await deliver(stack, forged_body, forged)
+    assert_error(refused, 401, "invalid_signature")
+    tampered = await deliver(stack, body.replace(b"octocat", b"mallory"), headers)
+    assert_error(tampered, 401, "invalid_signature")
+    unsigned = {k: v for k, v in headers.items() if k != "X-Hub-Signature-256"}
+    assert_error(await deliver(stack, body, unsigned), 401, "invalid_signature")
+    assert await run_count(stack, pipeline["id"]) == 1
+
+    ping_body, ping = github_delivery({"zen": "hi", "hook_id": 1})
+    ping["X-GitHub-Event"] = "ping"
+    pong = await deliver(stack, ping_body, ping)
+    assert pong.status_code == 200 and pong.json()["status"] == "pong"
+    star_body, star = github_delivery({"action": "created"})
+    star["X-GitHub-Event"] = "star"
+    ignored = await deliver(stack, star_body, star)
+    assert ignored.status_code == 200 and ignored.json()["status"] == "ignored"
+    other_body, other = github_delivery(push_payload(repo.owner, "elsewhere", sha))
+    unmatched = await deliver(stack, other_body, other)
+    assert unmatched.status_code == 200 and unmatched.json()["status"] == "no_match"
+    assert await run_count(stack, pipeline["id"]) == 1
+
+
+FAILING = """\
+stages:
+  - name: test
+    steps:
+      - name: lint
+        run: echo lint-ok
+      - name: flaky
+        run: "test -f fixed || (echo broken >&2; exit 3)"
+        continue_on_error: false
+      - name: never
+        run: echo never-runs
+  - name: build
+    steps:
+      - name: pack
+        run: echo packed
+"""
+
+
+async def test_failed_step_skips_the_rest_and_a_rerun_starts_from_the_failed_stage(
+    stack: Stack, repo: Repo
+) -> None:
+    repo.init(pipeline=FAILING)
+    service = await stack.service(repo.url)
+    pipeline = await stack.pipeline(service["id"], source="repository")
+    async with pipelines_worker(stack.client, stack.settings):
+        started = await stack.api.client.post(
+            f"/pipelines/{pipeline['id']}/run", json={"ref": "main"}, headers=stack.admin
+        )
+        assert started.status_code == 202, started.text
+        run = await stack.finished(started.json()["id"])
+        assert run["status"] == "failed"
+        assert "exited with code 3" in run["error"] and "flaky" in run["error"]
+        steps = {st["name"]: st for s in run["stages"] for st in s["steps"]}
+        assert steps["lint"]["status"] == "succeeded"
+        assert steps["flaky"]["status"] == "failed" and steps["flaky"]["exit_code"] == 3
+        assert steps["never"]["status"] == "skipped"
+        assert steps["pack"]["status"] == "skipped"
+        assert "test/flaky | broken" in await stack.logs(run["id"])
+
+        bad = await stack.api.client.post(
+            f"/pipelines/runs/{run['id']}/rerun", json={"from_stage": "nope"}, headers=stack.admin
+        )
+        assert_error(bad, 400, "bad_request")
+        rerun = await stack.api.client.post(
+            f"/pipelines/runs/{run['id']}/rerun", json={}, headers=stack.admin
+        )
+        assert rerun.status_code == 202, rerun.text
+        again = await stack.finished(rerun.json()["id"])
+    assert again["trigger_type"] == "rerun" and again["rerun_of_id"] == run["id"]
+    assert again["git_sha"] == run["git_sha"] and again["number"] == run["number"] + 1
+    assert again["status"] == "failed"  # the same commit fails the same way
+    assert [s["status"] for s in again["stages"]] == ["failed", "skipped"]
+
+
+async def test_cancel_kills_the_steps_processes_and_records_cancelled(
+    stack: Stack, repo: Repo, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "step.pid"
+    slow = (
+        "stages:\n  - name: s\n    steps:\n      - name: long\n"
+        f"        run: 'echo started; sleep 300 & echo $! > {pid_file}; wait'\n"
+    )
+    repo.init(pipeline=slow)
+    service = await stack.service(repo.url)
+    pipeline = await stack.pipeline(service["id"], source="repository")
+    async with pipelines_worker(stack.client, stack.settings):
+        started = await stack.api.client.post(
+            f"/pipelines/{pipeline['id']}/run", json={}, headers=stack.admin
+        )
+        run_id = started.json()["id"]
+        for _ in range(200):
+            if pid_file.exists() and pid_file.read_text().strip():
+                break
+            await asyncio.sleep(0.05)
+        pid = int(pid_file.read_text())
+        live = await stack.run(run_id)
+        assert live["live"] is True and live["status"] == "running"
+        assert live["phase"] == "running s"
+        cancelled = await stack.api.client.post(
+            f"/pipelines/{pipeline['id']}/cancel", headers=stack.admin
+        )
+        assert cancelled.json()["cancelled"] == [run_id]
+        run = await stack.finished(run_id)
+    assert run["status"] == "cancelled"
+    assert run["stages"][0]["steps"][0]["status"] == "cancelled"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    again = await stack.api.client.post(f"/pipelines/runs/{run_id}/cancel", headers=stack.admin)
+    assert_error(again, 409, "conflict")
+
+
+async def test_concurrency_limit_queues_the_second_run_until_the_first_ends(
+    stack: Stack, repo: Repo, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    waiting = (
+        "stages:\n  - name: s\n    steps:\n      - name: wait\n"
+        f"        run: 'while [ ! -f {gate} ]; do sleep 0.05; done'\n"
+    )
+    repo.init(pipeline=waiting)
+    service = await stack.service(repo.url)
+    pipeline = await stack.pipeline(service["id"], source="repository", concurrency_limit=1)
+    async with pipelines_worker(stack.client, stack.settings):
+        first = (
+            await stack.api.client.post(
+                f"/pipelines/{pipeline['id']}/run", json={}, headers=stack.admin
+            )
+        ).json()["id"]
+        for _ in range(100):
+            if (await stack.run(first))["status"] == "running":
+                break
+            await asyncio.sleep(0.05)
+        second = (
+            await stack.api.client.post(
+                f"/pipelines/{pipeline['id']}/run", json={}, headers=stack.admin
+            )
+        ).json()["id"]
+        await asyncio.sleep(1.0)
+        queued = await stack.run(second)
+        assert queued["status"] == "queued" and queued["live"] is True
+        assert "1 of at most 1" in queued["waiting_reason"]
+        gate.write_text("open")
+        done = [await stack.finished(first), await stack.finished(second, timeout=20)]
+    assert [r["status"] for r in done] == ["succeeded", "succeeded"]
+    assert done[1]["started_at"] >= done[0]["completed_at"]
+    listed = await stack.api.client.get(
+        "/pipelines/runs",
+        params={"pipeline_id": pipeline["id"], "limit": 1},
+        headers=stack.admin,
+    )
+    page = listed.json()
+    assert [r["id"] for r in page["items"]] == [second] and page["next_cursor"]
+
+
+async def test_live_log_stream_follows_a_running_step_until_the_run_ends(
+    stack: Stack, repo: Repo
+) -> None:
+    ticking = (
+        "stages:\n  - name: s\n    steps:\n      - name: tick\n"
+        "        run: 'for i in 1 2 3 4 5; do echo tick-$i; sleep 0.4; done'\n"
+    )
+    repo.init(pipeline=ticking)
+    service = await stack.service(repo.url)
+    pipeline = await stack.pipeline(service["id"], source="repository")
+    async with pipelines_worker(stack.client, stack.settings):
+        run_id = (
+            await stack.api.client.post(
+                f"/pipelines/{pipeline['id']}/run", json={}, headers=stack.admin
+            )
+        ).json()["id"]
+        seen: list[tuple[float, str]] = []
+        events: list[str] = []
+        loop = asyncio.get_running_loop()
+        async with (
+            served(stack.api) as base_url,
+            httpx.AsyncClient(base_url=base_url, headers=stack.admin, timeout=60) as http,
+            http.stream("GET", f"/pipelines/runs/{run_id}/logs?follow=true") as response,
+        ):
+            assert response.headers["content-type"].startswith("text/event-stream")
+            event = ""
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    event = line.removeprefix("event: ")
+                    events.append(event)
+                elif line.startswith("data: ") and event == "log":
+                    for entry in json.loads(line.removeprefix("data: ")):
+                        seen.append((loop.time(), entry["text"]))
+                elif line.startswith("data: ") and event == "end":
+                    break
+    texts = [t for _, t in seen]
+    assert texts == [f"tick-{i}" for i in range(1, 6)]
+    # lines arrived while the step ran (spread over its ~2 s), not all at the end
+    assert seen[-1][0] - seen[0][0] > 1.0
+    assert events[-1] == "end" and "status" in events

@@ -1,0 +1,335 @@
+"""PipelineRunWorkflow: one per run (workflow id `pipeline-run-<run id>`), on the `pipelines`
+task queue.
+
+1. **Admit** (`pipelines.admit`): wait while the pipeline's concurrency limit is reached (a
+   finishing run wakes the queued ones with the `wake` signal; they also look again every
+   30 s), then cancel the older runs of the same branch when the pipeline cancels superseded
+   runs.
+2. Report the commit status `pending` and send `pipeline.started`, alongside the work.
+3. **Check out** the commit and plan the stages (`pipelines.checkout`).
+4. Run the stages in order; a stage's steps one after another, or all at once when the stage
+   is `parallel`. A failed step (unless `continue_on_error`) fails its stage: the rest of a
+   sequential stage and every later stage are skipped. A step is retried only when its
+   worker was lost (the `pipeline_step` retry policy), never because its command failed.
+5. **Finish** (`pipelines.finish`), wake queued runs, report `success` / `failure`, send
+   `pipeline.succeeded` / `pipeline.failed`, remove the workspace.
+
+Cancelling the workflow cancels the running steps (their processes are killed before the
+activity ends), records the run as cancelled, reports `error`, and ends as cancelled.
+The `state` query gives the live view: status, phase and each stage's and step's status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from activities.pipelines import PipelineActivities
+    from core.notifications.messages import NotificationRequest
+    from core.pipelines.run_messages import (
+        WAKE_SIGNAL,
+        Admission,
+        CheckoutInput,
+        FinishInput,
+        PlannedStage,
+        PlannedStep,
+        RunContext,
+        RunInput,
+        RunStatus,
+        RunView,
+        StageUpdate,
+        StatusReport,
+        StepInput,
+        StepResult,
+    )
+    from core.pipelines.runs import WORKFLOW_ID_PREFIX, workflow_id_for
+    from core.temporal.policies import activity_options
+    from workflows.notification import notify
+
+PIPELINES_QUEUE = "pipelines"
+ADMISSION_RECHECK = timedelta(seconds=30)
+STEP_MARGIN = timedelta(minutes=1)  # on top of the step's own timeout, for the activity
+FAILED_STEP_STATUSES = ("failed", "timed_out", "cancelled")
+
+__all__ = ["PIPELINES_QUEUE", "WORKFLOW_ID_PREFIX", "PipelineRunWorkflow", "workflow_id_for"]
+
+
+def _reason(err: ActivityError) -> str:
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return cause.message
+    return str(cause or err)
+
+
+@workflow.defn
+class PipelineRunWorkflow:
+    @workflow.init
+    def __init__(self, input: RunInput) -> None:
+        self._input = input
+        self._status: RunStatus = "queued"
+        self._phase = "waiting"
+        self._waiting_reason: str | None = None
+        self._stages: list[PlannedStage] = []
+        self._error: str | None = None
+        self._woken = False
+        self._side: list[asyncio.Future[Any]] = []
+        self._sha: str | None = None
+
+    @workflow.signal(name=WAKE_SIGNAL)
+    def wake(self) -> None:
+        """A run of the same pipeline finished: look at the concurrency limit again."""
+        self._woken = True
+
+    @workflow.query
+    def state(self) -> RunView:
+        return RunView(
+            run_id=self._input.run_id,
+            status=self._status,
+            phase=self._phase,
+            waiting_reason=self._waiting_reason,
+            stages=self._stages,
+            error=self._error,
+        )
+
+    @workflow.run
+    async def run(self, input: RunInput) -> RunView:
+        admission = await self._admit()
+        if admission.context is None:  # the run or its pipeline is gone
+            self._status, self._phase, self._error = "cancelled", "done", admission.reason
+            return self.state()
+        ctx = admission.context
+        self._status, self._waiting_reason = "running", None
+        for workflow_id in admission.superseded:
+            await self._cancel_superseded(workflow_id)
+        self._report(ctx, "pending", f"#{ctx.number} running")
+        self._notify(ctx, "pipeline.started", {})
+        try:
+            status, error, failed = await self._execute(ctx)
+        except asyncio.CancelledError:
+            await self._finish(ctx, "cancelled", "cancelled", None)
+            raise
+        await self._finish(ctx, status, error, failed)
+        return self.state()
+
+    # -- phases -------------------------------------------------------------------------------
+
+    async def _admit(self) -> Admission:
+        while True:
+            self._woken = False
+            admission: Admission = await workflow.execute_activity_method(
+                PipelineActivities.admit, self._input, **_db()
+            )
+            if admission.admitted or admission.gone:
+                return admission
+            self._waiting_reason = admission.reason
+            with contextlib.suppress(TimeoutError):  # look again every so often anyway
+                await workflow.wait_condition(lambda: self._woken, timeout=ADMISSION_RECHECK)
+
+    async def _cancel_superseded(self, workflow_id: str) -> None:
+        if workflow_id == workflow.info().workflow_id:
+            return
+        try:
+            await workflow.get_external_workflow_handle(workflow_id).cancel()
+        except Exception as exc:  # it ended meanwhile
+            workflow.logger.info("superseded run %s not cancelled: %s", workflow_id, exc)
+
+    async def _execute(self, ctx: RunContext) -> tuple[RunStatus, str | None, tuple[str, str]]:
+        """Check out and run the stages: (status, error, (failed stage, failed step))."""
+        self._phase = "checking out"
+        try:
+            plan = await workflow.execute_activity_method(
+                PipelineActivities.checkout,
+                CheckoutInput(context=ctx),
+                **activity_options("git"),
+            )
+        except ActivityError as err:
+            return "failed", _reason(err), ("checkout", "")
+        self._stages = plan.stages
+        self._sha = plan.sha
+        for stage in self._stages:
+            if stage.status in ("skipped", "reused"):
+                continue
+            self._phase = f"running {stage.name}"
+            stage.status = "running"
+            await self._record_stage(stage, "running")
+            results = await self._run_stage(ctx, plan.sha, stage)
+            failed = next(
+                (
+                    (step, result)
+                    for step, result in results
+                    if result.status in FAILED_STEP_STATUSES and not step.continue_on_error
+                ),
+                None,
+            )
+            if failed is None:
+                stage.status = "succeeded"
+                await self._record_stage(stage, "succeeded")
+                continue
+            step, result = failed
+            stage.status = "failed"
+            await self._record_stage(stage, "failed", skip_rest=True)
+            error = f"{stage.name} / {step.name}: {result.error or result.status}"
+            return "failed", error, (stage.name, step.name)
+        return "succeeded", None, ("", "")
+
+    async def _run_stage(
+        self, ctx: RunContext, sha: str, stage: PlannedStage
+    ) -> list[tuple[PlannedStep, StepResult]]:
+        steps = [s for s in stage.steps if s.status == "pending"]
+        if stage.parallel:
+            results = await asyncio.gather(*(self._run_step(ctx, sha, stage, s) for s in steps))
+            return list(zip(steps, results, strict=True))
+        out: list[tuple[PlannedStep, StepResult]] = []
+        for step in steps:
+            result = await self._run_step(ctx, sha, stage, step)
+            out.append((step, result))
+            if result.status in FAILED_STEP_STATUSES and not step.continue_on_error:
+                for rest in steps[len(out) :]:
+                    rest.status = "skipped"
+                break
+        return out
+
+    async def _run_step(
+        self, ctx: RunContext, sha: str, stage: PlannedStage, step: PlannedStep
+    ) -> StepResult:
+        step.status = "running"
+        try:
+            result: StepResult = await workflow.execute_activity_method(
+                PipelineActivities.run_step,
+                StepInput(
+                    run_id=ctx.run_id,
+                    step=step,
+                    stage=stage.name,
+                    repository_url=ctx.repository_url,
+                    host_kind=ctx.host_kind,
+                    sha=sha,
+                ),
+                **activity_options(
+                    "pipeline_step",
+                    start_to_close_timeout=timedelta(seconds=step.timeout_seconds) + STEP_MARGIN,
+                    cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                ),
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):  # the run is being cancelled
+                step.status = "cancelled"
+                raise asyncio.CancelledError() from err
+            result = StepResult(status="failed", error=_reason(err))
+        except asyncio.CancelledError:
+            step.status = "cancelled"
+            raise
+        step.status = result.status
+        return result
+
+    async def _finish(
+        self,
+        ctx: RunContext,
+        status: RunStatus,
+        error: str | None,
+        failed: tuple[str, str] | None,
+    ) -> None:
+        self._phase = "finishing"
+        for stage in self._stages:
+            rest = "cancelled" if status == "cancelled" else "skipped"
+            if stage.status in ("pending", "running"):
+                stage.status = rest  # type: ignore[assignment]
+            for step in stage.steps:
+                if step.status in ("pending", "running"):
+                    step.status = rest  # type: ignore[assignment]
+        finished = await workflow.execute_activity_method(
+            PipelineActivities.finish,
+            FinishInput(run_id=ctx.run_id, status=status, error=error),
+            **_db(),
+        )
+        # the record says it now: the live view may too
+        self._status, self._error = status, error
+        for workflow_id in finished.waiting:
+            if workflow_id != workflow.info().workflow_id:
+                await self._wake(workflow_id)
+        state = {"succeeded": "success", "failed": "failure"}.get(status, "error")
+        words = {"succeeded": "succeeded", "failed": "failed", "cancelled": "was cancelled"}
+        self._report(ctx, state, f"#{ctx.number} {words[status]}")
+        extra: dict[str, Any] = {"duration_seconds": finished.duration_seconds}
+        if status == "failed":
+            failed_stage, failed_step = failed or ("", "")
+            extra |= {
+                "failed_stage": failed_stage or None,
+                "failed_step": failed_step or None,
+                "error": error,
+            }
+        if status != "cancelled":
+            self._notify(ctx, f"pipeline.{status}", extra)
+        self._side.append(
+            workflow.start_activity_method(
+                PipelineActivities.cleanup, RunInput(run_id=ctx.run_id), **_db()
+            )
+        )
+        await asyncio.gather(*self._side, return_exceptions=True)
+        self._phase = "done"
+
+    # -- side effects ------------------------------------------------------------------------
+
+    async def _record_stage(
+        self, stage: PlannedStage, status: str, skip_rest: bool = False
+    ) -> None:
+        await workflow.execute_activity_method(
+            PipelineActivities.record_stage,
+            StageUpdate(
+                run_id=self._input.run_id,
+                stage_id=stage.stage_id,
+                status=status,
+                skip_rest=skip_rest,
+            ),
+            **_db(),
+        )
+
+    async def _wake(self, workflow_id: str) -> None:
+        try:
+            await workflow.get_external_workflow_handle(workflow_id).signal(WAKE_SIGNAL)
+        except Exception as exc:  # it ended, or never started
+            workflow.logger.info("queued run %s not woken: %s", workflow_id, exc)
+
+    def _report(self, ctx: RunContext, state: str, description: str) -> None:
+        """Report a commit status alongside the run; a host that stays down does not fail it."""
+        self._side.append(
+            workflow.start_activity_method(
+                PipelineActivities.report_status,
+                StatusReport(run_id=ctx.run_id, state=state, description=description),
+                **activity_options("git_host"),
+            )
+        )
+
+    def _notify(self, ctx: RunContext, event: str, extra: dict[str, Any]) -> None:
+        if not ctx.channel_ids:
+            return
+        context = {
+            "pipeline": ctx.pipeline,
+            "service": ctx.service,
+            "run_id": str(ctx.run_id),
+            "run_url": ctx.run_url,
+            "ref": ctx.branch or ctx.ref,
+            "sha": self._sha or ctx.sha,
+            "triggered_by": ctx.triggered_by or ctx.trigger_type,
+            **{k: v for k, v in extra.items() if v is not None},
+        }
+        request = NotificationRequest(
+            request_id=workflow.uuid4(),
+            event=event,
+            context=context,
+            channel_ids=ctx.channel_ids,
+            team_id=ctx.team_id,
+            reference=f"pipeline-run:{ctx.run_id}",
+        )
+        self._side.append(
+            asyncio.ensure_future(notify(request, task_queue=self._input.notifications_queue))
+        )
+
+
+def _db() -> dict[str, Any]:
+    return activity_options("db")
