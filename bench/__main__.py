@@ -9,7 +9,13 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from bench import api_latency, catalog_latency, notification_throughput, workflow_latency
+from bench import (
+    api_latency,
+    catalog_latency,
+    notification_throughput,
+    pipeline_latency,
+    workflow_latency,
+)
 from core.db import migrate
 from core.settings import Settings
 from core.temporal.client import find_temporal_cli
@@ -37,6 +43,7 @@ async def main() -> None:
         migrate.upgrade(settings.effective_database_url)
         await workflow_latency.run(env.client, settings)
         await notification_throughput.run(env.client, settings)
+        await pipeline_latency.run(env.client, settings)
         await asyncio.to_thread(api_latency.run, address)
         # PostgreSQL (BENCH_DATABASE_URL); prints one line and goes on when it is not reachable.
         await asyncio.to_thread(catalog_latency.run, address)

@@ -130,8 +130,11 @@ class Stack:
         return found
 
 
-def start_worker(settings: Settings, queue: str) -> subprocess.Popen[bytes]:
-    """An `idp worker` process serving `queue`, in its own process group (to SIGKILL it)."""
+def start_worker(
+    settings: Settings, queue: str, extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """An `idp worker` process serving `queue`, in its own process group (to SIGKILL it);
+    `extra` settings are passed as `--set NAME=VALUE`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "TEMPORAL_"))}
     env.pop("DATABASE_URL", None)
     return subprocess.Popen(
@@ -145,6 +148,7 @@ def start_worker(settings: Settings, queue: str) -> subprocess.Popen[bytes]:
             f"DATABASE_URL={settings.database_url}",
             "--set",
             f"TEMPORAL_ADDRESS={settings.temporal_address}",
+            *(arg for name, value in (extra or {}).items() for arg in ("--set", f"{name}={value}")),
             "worker",
             "--queue",
             queue,

@@ -1,0 +1,280 @@
+"""Pipeline start latency and completion (issue 6), on the Temporal dev server with real git.
+
+1. **Webhook → first step's process.** A signed GitHub push webhook is POSTed over real HTTP
+   to the API (uvicorn); its pipeline's first step is `date +%s%N > <file>`, written by the
+   step's own process. Latency: from just before the POST to that timestamp. One webhook at a
+   time (each run finishes before the next), `BENCH_WEBHOOKS` (default 100) of them.
+2. **The floor, in the same run:** a bare workflow whose one activity starts the same
+   `date` process, from just before `start_workflow` to the timestamp.
+3. **50 concurrent three-step runs:** 50 webhooks at once; how many runs succeed, and how long
+   until the last one ends.
+
+Everything runs in this process (API, workers, floor worker) on a throw-away SQLite file.
+Alone: `python -m bench.pipeline_latency`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import uvicorn
+from pydantic import SecretStr
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from api.app import create_app
+from bench.stats import report, summary
+from core.catalog.services import ServiceFields, ServiceService
+from core.db import migrate
+from core.db.engine import transaction
+from core.local_secrets import with_local_secrets
+from core.models.identity import Organization, Team
+from core.models.pipelines import PipelineRun
+from core.pipelines.pipelines import PipelineFields, PipelineService
+from core.settings import Settings
+from core.temporal.client import connect
+from core.topology import load_topology
+from tests.integration.pipeline_helpers import github_delivery, make_repo, push_payload
+from workers.resources import WorkerResources
+from workers.runner import build_workers
+
+WEBHOOKS = int(os.environ.get("BENCH_WEBHOOKS", "100"))
+CONCURRENT = int(os.environ.get("BENCH_CONCURRENT_RUNS", "50"))
+SECRET = "bench-webhook-secret"
+MARK = 'date +%s%N > "$BENCH_MARKS/$IDP_RUN_ID"'
+
+
+@activity.defn(name="bench.start_process")
+async def start_process(path: str) -> None:
+    proc = await asyncio.create_subprocess_exec("/bin/sh", "-c", f"date +%s%N > {path}")
+    await proc.wait()
+
+
+@workflow.defn(sandboxed=False)
+class OneProcessWorkflow:
+    @workflow.run
+    async def run(self, path: str) -> None:
+        await workflow.execute_activity(
+            start_process, path, start_to_close_timeout=timedelta(seconds=30)
+        )
+
+
+def definition(marks: Path, steps: int) -> str:
+    lines = ["env:", f"  BENCH_MARKS: {marks}", "stages:"]
+    for i in range(steps):
+        run = MARK if i == 0 else f"echo step-{i}"
+        lines += [
+            f"  - name: s{i}",
+            "    steps:",
+            f"      - name: step{i}",
+            f"        run: '{run}'",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+async def _setup(settings: Settings, url: str, marks: Path) -> dict[str, str]:
+    """A team, a service on `url`, and two push-triggered pipelines (1 and 3 steps) on
+    different branches."""
+    resources_engine = WorkerResources.create(settings, load_topology(settings.temporal_config))
+    try:
+        async with transaction(resources_engine.sessions) as session:
+            org = Organization(name="Bench", slug=f"bench-{uuid.uuid4().hex[:8]}")
+            session.add(org)
+            await session.flush()
+            team = Team(org_id=org.id, name="Bench", slug="bench")
+            session.add(team)
+            await session.flush()
+            view = await ServiceService(session).create(
+                team, ServiceFields(name="app", repository_url=url)
+            )
+            ids = {}
+            for name, steps, branch in (("latency", 1, "main"), ("three", 3, "load")):
+                pipeline = await PipelineService(session).create(
+                    view.service,
+                    PipelineFields(
+                        name=name,
+                        definition=definition(marks, steps),
+                        triggers={"push": {"branches": [branch]}},
+                    ),
+                )
+                ids[name] = str(pipeline.id)
+        return ids
+    finally:
+        await resources_engine.close()
+
+
+async def _wait_for(path: Path, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().strip()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no mark at {path}")
+        await asyncio.sleep(0.002)
+    return int(path.read_text())
+
+
+async def _finished(settings: Settings, run_ids: list[str], timeout: float) -> dict[str, str]:
+    resources = WorkerResources.create(settings, load_topology(settings.temporal_config))
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            async with transaction(resources.sessions) as session:
+                rows = await session.execute(
+                    PipelineRun.__table__.select().where(
+                        PipelineRun.id.in_([uuid.UUID(r) for r in run_ids])
+                    )
+                )
+                status = {str(r.id): r.status for r in rows}
+            done = {k: v for k, v in status.items() if v in ("succeeded", "failed", "cancelled")}
+            if len(done) == len(run_ids) or time.monotonic() > deadline:
+                return status
+            await asyncio.sleep(0.2)
+    finally:
+        await resources.close()
+
+
+async def run(_: Client, base: Settings) -> None:
+    """`_` (the dev server's plain client) is not used: workers and the floor use a client
+    with the API's payload codec, as deployed workers do."""
+    work = Path(tempfile.mkdtemp(prefix="idp-bench-pipelines-"))
+    marks = work / "marks"
+    marks.mkdir()
+    repo = work / "repo"
+    sha = make_repo(repo, {"README.md": "bench\n"})
+    owner = f"bench-{uuid.uuid4().hex[:6]}"
+    url = f"https://github.com/{owner}/app"
+    settings = with_local_secrets(
+        base.model_copy(
+            update={
+                "github_webhook_secret": SecretStr(SECRET),
+                "git_url_rewrites": {url: f"file://{repo}"},
+                "rate_limit_enabled": False,
+            }
+        )
+    )
+    migrate.upgrade(settings.effective_database_url)
+    topology = load_topology(settings.temporal_config)
+    await _setup(settings, url, marks)
+    client = await connect(settings, topology)
+    resources = WorkerResources.create(settings, topology)
+    floor_queue = f"floor-{uuid.uuid4().hex[:6]}"
+    workers = [
+        *build_workers(client, resources, ["pipelines"]),
+        Worker(
+            client,
+            task_queue=floor_queue,
+            workflows=[OneProcessWorkflow],
+            activities=[start_process],
+        ),
+    ]
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, topology), log_level="warning", access_log=False)
+    )
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    for w in workers:
+        await w.__aenter__()
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            pipeline_ms, floor_ms = [], []
+            for i in range(WEBHOOKS + 5):
+                body, headers = github_delivery(push_payload(owner, "app", sha), secret=SECRET)
+                t0 = time.time_ns()
+                answer = await http.post("/webhooks/github", content=body, headers=headers)
+                answer.raise_for_status()
+                run_id = answer.json()["runs"][0]["id"]
+                started = await _wait_for(marks / run_id)
+                await _finished(settings, [run_id], 60)
+                path = marks / f"floor-{i}"
+                f0 = time.time_ns()
+                await client.execute_workflow(
+                    OneProcessWorkflow.run,
+                    str(path),
+                    id=f"floor-{uuid.uuid4()}",
+                    task_queue=floor_queue,
+                )
+                floor_started = await _wait_for(path)
+                if i >= 5:  # warm-up
+                    pipeline_ms.append((started - t0) / 1e6)
+                    floor_ms.append((floor_started - f0) / 1e6)
+            report("floor: workflow + 1 activity -> process", floor_ms)
+            report("webhook -> first step process started", pipeline_ms, floor_ms)
+            s = summary(pipeline_ms)
+            print(
+                f"{'  (webhook -> first step)':<44} median={s['p50']:.1f}ms "
+                f"p95={s['p95']:.1f}ms max={max(pipeline_ms):.1f}ms "
+                f"ratio p50 x{s['p50'] / summary(floor_ms)['p50']:.2f}",
+                flush=True,
+            )
+
+            t0 = time.perf_counter()
+            answers = await asyncio.gather(
+                *(
+                    http.post(
+                        "/webhooks/github",
+                        content=(
+                            d := github_delivery(
+                                push_payload(owner, "app", sha, branch="load"), secret=SECRET
+                            )
+                        )[0],
+                        headers=d[1],
+                    )
+                    for _ in range(CONCURRENT)
+                )
+            )
+            run_ids = [a.json()["runs"][0]["id"] for a in answers if a.status_code == 202]
+            status = await _finished(settings, run_ids, 600)
+            elapsed = time.perf_counter() - t0
+            ok = sum(1 for v in status.values() if v == "succeeded")
+            print(
+                f"{CONCURRENT} concurrent three-step runs: {ok}/{CONCURRENT} succeeded "
+                f"({100 * ok / CONCURRENT:.0f}%), last finished after {elapsed:.1f}s",
+                flush=True,
+            )
+    finally:
+        for w in reversed(workers):
+            await w.__aexit__(None, None, None)
+        server.should_exit = True
+        await serving
+        await resources.close()
+
+
+async def main() -> None:
+    from core.temporal.client import find_temporal_cli
+    from core.temporal.converter import data_converter
+    from core.temporal.interceptors import ContextPropagationInterceptor
+
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(find_temporal_cli()),
+        data_converter=data_converter(),
+        interceptors=[ContextPropagationInterceptor()],
+        dev_server_log_level="error",
+    )
+    try:
+        data_dir = Path(tempfile.mkdtemp(prefix="idp-bench-"))
+        await run(
+            env.client,
+            Settings(
+                data_dir=data_dir,
+                temporal_address=env.client.service_client.config.target_host,
+                database_url=f"sqlite+aiosqlite:///{data_dir / 'idp.db'}",
+            ),
+        )
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
