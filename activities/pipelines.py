@@ -56,13 +56,14 @@ from core.pipelines.run_messages import (
     PlannedStep,
     RunContext,
     RunInput,
+    RunRef,
     StageUpdate,
     StatusReport,
     StepInput,
     StepResult,
 )
 from core.pipelines.runners import LogLine, Runner, StepSpec
-from core.pipelines.runs import elapsed
+from core.pipelines.runs import RunRequest, RunService, elapsed
 
 OUTPUT_TAIL_LINES = 50
 RUN_GONE = "PipelineRunGone"  # ApplicationError type: the run's record is missing
@@ -131,9 +132,9 @@ class PipelineActivities:
         """Start the run if the pipeline's concurrency limit allows (status running), and name
         the older unfinished runs of its branch it supersedes."""
         async with transaction(self._sessions) as session:
-            run = await session.get(PipelineRun, input.run_id)
+            run = await self._run_of(session, input)
             if run is None:
-                raise ApplicationError(f"pipeline run {input.run_id} not found", type=RUN_GONE)
+                return Admission(admitted=False, gone=True, reason="the pipeline is gone")
             if run.status in FINISHED_RUN_STATUSES:
                 return Admission(admitted=False, gone=True, reason=f"the run is {run.status}")
             pipeline = await session.scalar(
@@ -177,6 +178,24 @@ class PipelineActivities:
             if run.rerun_of_id is not None:
                 context.rerun_from_stage = input.rerun_from_stage
             return Admission(admitted=True, context=context, superseded=superseded)
+
+    async def _run_of(self, session: AsyncSession, input: RunInput) -> PipelineRun | None:
+        """The run to admit; a scheduled start records it now (once: its id comes from the
+        workflow id the schedule chose)."""
+        if input.run_id is not None:
+            run = await session.get(PipelineRun, input.run_id)
+            if run is None:
+                raise ApplicationError(f"pipeline run {input.run_id} not found", type=RUN_GONE)
+            return run
+        pipeline = await session.get(Pipeline, input.pipeline_id)
+        if pipeline is None or pipeline.is_deleted:
+            return None
+        workflow_id = activity.info().workflow_id
+        run, _ = await RunService(session).create(
+            pipeline,
+            RunRequest(trigger_type="cron", dedupe_key=workflow_id, workflow_id=workflow_id),
+        )
+        return run
 
     async def _context(
         self, session: AsyncSession, run: PipelineRun, pipeline: Pipeline, service: Service
@@ -300,6 +319,8 @@ class PipelineActivities:
                         status=status,
                     )
                 )
+            if stage_status == "pending" and all(st.status == "skipped" for st in steps):
+                stage_status = row.status = "skipped"  # `when` skips every step
             planned.append(
                 PlannedStage(
                     stage_id=row.id,
@@ -329,12 +350,18 @@ class PipelineActivities:
                 token=self._git.token_for(input.host_kind),
             )
         sink = _LogSink(self._sessions, input.run_id, step.step_id)
-        await sink.resume()
         async with transaction(self._sessions) as session:
+            await sink.resume(session)
+            now = utcnow()
             await session.execute(
                 update(PipelineStep)
                 .where(PipelineStep.id == step.step_id)
-                .values(status="running", started_at=utcnow(), error=None)
+                .values(status="running", started_at=now, error=None)
+            )
+            await session.execute(  # the stage runs from its first step
+                update(PipelineStage)
+                .where(PipelineStage.id == input.stage_id, PipelineStage.status == "pending")
+                .values(status="running", started_at=now)
             )
         if info.attempt > 1:
             await sink.system(
@@ -520,7 +547,7 @@ class PipelineActivities:
                 run.commit_statuses = [*run.commit_statuses, entry]
 
     @activity.defn(name="pipelines.cleanup")
-    async def cleanup(self, input: RunInput) -> None:
+    async def cleanup(self, input: RunRef) -> None:
         """Remove the run's workspace (its artifacts are in the store)."""
         workspace = _workspace(self._workspace_root, input.run_id)
         shutil.rmtree(workspace, ignore_errors=True)
@@ -615,14 +642,13 @@ class _LogSink:
         self._last = 0
         self._tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
 
-    async def resume(self) -> None:
+    async def resume(self, session: AsyncSession) -> None:
         """Continue after the lines an earlier attempt stored."""
-        async with transaction(self._sessions) as session:
-            last = await session.scalar(
-                select(func.max(PipelineLogChunk.last_seq)).where(
-                    PipelineLogChunk.step_id == self._step_id
-                )
+        last = await session.scalar(
+            select(func.max(PipelineLogChunk.last_seq)).where(
+                PipelineLogChunk.step_id == self._step_id
             )
+        )
         self._offset = self._last = int(last or 0)
 
     async def __call__(self, batch: list[LogLine]) -> None:

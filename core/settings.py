@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     artifact_dir: Path | None = _env("ARTIFACT_DIR")  # default: <data dir>/artifacts
     kubernetes_context: str | None = _env("KUBERNETES_CONTEXT")
     pipeline_namespace: str = _env("PIPELINE_NAMESPACE", "idp-pipelines")
+    # kubernetes runner: a PersistentVolumeClaim holding PIPELINE_WORKSPACE_DIR, mounted into
+    # each step's pod (without it, steps see an empty directory, not the checkout).
+    pipeline_workspace_claim: str | None = _env("PIPELINE_WORKSPACE_CLAIM")
     # How long health probe results are kept (uptime is computed over them).
     health_result_retention: Duration = _env("HEALTH_RESULT_RETENTION", "30d")
     prometheus_url: str | None = _env("PROMETHEUS_URL")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -41,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         PlannedStep,
         RunContext,
         RunInput,
+        RunRef,
         RunStatus,
         RunView,
         StageUpdate,
@@ -72,6 +74,7 @@ class PipelineRunWorkflow:
     @workflow.init
     def __init__(self, input: RunInput) -> None:
         self._input = input
+        self._run_id = input.run_id
         self._status: RunStatus = "queued"
         self._phase = "waiting"
         self._waiting_reason: str | None = None
@@ -89,7 +92,7 @@ class PipelineRunWorkflow:
     @workflow.query
     def state(self) -> RunView:
         return RunView(
-            run_id=self._input.run_id,
+            run_id=self._run_id,
             status=self._status,
             phase=self._phase,
             waiting_reason=self._waiting_reason,
@@ -104,6 +107,7 @@ class PipelineRunWorkflow:
             self._status, self._phase, self._error = "cancelled", "done", admission.reason
             return self.state()
         ctx = admission.context
+        self._run_id = ctx.run_id
         self._status, self._waiting_reason = "running", None
         for workflow_id in admission.superseded:
             await self._cancel_superseded(workflow_id)
@@ -156,8 +160,7 @@ class PipelineRunWorkflow:
             if stage.status in ("skipped", "reused"):
                 continue
             self._phase = f"running {stage.name}"
-            stage.status = "running"
-            await self._record_stage(stage, "running")
+            stage.status = "running"  # recorded by its first step
             results = await self._run_stage(ctx, plan.sha, stage)
             failed = next(
                 (
@@ -206,6 +209,7 @@ class PipelineRunWorkflow:
                     run_id=ctx.run_id,
                     step=step,
                     stage=stage.name,
+                    stage_id=stage.stage_id,
                     repository_url=ctx.repository_url,
                     host_kind=ctx.host_kind,
                     sha=sha,
@@ -267,7 +271,7 @@ class PipelineRunWorkflow:
             self._notify(ctx, f"pipeline.{status}", extra)
         self._side.append(
             workflow.start_activity_method(
-                PipelineActivities.cleanup, RunInput(run_id=ctx.run_id), **_db()
+                PipelineActivities.cleanup, RunRef(run_id=ctx.run_id), **_db()
             )
         )
         await asyncio.gather(*self._side, return_exceptions=True)
@@ -281,7 +285,7 @@ class PipelineRunWorkflow:
         await workflow.execute_activity_method(
             PipelineActivities.record_stage,
             StageUpdate(
-                run_id=self._input.run_id,
+                run_id=ctx_run_id(self._run_id),
                 stage_id=stage.stage_id,
                 status=status,
                 skip_rest=skip_rest,
@@ -329,6 +333,11 @@ class PipelineRunWorkflow:
         self._side.append(
             asyncio.ensure_future(notify(request, task_queue=self._input.notifications_queue))
         )
+
+
+def ctx_run_id(run_id: uuid.UUID | None) -> uuid.UUID:
+    assert run_id is not None, "known once admitted"
+    return run_id
 
 
 def _db() -> dict[str, Any]:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
-from api.deps import DbSession
+from api.deps import DbSession, State
 from api.pagination import PageOut, page_params, page_response
 from core.catalog.services import authorized_service
 from core.identity.organizations import Visibility
@@ -19,6 +19,7 @@ from core.models.catalog import Service
 from core.models.pipelines import Pipeline
 from core.pagination import PageRequest
 from core.pipelines.pipelines import PipelineFields, PipelineFilter, PipelineService
+from core.pipelines.schedules import sync_pipeline_schedule
 from core.pipelines.templates import PipelineTemplate, list_templates
 from core.security.authorization import ANY_SCOPE, Principal
 
@@ -97,6 +98,17 @@ def _fields(body: PipelineIn | PipelinePut) -> PipelineFields:
     )
 
 
+def _has_cron(triggers: dict[str, Any] | None) -> bool:
+    return bool((triggers or {}).get("cron"))
+
+
+async def _sync_schedule(state: State, pipeline: Pipeline, had_cron: bool) -> None:
+    """Keep the cron schedule in step (before the commit: Temporal down is a 503, and
+    nothing is saved). Pipelines without cron triggers never need Temporal here."""
+    if had_cron or _has_cron(pipeline.triggers):
+        await sync_pipeline_schedule(await state.temporal.client(), pipeline)
+
+
 async def _pipeline(
     session: DbSession, pipeline_id: uuid.UUID, principal: Principal, permission: str
 ) -> tuple[Pipeline, Service]:
@@ -128,10 +140,12 @@ async def list_pipelines(
 async def create_pipeline(
     body: PipelineIn,
     session: DbSession,
+    state: State,
     principal: Principal = require("pipelines:write", ANY_SCOPE),
 ) -> PipelineOut:
     service = await authorized_service(session, body.service_id, principal, "pipelines:write")
     pipeline = await PipelineService(session).create(service, _fields(body))
+    await _sync_schedule(state, pipeline, had_cron=False)
     return PipelineOut.model_validate(pipeline)
 
 
@@ -163,10 +177,13 @@ async def update_pipeline(
     pipeline_id: uuid.UUID,
     body: PipelinePut,
     session: DbSession,
+    state: State,
     principal: Principal = require("pipelines:write", ANY_SCOPE),
 ) -> PipelineOut:
     pipeline, service = await _pipeline(session, pipeline_id, principal, "pipelines:write")
+    had_cron = _has_cron(pipeline.triggers)
     updated = await PipelineService(session).update(pipeline, service, _fields(body))
+    await _sync_schedule(state, updated, had_cron)
     return PipelineOut.model_validate(updated)
 
 
@@ -176,8 +193,11 @@ async def update_pipeline(
 async def delete_pipeline(
     pipeline_id: uuid.UUID,
     session: DbSession,
+    state: State,
     principal: Principal = require("pipelines:write", ANY_SCOPE),
 ) -> Response:
     pipeline, _ = await _pipeline(session, pipeline_id, principal, "pipelines:write")
+    had_cron = _has_cron(pipeline.triggers)
     await PipelineService(session).delete(pipeline)
+    await _sync_schedule(state, pipeline, had_cron)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -22,7 +22,11 @@ WAKE_SIGNAL = "wake"
 
 
 class RunInput(BaseModel):
-    run_id: uuid.UUID
+    """A run's workflow input. A schedule (a `cron` trigger) gives the pipeline instead of a
+    run: the run is recorded when the workflow starts."""
+
+    run_id: uuid.UUID | None = None
+    pipeline_id: uuid.UUID | None = None
     notifications_queue: str = "notifications"
     rerun_from_stage: str | None = Field(None, description="A re-run: reuse the stages before")
 
@@ -83,6 +87,10 @@ class PlannedStage(BaseModel):
     steps: list[PlannedStep]
 
 
+class RunRef(BaseModel):
+    run_id: uuid.UUID
+
+
 class CheckoutInput(BaseModel):
     context: RunContext
 
@@ -99,6 +107,7 @@ class StepInput(BaseModel):
     run_id: uuid.UUID
     step: PlannedStep
     stage: str
+    stage_id: uuid.UUID
     repository_url: str | None
     host_kind: str | None = None
     sha: str

@@ -57,6 +57,7 @@ class RunRequest:
     dedupe_key: str | None = None
     rerun_of: PipelineRun | None = None
     config: dict[str, Any] | None = None
+    workflow_id: str | None = None  # a schedule's workflow id (else derived from the run id)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class RunService:
             parameters=request.parameters,
             event=event.model_dump(mode="json") if event else {},
             status="queued",
-            workflow_id=workflow_id_for(run_id),
+            workflow_id=request.workflow_id or workflow_id_for(run_id),
             rerun_of_id=request.rerun_of.id if request.rerun_of else None,
             config=request.config,
         )

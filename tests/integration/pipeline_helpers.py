@@ -23,8 +23,10 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.notifications import NotificationActivities
 from activities.pipelines import PipelineActivities
 from core.db.engine import create_engine, session_factory
+from core.notifications.dispatch import SenderSettings
 from core.pipelines.artifacts import ArtifactStore
 from core.pipelines.commit_status import CommitStatusReporter
 from core.pipelines.runners import LocalRunner
@@ -35,6 +37,7 @@ from core.topology import Topology
 from tests.integration.identity_helpers import Api, running_api
 from workers.registry import git_access
 from workers.runner import sandbox_runner
+from workflows.notification import NOTIFICATIONS_QUEUE, NotificationWorkflow
 from workflows.pipeline_run import PIPELINES_QUEUE, PipelineRunWorkflow
 
 SECRET = "webhook-secret-for-tests"
@@ -196,10 +199,10 @@ async def pipeline_stack(
             await retire_runs(client)
 
 
-async def retire_runs(client: Client) -> None:
-    """Terminate the pipeline runs still open on the shared dev server, so no test's worker
-    picks up another test's run (encrypted with another test's key)."""
-    query = f"TaskQueue = '{PIPELINES_QUEUE}' AND ExecutionStatus = 'Running'"
+async def retire_runs(client: Client, queue: str = PIPELINES_QUEUE) -> None:
+    """Terminate the workflows still open on `queue` of the shared dev server, so no test's
+    worker picks up another test's run (encrypted with another test's key)."""
+    query = f"TaskQueue = '{queue}' AND ExecutionStatus = 'Running'"
     async for execution in client.list_workflows(query):
         with contextlib.suppress(RPCError):
             await client.get_workflow_handle(execution.id).terminate("test cleanup")
@@ -259,3 +262,24 @@ async def served(api: Api) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+@asynccontextmanager
+async def notifications_worker(client: Client, settings: Settings) -> AsyncIterator[None]:
+    """A worker on the `notifications` queue (the one runs notify through), emptied of other
+    tests' notifications first."""
+    await retire_runs(client, NOTIFICATIONS_QUEUE)
+    engine = create_engine(settings.effective_database_url)
+    acts = NotificationActivities(session_factory(engine), SenderSettings())
+    try:
+        async with Worker(
+            client,
+            task_queue=NOTIFICATIONS_QUEUE,
+            workflows=[NotificationWorkflow],
+            activities=[acts.prepare, acts.deliver, acts.mark_failed],
+            workflow_runner=sandbox_runner(),
+        ):
+            yield
+    finally:
+        await retire_runs(client, NOTIFICATIONS_QUEUE)
+        await engine.dispose()

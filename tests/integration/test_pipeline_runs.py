@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from core.models.pipelines import PipelineRun
@@ -31,6 +32,7 @@ from tests.integration.pipeline_helpers import (
     git,
     github_delivery,
     make_repo,
+    notifications_worker,
     pipeline_stack,
     pipelines_worker,
     push_payload,
@@ -38,6 +40,7 @@ from tests.integration.pipeline_helpers import (
     stack_settings,
 )
 from tests.standins.git_host_api import GitHostApiStandin
+from tests.standins.webhook_receiver import WebhookReceiver
 
 GH_TOKEN = "ghp_pipeline_test_token_0123456789"
 
@@ -68,6 +71,7 @@ stages:
         run: echo publishing
 """
 
+ONE_STEP = "stages:\n  - name: s\n    steps:\n      - name: a\n        run: 'true'\n"
 CHECK = "#!/bin/sh\necho checking $GREETING\necho warn >&2\n"
 
 
@@ -418,3 +422,93 @@ async def test_live_log_stream_follows_a_running_step_until_the_run_ends(
     # lines arrived while the step ran (spread over its ~2 s), not all at the end
     assert seen[-1][0] - seen[0][0] > 1.0
     assert events[-1] == "end" and "status" in events
+
+
+async def test_cron_trigger_keeps_a_schedule_whose_firing_records_and_runs_a_cron_run(
+    stack: Stack, repo: Repo
+) -> None:
+    repo.init(
+        pipeline="stages:\n  - name: s\n    steps:\n      - name: a\n        run: echo nightly\n"
+    )
+    service = await stack.service(repo.url)
+    pipeline = await stack.pipeline(
+        service["id"], source="repository", triggers={"cron": ["0 3 * * *"]}
+    )
+    handle = stack.client.get_schedule_handle(f"pipeline-cron-{pipeline['id']}")
+    try:
+        described = await handle.describe()
+        assert described.schedule.state.paused is False
+        assert {(t.hour, t.minute) for t in described.info.next_action_times} == {(3, 0)}
+
+        disabled = await stack.api.client.put(
+            f"/pipelines/{pipeline['id']}", json={"enabled": False}, headers=stack.admin
+        )
+        assert disabled.status_code == 200, disabled.text
+        assert (await handle.describe()).schedule.state.paused is True
+        enabled = await stack.api.client.put(
+            f"/pipelines/{pipeline['id']}",
+            json={"enabled": True, "triggers": {"cron": ["*/30 * * * *"]}},
+            headers=stack.admin,
+        )
+        assert enabled.status_code == 200, enabled.text
+        changed = (await handle.describe()).info.next_action_times
+        assert changed and {t.minute for t in changed} <= {0, 30}
+
+        async with pipelines_worker(stack.client, stack.settings):
+            await handle.trigger()  # as if the time had come
+            for _ in range(200):
+                listed = await stack.api.client.get(
+                    "/pipelines/runs", params={"pipeline_id": pipeline["id"]}, headers=stack.admin
+                )
+                if listed.json()["items"]:
+                    break
+                await asyncio.sleep(0.05)
+            [run] = listed.json()["items"]
+            assert run["trigger_type"] == "cron"
+            assert run["workflow_id"].startswith(f"pipeline-cron-{pipeline['id']}-run")
+            done = await stack.finished(run["id"])
+        assert done["status"] == "succeeded"
+        assert "s/a | nightly" in await stack.logs(run["id"])
+    finally:
+        deleted = await stack.api.client.delete(f"/pipelines/{pipeline['id']}", headers=stack.admin)
+        assert deleted.status_code == 204
+    with pytest.raises(RPCError):
+        await handle.describe()  # the schedule went with the pipeline
+
+
+async def test_start_and_success_are_notified_to_the_owner_teams_channel(
+    stack: Stack, repo: Repo
+) -> None:
+    repo.init(pipeline=ONE_STEP)
+    service = await stack.service(repo.url)
+    with WebhookReceiver(secret="hook-signing-secret") as receiver:
+        channel = await stack.api.client.post(
+            "/notifications/channels",
+            json={
+                "type": "webhook",
+                "name": f"ci-{uuid.uuid4().hex[:6]}",
+                "team_id": service["owner_team_id"],
+                "config": {"url": receiver.url},
+                "secrets": {"signing_secret": "hook-signing-secret"},
+            },
+            headers=stack.admin,
+        )
+        assert channel.status_code == 201, channel.text
+        pipeline = await stack.pipeline(service["id"], source="repository")
+        async with (
+            pipelines_worker(stack.client, stack.settings),
+            notifications_worker(stack.client, stack.settings),
+        ):
+            run = await stack.api.client.post(
+                f"/pipelines/{pipeline['id']}/run", json={}, headers=stack.admin
+            )
+            run_id = run.json()["id"]
+            await stack.settled(await stack.finished(run_id))
+            for _ in range(200):
+                if len(receiver.accepted) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+    events = sorted(d.json()["event"] for d in receiver.accepted)
+    assert events == ["pipeline.started", "pipeline.succeeded"]
+    assert all(d.json()["data"]["run_id"] == run_id for d in receiver.accepted)
+    assert all(d.signature_valid for d in receiver.accepted)

@@ -21,5 +21,6 @@ def build_runner(settings: Settings) -> Runner:
             namespace=settings.pipeline_namespace,
             context=settings.kubernetes_context,
             workspace_root=settings.workspace_root,
+            workspace_claim=settings.pipeline_workspace_claim,
         )
     return LocalRunner()
