@@ -31,6 +31,7 @@ from core.pipelines.dispatch import cancel_run, start_run
 from core.pipelines.pipelines import PipelineService
 from core.pipelines.run_messages import FINISHED_RUN_STATUSES, RunView
 from core.pipelines.runs import RunDetail, RunFilter, RunRequest, RunService, elapsed
+from core.pipelines.triggers import parse_triggers
 from core.security.authorization import ANY_SCOPE, Principal
 from workflows.pipeline_run import PipelineRunWorkflow
 
@@ -236,6 +237,8 @@ async def run_pipeline(
     pipeline = await _authorized_pipeline(session, pipeline_id, principal, "pipelines:run")
     if not pipeline.enabled:
         raise Conflict(f"pipeline {pipeline.name} is disabled; enable it to run it")
+    if not parse_triggers(pipeline.triggers).manual:
+        raise Conflict(f"pipeline {pipeline.name} has manual runs turned off (triggers.manual)")
     ref = body.ref
     branch = ref.removeprefix("refs/heads/") if ref and not ref.startswith("refs/tags/") else None
     run, _ = await RunService(session).create(
