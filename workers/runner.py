@@ -30,6 +30,9 @@ log = logging.getLogger("idp.worker")
 PASSTHROUGH = ("core", "pydantic", "pydantic_core", "annotated_types", "sqlalchemy", "yaml")
 
 
+HEARTBEAT_THROTTLE = timedelta(seconds=2)
+
+
 def sandbox_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
@@ -72,6 +75,9 @@ def build_workers(
                 max_concurrent_activities=spec.max_concurrent_activities,
                 workflow_runner=sandbox_runner(),
                 graceful_shutdown_timeout=timedelta(seconds=10),
+                # A cancel reaches an activity with a heartbeat's answer; by default heartbeats
+                # go out at 80% of the heartbeat timeout (24 s for a step), too slow to stop it.
+                max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
             )
         )
     return workers

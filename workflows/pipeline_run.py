@@ -62,6 +62,11 @@ FAILED_STEP_STATUSES = ("failed", "timed_out", "cancelled")
 __all__ = ["PIPELINES_QUEUE", "WORKFLOW_ID_PREFIX", "PipelineRunWorkflow", "workflow_id_for"]
 
 
+def _cancelled(err: ActivityError) -> bool:
+    """The activity ended because the run's workflow is being cancelled."""
+    return isinstance(err.cause, CancelledError)
+
+
 def _reason(err: ActivityError) -> str:
     cause = err.cause
     if isinstance(cause, ApplicationError):
@@ -118,6 +123,11 @@ class PipelineRunWorkflow:
         except asyncio.CancelledError:
             await self._finish(ctx, "cancelled", "cancelled", None)
             raise
+        except ActivityError as err:
+            if _cancelled(err):  # the cancel met a bookkeeping activity
+                await self._finish(ctx, "cancelled", "cancelled", None)
+                raise asyncio.CancelledError() from err
+            status, error, failed = "failed", f"the run could not go on: {_reason(err)}", None
         await self._finish(ctx, status, error, failed)
         return self.state()
 
@@ -153,6 +163,8 @@ class PipelineRunWorkflow:
                 **activity_options("git"),
             )
         except ActivityError as err:
+            if _cancelled(err):
+                raise asyncio.CancelledError() from err
             return "failed", _reason(err), ("checkout", "")
         self._stages = plan.stages
         self._sha = plan.sha
@@ -221,7 +233,7 @@ class PipelineRunWorkflow:
                 ),
             )
         except ActivityError as err:
-            if isinstance(err.cause, CancelledError):  # the run is being cancelled
+            if _cancelled(err):  # the run is being cancelled
                 step.status = "cancelled"
                 raise asyncio.CancelledError() from err
             result = StepResult(status="failed", error=_reason(err))

@@ -131,7 +131,7 @@ class ArtifactStore:
             if single:
                 source = files[0][0]
                 dest = target_dir / decl.name
-                content_type = mimetypes.guess_type(files[0][1])[0] or "application/octet-stream"
+                content_type = _content_type(files[0][1])
                 _atomic_write(dest, functools.partial(_copy_into, source))
             else:
                 dest = target_dir / f"{decl.name}.tar.gz"
@@ -223,6 +223,17 @@ class ArtifactStore:
         """Remove every artifact of a run (retention)."""
         _check_segment(run_id, "run id")
         await asyncio.to_thread(shutil.rmtree, self.root / run_id, True)
+
+
+_ENCODED = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
+
+
+def _content_type(name: str) -> str:
+    """What a download is: `app.tgz` is gzip data (not a tar), as a browser should save it."""
+    kind, encoding = mimetypes.guess_type(name)
+    if encoding is not None:
+        return _ENCODED.get(encoding, "application/octet-stream")
+    return kind or "application/octet-stream"
 
 
 def _copy_into(source: Path, fh: BinaryIO) -> None:

@@ -36,7 +36,7 @@ from core.temporal.client import connect
 from core.topology import Topology
 from tests.integration.identity_helpers import Api, running_api
 from workers.registry import git_access
-from workers.runner import sandbox_runner
+from workers.runner import HEARTBEAT_THROTTLE, sandbox_runner
 from workflows.notification import NOTIFICATIONS_QUEUE, NotificationWorkflow
 from workflows.pipeline_run import PIPELINES_QUEUE, PipelineRunWorkflow
 
@@ -236,6 +236,7 @@ async def pipelines_worker(
                     workflows=[PipelineRunWorkflow],
                     activities=acts.all(),
                     workflow_runner=sandbox_runner(),
+                    max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
                 )
             )
             yield acts

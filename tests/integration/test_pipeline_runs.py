@@ -17,9 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import func, select
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from core.models.pipelines import PipelineRun
 from core.pipelines.commit_status import CommitStatusReporter, build_host_configs
@@ -41,7 +43,10 @@ from tests.integration.pipeline_helpers import (
 )
 from tests.standins.git_host_api import GitHostApiStandin
 from tests.standins.webhook_receiver import WebhookReceiver
+from workers.runner import sandbox_runner
+from workflows.pipeline_run import PipelineRunWorkflow
 
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "webhooks"
 GH_TOKEN = "ghp_pipeline_test_token_0123456789"
 
 PIPELINE = """\
@@ -295,11 +300,21 @@ async def test_failed_step_skips_the_rest_and_a_rerun_starts_from_the_failed_sta
             f"/pipelines/runs/{run['id']}/rerun", json={}, headers=stack.admin
         )
         assert rerun.status_code == 202, rerun.text
-        again = await stack.finished(rerun.json()["id"])
+        again = await stack.settled(await stack.finished(rerun.json()["id"]))
     assert again["trigger_type"] == "rerun" and again["rerun_of_id"] == run["id"]
     assert again["git_sha"] == run["git_sha"] and again["number"] == run["number"] + 1
     assert again["status"] == "failed"  # the same commit fails the same way
     assert [s["status"] for s in again["stages"]] == ["failed", "skipped"]
+
+    # Both histories replay on the current code (a change that breaks them needs patching).
+    replayer = Replayer(
+        workflows=[PipelineRunWorkflow],
+        workflow_runner=sandbox_runner(),
+        data_converter=stack.client.data_converter,
+    )
+    for done in (run, again):
+        history = await stack.client.get_workflow_handle(done["workflow_id"]).fetch_history()
+        await replayer.replay_workflow(history)
 
 
 async def test_cancel_kills_the_steps_processes_and_records_cancelled(
@@ -512,3 +527,71 @@ async def test_start_and_success_are_notified_to_the_owner_teams_channel(
     assert events == ["pipeline.started", "pipeline.succeeded"]
     assert all(d.json()["data"]["run_id"] == run_id for d in receiver.accepted)
     assert all(d.signature_valid for d in receiver.accepted)
+
+
+async def test_a_new_push_cancels_the_superseded_run_of_its_branch(
+    stack: Stack, repo: Repo, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    waiting = (
+        "stages:\n  - name: s\n    steps:\n      - name: wait\n"
+        f"        run: 'while [ ! -f {gate} ]; do sleep 0.05; done'\n"
+    )
+    sha = repo.init(pipeline=waiting)
+    service = await stack.service(repo.url)
+    await stack.pipeline(
+        service["id"], source="repository", triggers={"push": {}}, cancel_superseded=True
+    )
+    async with pipelines_worker(stack.client, stack.settings):
+        first_body, first_headers = github_delivery(push_payload(repo.owner, repo.name, sha))
+        first = (await deliver(stack, first_body, first_headers)).json()["runs"][0]["id"]
+        for _ in range(100):
+            if (await stack.run(first))["status"] == "running":
+                break
+            await asyncio.sleep(0.05)
+        body, headers = github_delivery(push_payload(repo.owner, repo.name, sha))
+        second = (await deliver(stack, body, headers)).json()["runs"][0]["id"]
+        superseded = await stack.finished(first)
+        assert superseded["status"] == "cancelled"
+        gate.write_text("open")
+        latest = await stack.finished(second)
+    assert latest["status"] == "succeeded"
+
+
+async def test_a_gitlab_push_with_its_token_starts_a_run(
+    settings: Settings,
+    topology: Topology,
+    database_url: str,
+    temporal_env: WorkflowEnvironment,
+    repo: Repo,
+) -> None:
+    gitlab_url = f"https://gitlab.com/{repo.owner}/{repo.name}"
+    configured = stack_settings(
+        settings,
+        temporal_env,
+        {gitlab_url: f"file://{repo.path}"},
+        gitlab_webhook_token=SecretStr("gitlab-token"),
+    )
+    sha = repo.init(pipeline=ONE_STEP)
+    payload = json.loads((FIXTURES / "gitlab_push.json").read_text())
+    payload |= {"ref": "refs/heads/main", "after": sha, "checkout_sha": sha}
+    payload["project"] |= {"web_url": gitlab_url}
+    body = json.dumps(payload).encode()
+    headers = {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Event-UUID": str(uuid.uuid4())}
+    async with pipeline_stack(configured, topology, database_url) as stack:
+        service = await stack.service(gitlab_url)
+        await stack.pipeline(service["id"], source="repository", triggers={"push": {}})
+        wrong = await stack.api.client.post(
+            "/webhooks/gitlab", content=body, headers={**headers, "X-Gitlab-Token": "nope"}
+        )
+        assert_error(wrong, 401, "invalid_signature")
+        async with pipelines_worker(stack.client, stack.settings):
+            answer = await stack.api.client.post(
+                "/webhooks/gitlab",
+                content=body,
+                headers={**headers, "X-Gitlab-Token": "gitlab-token"},
+            )
+            assert answer.status_code == 202, answer.text
+            run = await stack.finished(answer.json()["runs"][0]["id"])
+    assert run["status"] == "succeeded" and run["git_sha"] == sha
+    assert run["triggered_by"] == "linus.t"

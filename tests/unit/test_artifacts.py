@@ -165,3 +165,15 @@ async def test_open_refuses_traversal(store: ArtifactStore, workdir: Path, tmp_p
             store.open(bad)
     with pytest.raises(ArtifactNotFound):
         store.open("run1/nothing")
+
+
+async def test_compressed_files_are_served_as_what_they_are(
+    store: ArtifactStore, workdir: Path
+) -> None:
+    (workdir / "app.tgz").write_bytes(b"\x1f\x8b")
+    (workdir / "data.bin").write_bytes(b"\0")
+    result = await store.collect(
+        "run9", "build", workdir, [decl("app", "app.tgz"), decl("data", "data.bin")]
+    )
+    types = {a.name: a.content_type for a in result.artifacts}
+    assert types == {"app": "application/gzip", "data": "application/octet-stream"}
