@@ -43,7 +43,12 @@ from core.pipelines.commit_status import (
     StatusReportRejected,
     StatusReportRetryable,
 )
-from core.pipelines.definition import DEFINITION_PATH, definition_from_json, parse_definition
+from core.pipelines.definition import (
+    DEFINITION_PATH,
+    Step,
+    definition_from_json,
+    parse_definition,
+)
 from core.pipelines.git import GitError, checkout, rewrite_url
 from core.pipelines.run_messages import (
     FINISHED_RUN_STATUSES,
@@ -278,7 +283,6 @@ class PipelineActivities:
             return existing  # a retried checkout: the rows are written
         definition = definition_from_json(config)
         reused = await _reused_stages(session, ctx)
-        base_env = {k: str(v) for k, v in definition.env.items()}
         planned: list[PlannedStage] = []
         for s_pos, stage in enumerate(definition.stages):
             stage_status = "pending"
@@ -306,19 +310,7 @@ class PipelineActivities:
                 )
                 session.add(step_row)
                 await session.flush()
-                steps.append(
-                    PlannedStep(
-                        step_id=step_row.id,
-                        name=step.name,
-                        command=step.run,
-                        env={**base_env, **{k: str(v) for k, v in step.env.items()}},
-                        timeout_seconds=step.timeout.total_seconds(),
-                        image=step.image,
-                        artifacts=[a.model_dump() for a in step.artifacts],
-                        continue_on_error=step.continue_on_error,
-                        status=status,
-                    )
-                )
+                steps.append(_planned_step(step, definition.env, step_row.id, status))
             if stage_status == "pending" and all(st.status == "skipped" for st in steps):
                 stage_status = row.status = "skipped"  # `when` skips every step
             planned.append(
@@ -540,7 +532,8 @@ class PipelineActivities:
             except StatusReportRejected as exc:
                 entry |= {"reported": False, "detail": str(exc)}
             else:
-                entry |= {"reported": result.reported, "detail": result.skipped_reason}
+                detail = result.skipped_reason or result.detail
+                entry |= {"reported": result.reported, "detail": detail}
         async with transaction(self._sessions) as session:
             run = await session.get(PipelineRun, report.run_id)
             if run is not None:
@@ -551,6 +544,24 @@ class PipelineActivities:
         """Remove the run's workspace (its artifacts are in the store)."""
         workspace = _workspace(self._workspace_root, input.run_id)
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _planned_step(
+    step: Step, pipeline_env: dict[str, Any], step_id: uuid.UUID, status: str
+) -> PlannedStep:
+    """What the workflow passes to the step's activity: the definition's env under the
+    step's own, as strings."""
+    return PlannedStep(
+        step_id=step_id,
+        name=step.name,
+        command=step.run,
+        env={k: str(v) for k, v in {**pipeline_env, **step.env}.items()},
+        timeout_seconds=step.timeout.total_seconds(),
+        image=step.image,
+        artifacts=[a.model_dump() for a in step.artifacts],
+        continue_on_error=step.continue_on_error,
+        status=status,
+    )
 
 
 async def _planned(session: AsyncSession, run_id: uuid.UUID) -> list[PlannedStage]:
@@ -582,22 +593,7 @@ async def _planned(session: AsyncSession, run_id: uuid.UUID) -> list[PlannedStag
         planned_steps = []
         for row in (r for r in steps if r.stage_id == stage.id):
             step = step_specs[row.name]
-            planned_steps.append(
-                PlannedStep(
-                    step_id=row.id,
-                    name=row.name,
-                    command=row.command,
-                    env={
-                        **{k: str(v) for k, v in definition.env.items()},
-                        **{k: str(v) for k, v in step.env.items()},
-                    },
-                    timeout_seconds=step.timeout.total_seconds(),
-                    image=step.image,
-                    artifacts=[a.model_dump() for a in step.artifacts],
-                    continue_on_error=step.continue_on_error,
-                    status=row.status,
-                )
-            )
+            planned_steps.append(_planned_step(step, definition.env, row.id, row.status))
         out.append(
             PlannedStage(
                 stage_id=stage.id,

@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +28,11 @@ from core.models.identity import Organization, Team
 from core.temporal.client import connect
 from core.topology import load_topology
 from tests.e2e.stack import start_worker, worker_settings
+from tests.helpers import wait_until
 from tests.standins.http_target import HttpTarget
 from workflows.health_monitor import HEALTH_QUEUE, workflow_id_for
 
 pytestmark = pytest.mark.e2e
-
-
-async def _wait(what: str, probe: Callable[[], Awaitable[bool]], timeout: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await probe():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_sigkill_the_worker_and_a_new_one_keeps_probing(
@@ -89,10 +82,10 @@ async def test_sigkill_the_worker_and_a_new_one_keeps_probing(
                 client, fast.model_copy(update={"config": config, "min_interval_seconds": 0.1})
             )
             workers.append(start_worker(settings, HEALTH_QUEUE))
-            await _wait("healthy", lambda: _is(status(check.id), "healthy"))
+            await wait_until("healthy", lambda: _is(status(check.id), "healthy"))
 
             target.status = 503
-            await _wait("one failure", lambda: _is(status(check.id), "degraded"))
+            await wait_until("one failure", lambda: _is(status(check.id), "degraded"))
             os.killpg(workers[0].pid, signal.SIGKILL)  # no graceful shutdown
             workers[0].wait(timeout=10)
             before = await results(check.id)
@@ -100,10 +93,10 @@ async def test_sigkill_the_worker_and_a_new_one_keeps_probing(
             assert await results(check.id) == before
 
             workers.append(start_worker(settings, HEALTH_QUEUE))
-            await _wait("unhealthy", lambda: _is(status(check.id), "unhealthy"))
+            await wait_until("unhealthy", lambda: _is(status(check.id), "unhealthy"))
             assert await results(check.id) > before
             target.status = 200
-            await _wait("healthy again", lambda: _is(status(check.id), "healthy"))
+            await wait_until("healthy again", lambda: _is(status(check.id), "healthy"))
         finally:
             with contextlib.suppress(RPCError):
                 await client.get_workflow_handle(workflow_id_for(check.id)).terminate("test over")

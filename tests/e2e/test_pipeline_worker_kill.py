@@ -5,13 +5,11 @@ or repeats."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from core.settings import PROJECT_ROOT
 from core.temporal.client import connect
 from core.topology import load_topology
 from tests.e2e.stack import start_worker, worker_settings
+from tests.helpers import wait_until
 from tests.integration.pipeline_helpers import make_repo
 from workflows.pipeline_run import PIPELINES_QUEUE
 
@@ -56,14 +55,6 @@ def fast_heartbeats(tmp_path: Path) -> Path:
     path = tmp_path / "temporal.yaml"
     path.write_text(text.replace(marker, marker.replace("30s", "2s")))
     return path
-
-
-async def _wait(what: str, probe: Callable[[], Awaitable[bool]], timeout: float = 90) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await probe():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_sigkill_mid_step_and_a_new_worker_completes_the_run_with_the_logs_whole(
@@ -124,7 +115,7 @@ async def test_sigkill_mid_step_and_a_new_worker_completes_the_run_with_the_logs
         async def some_lines() -> bool:
             return len(await lines(run.id)) >= 8
 
-        await _wait("the step's first lines", some_lines)
+        await wait_until("the step's first lines", some_lines)
         os.killpg(workers[0].pid, signal.SIGKILL)  # no graceful shutdown
         workers[0].wait(timeout=10)
         before = await lines(run.id)
@@ -135,7 +126,7 @@ async def test_sigkill_mid_step_and_a_new_worker_completes_the_run_with_the_logs
         async def finished() -> bool:
             return await status(run.id) in ("succeeded", "failed", "cancelled")
 
-        await _wait("the run to finish", finished)
+        await wait_until("the run to finish", finished, timeout=90)
         assert await status(run.id) == "succeeded"
         after = await lines(run.id)
         [step] = await rows(select(PipelineStep).where(PipelineStep.run_id == run.id))

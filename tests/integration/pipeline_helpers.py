@@ -34,6 +34,7 @@ from core.pipelines.webhooks import sign
 from core.settings import Settings
 from core.temporal.client import connect
 from core.topology import Topology
+from tests.helpers import wait_until
 from tests.integration.identity_helpers import Api, running_api
 from workers.registry import git_access
 from workers.runner import HEARTBEAT_THROTTLE, sandbox_runner
@@ -122,6 +123,12 @@ class Stack:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"run {run_id} did not finish: {run}")
             await asyncio.sleep(0.1)
+
+    async def until_status(self, run_id: str, status: str) -> None:
+        async def reached() -> bool:
+            return bool((await self.run(run_id))["status"] == status)
+
+        await wait_until(f"run {run_id} {status}", reached, timeout=10)
 
     async def settled(self, run: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
         """The run once its workflow has closed (its last commit status and notification

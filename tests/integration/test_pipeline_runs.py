@@ -28,6 +28,7 @@ from core.pipelines.commit_status import CommitStatusReporter, build_host_config
 from core.settings import Settings
 from core.temporal import policies
 from core.topology import Topology
+from tests.helpers import wait_until
 from tests.integration.identity_helpers import assert_error
 from tests.integration.pipeline_helpers import (
     Stack,
@@ -333,10 +334,8 @@ async def test_cancel_kills_the_steps_processes_and_records_cancelled(
             f"/pipelines/{pipeline['id']}/run", json={}, headers=stack.admin
         )
         run_id = started.json()["id"]
-        for _ in range(200):
-            if pid_file.exists() and pid_file.read_text().strip():
-                break
-            await asyncio.sleep(0.05)
+        await wait_until("the step's pid", lambda: asyncio.sleep(0, pid_file.exists()))
+        await wait_until("the pid written", lambda: asyncio.sleep(0, bool(pid_file.read_text())))
         pid = int(pid_file.read_text())
         live = await stack.run(run_id)
         assert live["live"] is True and live["status"] == "running"
@@ -371,10 +370,7 @@ async def test_concurrency_limit_queues_the_second_run_until_the_first_ends(
                 f"/pipelines/{pipeline['id']}/run", json={}, headers=stack.admin
             )
         ).json()["id"]
-        for _ in range(100):
-            if (await stack.run(first))["status"] == "running":
-                break
-            await asyncio.sleep(0.05)
+        await stack.until_status(first, "running")
         second = (
             await stack.api.client.post(
                 f"/pipelines/{pipeline['id']}/run", json={}, headers=stack.admin
@@ -519,10 +515,9 @@ async def test_start_and_success_are_notified_to_the_owner_teams_channel(
             )
             run_id = run.json()["id"]
             await stack.settled(await stack.finished(run_id))
-            for _ in range(200):
-                if len(receiver.accepted) >= 2:
-                    break
-                await asyncio.sleep(0.05)
+            await wait_until(
+                "two notifications", lambda: asyncio.sleep(0, len(receiver.accepted) >= 2)
+            )
     events = sorted(d.json()["event"] for d in receiver.accepted)
     assert events == ["pipeline.started", "pipeline.succeeded"]
     assert all(d.json()["data"]["run_id"] == run_id for d in receiver.accepted)
@@ -545,10 +540,7 @@ async def test_a_new_push_cancels_the_superseded_run_of_its_branch(
     async with pipelines_worker(stack.client, stack.settings):
         first_body, first_headers = github_delivery(push_payload(repo.owner, repo.name, sha))
         first = (await deliver(stack, first_body, first_headers)).json()["runs"][0]["id"]
-        for _ in range(100):
-            if (await stack.run(first))["status"] == "running":
-                break
-            await asyncio.sleep(0.05)
+        await stack.until_status(first, "running")
         body, headers = github_delivery(push_payload(repo.owner, repo.name, sha))
         second = (await deliver(stack, body, headers)).json()["runs"][0]["id"]
         superseded = await stack.finished(first)
