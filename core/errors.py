@@ -62,6 +62,11 @@ class ValidationFailed(AppError):
     status_code = 422
     code = "validation_error"
 
+    @classmethod
+    def on(cls, field: str, message: str) -> ValidationFailed:
+        """One problem with one field: the message, and details naming the field."""
+        return cls(message, details=[{"field": field, "message": message}])
+
 
 class RateLimited(AppError):
     status_code = 429

@@ -86,10 +86,6 @@ async def lock_graph(session: AsyncSession, org_id: uuid.UUID) -> None:
     )
 
 
-def _invalid(field_name: str, message: str) -> ValidationFailed:
-    return ValidationFailed(message, details=[{"field": field_name, "message": message}])
-
-
 class DependencyService:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -114,7 +110,7 @@ class DependencyService:
         for i, spec in enumerate(specs):
             target = found.get(spec.depends_on)
             if target is None or target.org_id != service.org_id:
-                raise _invalid(
+                raise ValidationFailed.on(
                     f"dependencies[{i}].service_id",
                     f"service {spec.depends_on} not found in {service.name}'s organization",
                 )
@@ -122,19 +118,23 @@ class DependencyService:
 
     def _check(self, service: Service, specs: Sequence[DependencySpec]) -> list[DependencySpec]:
         if len(specs) > MAX_DEPENDENCIES:
-            raise _invalid("dependencies", f"at most {MAX_DEPENDENCIES} direct dependencies")
+            raise ValidationFailed.on(
+                "dependencies", f"at most {MAX_DEPENDENCIES} direct dependencies"
+            )
         seen: set[tuple[uuid.UUID, str]] = set()
         out = []
         for i, spec in enumerate(specs):
             if spec.type not in DEPENDENCY_TYPES:
-                raise _invalid(
+                raise ValidationFailed.on(
                     f"dependencies[{i}].type",
                     f"type must be one of {', '.join(DEPENDENCY_TYPES)}, not {spec.type!r}",
                 )
             if spec.depends_on == service.id:
-                raise _invalid(f"dependencies[{i}].service_id", "a service cannot depend on itself")
+                raise ValidationFailed.on(
+                    f"dependencies[{i}].service_id", "a service cannot depend on itself"
+                )
             if (spec.depends_on, spec.type) in seen:
-                raise _invalid(
+                raise ValidationFailed.on(
                     f"dependencies[{i}]",
                     f"{spec.depends_on} is listed twice as a {spec.type} dependency",
                 )
@@ -142,7 +142,9 @@ class DependencyService:
             try:
                 constraint = check_constraint(spec.version_constraint)
             except ValidationFailed as exc:
-                raise _invalid(f"dependencies[{i}].version_constraint", exc.message) from None
+                raise ValidationFailed.on(
+                    f"dependencies[{i}].version_constraint", exc.message
+                ) from None
             out.append(DependencySpec(spec.depends_on, spec.type, constraint))
         return out
 
@@ -267,7 +269,7 @@ class DependencyService:
 
     async def graph(self, service: Service, depth: int = 1, direction: Direction = "both") -> Graph:
         if not 1 <= depth <= MAX_DEPTH:
-            raise _invalid("depth", f"depth must be between 1 and {MAX_DEPTH}")
+            raise ValidationFailed.on("depth", f"depth must be between 1 and {MAX_DEPTH}")
         depths: dict[uuid.UUID, int] = {service.id: 0}
         edges: dict[uuid.UUID, ServiceDependency] = {}
         if direction in ("dependencies", "both"):

@@ -43,13 +43,9 @@ async def authorized_service(
     return service
 
 
-def _invalid(field_name: str, message: str) -> ValidationFailed:
-    return ValidationFailed(message, details=[{"field": field_name, "message": message}])
-
-
 def check_choice(value: str, choices: Sequence[str], field_name: str) -> str:
     if value not in choices:
-        raise _invalid(
+        raise ValidationFailed.on(
             field_name, f"{field_name} must be one of {', '.join(choices)}, not {value!r}"
         )
     return value
@@ -63,7 +59,7 @@ def check_tags(tags: Iterable[str]) -> list[str]:
         if tag not in out:
             out.append(tag)
     if len(out) > MAX_TAGS:
-        raise _invalid("tags", f"at most {MAX_TAGS} tags")
+        raise ValidationFailed.on("tags", f"at most {MAX_TAGS} tags")
     return out
 
 
@@ -79,7 +75,9 @@ def check_docs(docs: Iterable[Mapping[str, str]]) -> list[dict[str, str]]:
     for i, link in enumerate(docs):
         url = str(link.get("url", "")).strip()
         if not url.startswith(("https://", "http://")) or not _hostname(url):
-            raise _invalid(f"docs[{i}].url", f"documentation link {url!r} is not an http(s) URL")
+            raise ValidationFailed.on(
+                f"docs[{i}].url", f"documentation link {url!r} is not an http(s) URL"
+            )
         out.append({"title": str(link.get("title") or url).strip(), "url": url})
     return out
 
@@ -205,7 +203,7 @@ class ServiceService:
 
     async def create(self, team: Team, fields: ServiceFields) -> ServiceView:
         if fields.name is None:
-            raise _invalid("name", "name is required")
+            raise ValidationFailed.on("name", "name is required")
         service = Service(org_id=team.org_id, owner_team_id=team.id, name="", docs=[])
         self._apply(service, replace(fields, tags=None))
         tags = sorted(check_tags(fields.tags or []))  # as every read returns them
@@ -230,7 +228,7 @@ class ServiceService:
         self._apply(service, replace(fields, tags=None))
         if owner is not None and owner.id != service.owner_team_id:
             if owner.org_id != service.org_id:
-                raise _invalid(
+                raise ValidationFailed.on(
                     "owner_team_id", "the new owner team must be in the service's organization"
                 )
             service.owner_team_id = owner.id

@@ -21,17 +21,13 @@ from core.pagination import Page, PageRequest, paginate
 _SHA = re.compile(r"^[0-9a-f]{7,40}$")
 
 
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(message, details=[{"field": field, "message": message}])
-
-
 def parse_version(value: str, field: str = "version") -> semantic_version.Version:
     """A semantic version (MAJOR.MINOR.PATCH[-pre][+build]); a leading `v` is accepted."""
     text = value.strip().removeprefix("v")
     try:
         return semantic_version.Version(text)
     except ValueError:
-        raise _invalid(
+        raise ValidationFailed.on(
             field, f"{value!r} is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.4.2)"
         ) from None
 
@@ -40,7 +36,7 @@ def parse_constraint(value: str, field: str = "version_constraint") -> semantic_
     try:
         return semantic_version.NpmSpec(value.strip())
     except (ValueError, AttributeError):  # AttributeError: the library on e.g. `1.0.0 - ^2`
-        raise _invalid(
+        raise ValidationFailed.on(
             field,
             f"{value!r} is not a semantic version range (e.g. ^1.2.0, ~1.4, >=1.0.0 <2.0.0, 1.x)",
         ) from None
@@ -68,7 +64,9 @@ def check_sha(value: str | None) -> str | None:
         return None
     sha = value.strip().lower()
     if not _SHA.fullmatch(sha):
-        raise _invalid("git_sha", f"{value!r} is not a git commit SHA (7 to 40 hex digits)")
+        raise ValidationFailed.on(
+            "git_sha", f"{value!r} is not a git commit SHA (7 to 40 hex digits)"
+        )
     return sha
 
 
@@ -91,7 +89,7 @@ class VersionService:
         if dockerfile_path is not None and (
             dockerfile_path.startswith("/") or ".." in dockerfile_path.split("/")
         ):
-            raise _invalid(
+            raise ValidationFailed.on(
                 "dockerfile_path", "dockerfile_path must be relative to the repository root"
             )
         conflict = f"{service.name} already has version {normalised}"

@@ -51,14 +51,10 @@ class PipelineFilter:
     visible: Visibility = EVERYTHING
 
 
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(message, details=[{"field": field, "message": message}])
-
-
 def _definition(fields: PipelineFields) -> tuple[str | None, dict[str, Any]] | None:
     """(the YAML as written, the parsed definition) from the fields, or None if not given."""
     if fields.definition is not None and fields.template is not None:
-        raise _invalid("template", "give either definition or template, not both")
+        raise ValidationFailed.on("template", "give either definition or template, not both")
     if fields.template is not None:
         text = render_template(fields.template, fields.template_parameters or {})
     elif isinstance(fields.definition, dict):
@@ -106,21 +102,27 @@ class PipelineService:
             pipeline.definition, pipeline.config = definition
         if pipeline.source == "repository":
             if not service.repository_url:
-                raise _invalid(
+                raise ValidationFailed.on(
                     "source",
                     f"{service.name} has no repository_url, so the definition cannot be read "
                     "from the repository; set one or give the definition inline",
                 )
             if definition is not None:
-                raise _invalid("definition", "a repository-sourced pipeline takes no definition")
+                raise ValidationFailed.on(
+                    "definition", "a repository-sourced pipeline takes no definition"
+                )
             pipeline.definition, pipeline.config = None, {}
         elif pipeline.definition is None:
-            raise _invalid("definition", "an inline pipeline needs a definition or a template")
+            raise ValidationFailed.on(
+                "definition", "an inline pipeline needs a definition or a template"
+            )
         if fields.triggers is not None:
             pipeline.triggers = parse_triggers(fields.triggers).model_dump(mode="json")
         if fields.concurrency_limit is not None:
             if fields.concurrency_limit < 0:
-                raise _invalid("concurrency_limit", "concurrency_limit cannot be negative")
+                raise ValidationFailed.on(
+                    "concurrency_limit", "concurrency_limit cannot be negative"
+                )
             pipeline.concurrency_limit = fields.concurrency_limit or None  # 0: no limit
         if fields.cancel_superseded is not None:
             pipeline.cancel_superseded = fields.cancel_superseded
@@ -129,7 +131,7 @@ class PipelineService:
 
     async def create(self, service: Service, fields: PipelineFields) -> Pipeline:
         if fields.name is None:
-            raise _invalid("name", "name is required")
+            raise ValidationFailed.on("name", "name is required")
         name = check_slug(fields.name, "name")
         await self._check_name_free(service, name, None)
         pipeline = Pipeline(

@@ -47,10 +47,6 @@ def list_templates(directory: Path = TEMPLATE_DIR) -> dict[str, PipelineTemplate
     }
 
 
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(message, details=[{"field": field, "message": message}])
-
-
 def _check(name: str, spec: TemplateParameter, value: Any) -> str | None:
     """What is wrong with `value` for a parameter, or None."""
     if spec.type == "boolean":
@@ -76,7 +72,7 @@ def template_values(
         raise NotFound(f"no pipeline template named {name!r} (known: {known})")
     unknown = sorted(set(parameters) - set(template.parameters))
     if unknown:
-        raise _invalid(
+        raise ValidationFailed.on(
             f"template.parameters.{unknown[0]}",
             f"template {name} has no parameter {unknown[0]} "
             f"(it takes: {', '.join(template.parameters)})",
@@ -85,10 +81,10 @@ def template_values(
     for key, spec in template.parameters.items():
         value = parameters.get(key, spec.default)
         if value is None:
-            raise _invalid(f"template.parameters.{key}", f"template {name} needs {key}")
+            raise ValidationFailed.on(f"template.parameters.{key}", f"template {name} needs {key}")
         problem = _check(key, spec, value)
         if problem:
-            raise _invalid(f"template.parameters.{key}", problem)
+            raise ValidationFailed.on(f"template.parameters.{key}", problem)
         values[key] = value
     return values
 
