@@ -64,9 +64,15 @@ def update(**changes: Any) -> None:
 @contextmanager
 def bound(ctx: RequestContext | None = None, **changes: Any) -> Iterator[RequestContext]:
     """Run a block with `ctx` (or the current context with `changes`) as the current context."""
-    new = replace(ctx or current(), **changes)
+    previous = current()
+    new = replace(ctx or previous, **changes)
     token = _current.set(new)
     try:
         yield new
     finally:
-        _current.reset(token)
+        try:
+            _current.reset(token)
+        except ValueError:
+            # ended in another context (a workflow evicted while its task was suspended):
+            # there is nothing of ours to undo there
+            _current.set(previous)
