@@ -367,7 +367,6 @@ class PipelineActivities:
             "IDP_GIT_SHA": input.sha,
             "IDP_STAGE": input.stage,
             "IDP_STEP": step.name,
-            "IDP_WORKSPACE": str(workspace),
         }
         spec = StepSpec(
             step_id=str(step.step_id),

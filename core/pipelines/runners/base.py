@@ -32,6 +32,11 @@ class StepSpec(BaseModel):
     image: str | None = Field(None, description="Container image; ignored by the local runner")
 
 
+class RunnerUnavailable(RuntimeError):
+    """Where steps run cannot be used now (the Docker engine or Kubernetes API unreachable,
+    not configured, refusing the runner): the step did not run, and may be retried."""
+
+
 class LogLine(BaseModel):
     """One line of output, without its line ending. `seq` increases by one per line across
     both streams of a step, in the order the runner read them."""

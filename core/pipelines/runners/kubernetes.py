@@ -102,6 +102,7 @@ from core.pipelines.runners.base import (
     Heartbeat,
     LogLine,
     OutputSink,
+    RunnerUnavailable,
     StepOutcome,
     StepSpec,
     StepStatus,
@@ -128,10 +129,6 @@ _TIMESTAMP = re.compile(
 
 T = TypeVar("T")
 _Key = tuple[int, int]  # (epoch seconds, nanoseconds) of a log line
-
-
-class RunnerUnavailable(RuntimeError):
-    """The Kubernetes API cannot be used: unreachable, not configured, or refusing the runner."""
 
 
 class _Unreachable(Exception):

@@ -1,7 +1,6 @@
 """From a step's raw output bytes to numbered log lines, sent to the sink in batches.
 
-Shared by the runners that read raw output streams (the docker runner; the local runner's
-reader and flusher do the same and are to switch to these helpers).
+Shared by the runners that read raw output streams (local and docker).
 
 - `LineSplitter` cuts one byte stream into lines: on `\\n`; a line longer than
   `max_line_bytes` is cut into pieces of at most that size (never inside a UTF-8 character);

@@ -35,18 +35,17 @@ import signal
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from core.pipelines.runners.base import (
     Heartbeat,
-    LogLine,
     OutputSink,
     StepOutcome,
     StepSpec,
     StepStatus,
     Stream,
 )
+from core.pipelines.runners.lines import DEFAULT_MAX_LINE_BYTES, LineBatcher, LineSplitter
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _PR_SET_CHILD_SUBREAPER = 36
@@ -114,7 +113,7 @@ def _reap_group(pgid: int) -> None:
 
 
 class _Step:
-    """One running step: its process, its readers, its pending lines and its flusher."""
+    """One running step: its process, the readers of its pipes and its line batcher."""
 
     def __init__(
         self,
@@ -125,89 +124,22 @@ class _Step:
         self.runner = runner
         self.proc = proc
         self.pgid = proc.pid  # session leader: its pid is the group id
-        self.on_output = on_output
-        self.seq = 0
-        self.pending: list[LogLine] = []
-        self.wake = asyncio.Event()
-        self.drained = asyncio.Event()
-        self.drained.set()
-        self.closing = False
-        self.flush_lock = asyncio.Lock()
-        self.sink_failed = False
+        self.batcher = LineBatcher(
+            on_output, flush_lines=runner.flush_lines, flush_interval=runner.flush_interval
+        )
+        self.flusher = self.batcher.start()
         self.readers = [
             asyncio.create_task(self._read(proc.stdout, "stdout")),
             asyncio.create_task(self._read(proc.stderr, "stderr")),
         ]
-        self.flusher = asyncio.create_task(self._flush_loop())
-
-    # -- output ----------------------------------------------------------------------------
-    async def _emit(self, stream: Stream, raw: bytes) -> None:
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        self.seq += 1
-        self.pending.append(
-            LogLine(
-                seq=self.seq,
-                at=datetime.now(UTC),
-                stream=stream,
-                text=raw.decode("utf-8", errors="replace"),
-            )
-        )
-        if len(self.pending) >= self.runner.flush_lines:
-            self.wake.set()
-        if len(self.pending) >= self.runner.flush_lines * 5:
-            # back-pressure: a slow sink slows the reader, and then the pipe, not our memory
-            self.drained.clear()
-            await self.drained.wait()
 
     async def _read(self, reader: asyncio.StreamReader | None, stream: Stream) -> None:
         if reader is None:
             return
-        limit = self.runner.max_line_bytes
-        buffer = b""
-        while True:
-            chunk = await reader.read(65536)
-            if not chunk:
-                break
-            buffer += chunk
-            while True:
-                newline = buffer.find(b"\n")
-                if newline != -1 and newline <= limit:
-                    line, buffer = buffer[:newline], buffer[newline + 1 :]
-                    await self._emit(stream, line)
-                elif len(buffer) > limit:
-                    cut = limit
-                    # do not split a UTF-8 character: back off over continuation bytes
-                    while cut > limit - 3 and (buffer[cut] & 0xC0) == 0x80:
-                        cut -= 1
-                    line, buffer = buffer[:cut], buffer[cut:]
-                    await self._emit(stream, line)
-                else:
-                    break
-        if buffer:
-            await self._emit(stream, buffer)
-
-    async def flush(self) -> None:
-        async with self.flush_lock:
-            while self.pending:
-                batch = self.pending[: self.runner.flush_lines]
-                del self.pending[: len(batch)]
-                try:
-                    await self.on_output(batch)
-                except BaseException:
-                    self.sink_failed = True
-                    raise
-                finally:
-                    if len(self.pending) < self.runner.flush_lines * 5:
-                        self.drained.set()
-
-    async def _flush_loop(self) -> None:
-        while not self.closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.runner.flush_interval)
-            self.wake.clear()
-            await self.flush()
-        await self.flush()
+        splitter = LineSplitter(self.runner.max_line_bytes)
+        while chunk := await reader.read(65536):
+            await self.batcher.add(stream, splitter.feed(chunk))
+        await self.batcher.add(stream, splitter.end())
 
     # -- ending ----------------------------------------------------------------------------
     async def kill_group(self, grace: float) -> None:
@@ -236,16 +168,12 @@ class _Step:
         for task in late:  # a process that escaped the group still holds a pipe
             task.cancel()
         await asyncio.gather(*self.readers, return_exceptions=True)
-        self.closing = True
-        self.wake.set()
-        self.drained.set()
-        if not self.sink_failed:
-            await self.flusher
-            await self.flush()
+        await self.batcher.close()
 
     def abandon(self) -> None:
-        for task in [*self.readers, self.flusher]:
+        for task in self.readers:
             task.cancel()
+        self.batcher.abandon()
 
 
 class LocalRunner:
@@ -259,7 +187,7 @@ class LocalRunner:
         flush_interval: float = 0.5,
         flush_lines: int = 200,
         heartbeat_interval: float = 2.0,
-        max_line_bytes: int = 64 * 1024,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         drain_timeout: float = 2.0,
         reap_orphans: bool = True,
         path: str | None = None,
