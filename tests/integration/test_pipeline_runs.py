@@ -28,8 +28,8 @@ from core.pipelines.commit_status import CommitStatusReporter, build_host_config
 from core.settings import Settings
 from core.temporal import policies
 from core.topology import Topology
-from tests.helpers import wait_until
-from tests.integration.identity_helpers import assert_error
+from tests.helpers import free_port, wait_until
+from tests.integration.identity_helpers import assert_error, running_api
 from tests.integration.pipeline_helpers import (
     Stack,
     git,
@@ -587,3 +587,35 @@ async def test_a_gitlab_push_with_its_token_starts_a_run(
             run = await stack.finished(answer.json()["runs"][0]["id"])
     assert run["status"] == "succeeded" and run["git_sha"] == sha
     assert run["triggered_by"] == "linus.t"
+
+
+async def test_a_delivery_while_temporal_is_down_is_kept_and_its_redelivery_starts_it(
+    settings: Settings,
+    topology: Topology,
+    database_url: str,
+    temporal_env: WorkflowEnvironment,
+    repo: Repo,
+) -> None:
+    sha = repo.init(pipeline=ONE_STEP)
+    up = stack_settings(settings, temporal_env, {repo.url: f"file://{repo.path}"})
+    down = up.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+    body, headers = github_delivery(push_payload(repo.owner, repo.name, sha))
+    async with pipeline_stack(up, topology, database_url) as stack:
+        service = await stack.service(repo.url)
+        pipeline = await stack.pipeline(service["id"], source="repository", triggers={"push": {}})
+    async with running_api(down, topology, database_url) as api_down:
+        refused = await api_down.client.post("/webhooks/github", content=body, headers=headers)
+        assert_error(refused, 503, "unavailable")
+    async with pipeline_stack(up, topology, database_url) as stack:
+        [kept] = (
+            await stack.api.client.get(
+                "/pipelines/runs", params={"pipeline_id": pipeline["id"]}, headers=stack.admin
+            )
+        ).json()["items"]
+        assert kept["status"] == "queued"
+        async with pipelines_worker(stack.client, stack.settings):
+            again = await deliver(stack, body, headers)
+            assert again.status_code == 202 and again.json()["runs"][0]["id"] == kept["id"]
+            run = await stack.finished(kept["id"])
+    assert run["status"] == "succeeded"
+    assert await run_count(stack, pipeline["id"]) == 1
