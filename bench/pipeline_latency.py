@@ -33,16 +33,15 @@ from temporalio.worker import Worker
 
 from api.app import create_app
 from bench.stats import report, summary
-from core.catalog.services import ServiceFields, ServiceService
 from core.db import migrate
 from core.db.engine import transaction
 from core.local_secrets import with_local_secrets
-from core.models.identity import Organization, Team
 from core.models.pipelines import PipelineRun
 from core.pipelines.pipelines import PipelineFields, PipelineService
 from core.settings import Settings
 from core.temporal.client import connect
 from core.topology import load_topology
+from tests.helpers import seed_service
 from tests.integration.pipeline_helpers import github_delivery, make_repo, push_payload
 from workers.resources import WorkerResources
 from workers.runner import build_workers
@@ -87,19 +86,11 @@ async def _setup(settings: Settings, url: str, marks: Path) -> dict[str, str]:
     resources_engine = WorkerResources.create(settings, load_topology(settings.temporal_config))
     try:
         async with transaction(resources_engine.sessions) as session:
-            org = Organization(name="Bench", slug=f"bench-{uuid.uuid4().hex[:8]}")
-            session.add(org)
-            await session.flush()
-            team = Team(org_id=org.id, name="Bench", slug="bench")
-            session.add(team)
-            await session.flush()
-            view = await ServiceService(session).create(
-                team, ServiceFields(name="app", repository_url=url)
-            )
+            service = await seed_service(session, repository_url=url)
             ids = {}
             for name, steps, branch in (("latency", 1, "main"), ("three", 3, "load")):
                 pipeline = await PipelineService(session).create(
-                    view.service,
+                    service,
                     PipelineFields(
                         name=name,
                         definition=definition(marks, steps),

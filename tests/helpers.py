@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.models.catalog import Service
 
 
 @asynccontextmanager
@@ -35,3 +39,23 @@ async def wait_until(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(every)
+
+
+async def seed_service(
+    session: AsyncSession, name: str = "app", repository_url: str | None = None
+) -> Service:
+    """A new organization and team, and a service the team owns (written directly, for tests
+    and benchmarks that drive workers without the API)."""
+    from core.catalog.services import ServiceFields, ServiceService
+    from core.models.identity import Organization, Team
+
+    org = Organization(name="Org", slug=f"org-{uuid.uuid4().hex[:8]}")
+    session.add(org)
+    await session.flush()
+    team = Team(org_id=org.id, name="Team", slug="team")
+    session.add(team)
+    await session.flush()
+    view = await ServiceService(session).create(
+        team, ServiceFields(name=name, repository_url=repository_url)
+    )
+    return view.service

@@ -23,12 +23,11 @@ from core.catalog.health import CheckFields, HealthCheckService
 from core.catalog.health_messages import ProbeConfig
 from core.catalog.health_starter import monitor_input, start_monitor
 from core.db.engine import create_engine, session_factory, transaction
-from core.models.catalog import HealthCheck, HealthCheckResult, HealthTransition, Service
-from core.models.identity import Organization, Team
+from core.models.catalog import HealthCheck, HealthCheckResult, HealthTransition
 from core.temporal.client import connect
 from core.topology import load_topology
 from tests.e2e.stack import start_worker, worker_settings
-from tests.helpers import wait_until
+from tests.helpers import seed_service, wait_until
 from tests.standins.http_target import HttpTarget
 from workflows.health_monitor import HEALTH_QUEUE, workflow_id_for
 
@@ -60,15 +59,7 @@ async def test_sigkill_the_worker_and_a_new_one_keeps_probing(
     with HttpTarget() as target:
         try:
             async with transaction(sessions) as session:
-                org = Organization(name="Org", slug=f"org-{uuid.uuid4().hex[:8]}")
-                session.add(org)
-                await session.flush()
-                team = Team(org_id=org.id, name="Team", slug="team")
-                session.add(team)
-                await session.flush()
-                service = Service(org_id=org.id, owner_team_id=team.id, name="payments")
-                session.add(service)
-                await session.flush()
+                service = await seed_service(session, name="payments")
                 check = await HealthCheckService(session).create(
                     service,
                     CheckFields(name="live", endpoint=target.url, interval_seconds=5),

@@ -18,9 +18,7 @@ from sqlalchemy import select
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from core.catalog.services import ServiceFields, ServiceService
 from core.db.engine import create_engine, session_factory, transaction
-from core.models.identity import Organization, Team
 from core.models.pipelines import PipelineLogChunk, PipelineRun, PipelineStep
 from core.pipelines.dispatch import start_run
 from core.pipelines.pipelines import PipelineFields, PipelineService
@@ -29,7 +27,7 @@ from core.settings import PROJECT_ROOT
 from core.temporal.client import connect
 from core.topology import load_topology
 from tests.e2e.stack import start_worker, worker_settings
-from tests.helpers import wait_until
+from tests.helpers import seed_service, wait_until
 from tests.integration.pipeline_helpers import make_repo
 from workflows.pipeline_run import PIPELINES_QUEUE
 
@@ -93,16 +91,7 @@ async def test_sigkill_mid_step_and_a_new_worker_completes_the_run_with_the_logs
     client = await connect(settings, topology)
     try:
         async with transaction(sessions) as session:
-            org = Organization(name="Org", slug=f"org-{uuid.uuid4().hex[:8]}")
-            session.add(org)
-            await session.flush()
-            team = Team(org_id=org.id, name="Team", slug="team")
-            session.add(team)
-            await session.flush()
-            view = await ServiceService(session).create(
-                team, ServiceFields(name="app", repository_url=url)
-            )
-            service = view.service
+            service = await seed_service(session, repository_url=url)
             pipeline = await PipelineService(session).create(
                 service, PipelineFields(name="ci", source="repository")
             )

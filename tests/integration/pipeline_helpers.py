@@ -109,6 +109,14 @@ class Stack:
         assert created.status_code == 201, created.text
         return dict(created.json())
 
+    async def start(self, pipeline_id: str, **body: Any) -> str:
+        """Start a manual run; its id."""
+        started = await self.api.client.post(
+            f"/pipelines/{pipeline_id}/run", json=body, headers=self.admin
+        )
+        assert started.status_code == 202, started.text
+        return str(started.json()["id"])
+
     async def run(self, run_id: str) -> dict[str, Any]:
         got = await self.api.client.get(f"/pipelines/runs/{run_id}", headers=self.admin)
         assert got.status_code == 200, got.text

@@ -77,7 +77,13 @@ stages:
         run: echo publishing
 """
 
-ONE_STEP = "stages:\n  - name: s\n    steps:\n      - name: a\n        run: 'true'\n"
+
+def one_step(run: str, step: str = "a") -> str:
+    """A pipeline of one stage `s` with one step running `run` (YAML single-quoted)."""
+    return f"stages:\n  - name: s\n    steps:\n      - name: {step}\n        run: '{run}'\n"
+
+
+ONE_STEP = one_step("true")
 CHECK = "#!/bin/sh\necho checking $GREETING\necho warn >&2\n"
 
 
@@ -322,10 +328,7 @@ async def test_cancel_kills_the_steps_processes_and_records_cancelled(
     stack: Stack, repo: Repo, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "step.pid"
-    slow = (
-        "stages:\n  - name: s\n    steps:\n      - name: long\n"
-        f"        run: 'echo started; sleep 300 & echo $! > {pid_file}; wait'\n"
-    )
+    slow = one_step(f"echo started; sleep 300 & echo $! > {pid_file}; wait", "long")
     repo.init(pipeline=slow)
     service = await stack.service(repo.url)
     pipeline = await stack.pipeline(service["id"], source="repository")
@@ -357,25 +360,14 @@ async def test_concurrency_limit_queues_the_second_run_until_the_first_ends(
     stack: Stack, repo: Repo, tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
-    waiting = (
-        "stages:\n  - name: s\n    steps:\n      - name: wait\n"
-        f"        run: 'while [ ! -f {gate} ]; do sleep 0.05; done'\n"
-    )
+    waiting = one_step(f"while [ ! -f {gate} ]; do sleep 0.05; done", "wait")
     repo.init(pipeline=waiting)
     service = await stack.service(repo.url)
     pipeline = await stack.pipeline(service["id"], source="repository", concurrency_limit=1)
     async with pipelines_worker(stack.client, stack.settings):
-        first = (
-            await stack.api.client.post(
-                f"/pipelines/{pipeline['id']}/run", json={}, headers=stack.admin
-            )
-        ).json()["id"]
+        first = await stack.start(pipeline["id"])
         await stack.until_status(first, "running")
-        second = (
-            await stack.api.client.post(
-                f"/pipelines/{pipeline['id']}/run", json={}, headers=stack.admin
-            )
-        ).json()["id"]
+        second = await stack.start(pipeline["id"])
         await asyncio.sleep(1.0)
         queued = await stack.run(second)
         assert queued["status"] == "queued" and queued["live"] is True
@@ -396,19 +388,12 @@ async def test_concurrency_limit_queues_the_second_run_until_the_first_ends(
 async def test_live_log_stream_follows_a_running_step_until_the_run_ends(
     stack: Stack, repo: Repo
 ) -> None:
-    ticking = (
-        "stages:\n  - name: s\n    steps:\n      - name: tick\n"
-        "        run: 'for i in 1 2 3 4 5; do echo tick-$i; sleep 0.4; done'\n"
-    )
+    ticking = one_step("for i in 1 2 3 4 5; do echo tick-$i; sleep 0.4; done", "tick")
     repo.init(pipeline=ticking)
     service = await stack.service(repo.url)
     pipeline = await stack.pipeline(service["id"], source="repository")
     async with pipelines_worker(stack.client, stack.settings):
-        run_id = (
-            await stack.api.client.post(
-                f"/pipelines/{pipeline['id']}/run", json={}, headers=stack.admin
-            )
-        ).json()["id"]
+        run_id = await stack.start(pipeline["id"])
         seen: list[tuple[float, str]] = []
         events: list[str] = []
         loop = asyncio.get_running_loop()
@@ -528,10 +513,7 @@ async def test_a_new_push_cancels_the_superseded_run_of_its_branch(
     stack: Stack, repo: Repo, tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
-    waiting = (
-        "stages:\n  - name: s\n    steps:\n      - name: wait\n"
-        f"        run: 'while [ ! -f {gate} ]; do sleep 0.05; done'\n"
-    )
+    waiting = one_step(f"while [ ! -f {gate} ]; do sleep 0.05; done", "wait")
     sha = repo.init(pipeline=waiting)
     service = await stack.service(repo.url)
     await stack.pipeline(
