@@ -14,6 +14,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from core.catalog.health_starter import ensure_monitors
 from core.errors import ConfigError
+from core.pipelines.dispatch import ensure_queued_runs
 from core.settings import Settings
 from core.temporal import policies
 from core.temporal.client import connect
@@ -22,6 +23,7 @@ from workers.registry import BINDINGS, activities_for, check_topology
 from workers.resources import WorkerResources
 from workers.schedules import sync_schedules
 from workflows.health_monitor import HEALTH_QUEUE
+from workflows.pipeline_run import PIPELINES_QUEUE
 
 log = logging.getLogger("idp.worker")
 
@@ -92,6 +94,15 @@ async def reconcile_health_monitors(client: Client, resources: WorkerResources) 
         log.warning("could not start the missing health monitors: %s", exc)
 
 
+async def reconcile_queued_runs(client: Client, resources: WorkerResources) -> None:
+    """Pipeline runs recorded while Temporal was down get their workflow. A failure is
+    logged, not fatal: the next worker start tries again."""
+    try:
+        await ensure_queued_runs(client, resources.sessions)
+    except Exception as exc:
+        log.warning("could not start the queued pipeline runs: %s", exc)
+
+
 async def run_workers(settings: Settings, topology: Topology, queues: Sequence[str] | None) -> None:
     """Serve `queues` (default: all) until SIGINT/SIGTERM, then shut down gracefully."""
     selected = select_queues(topology, queues)
@@ -109,6 +120,8 @@ async def run_workers(settings: Settings, topology: Topology, queues: Sequence[s
         )
         if HEALTH_QUEUE in selected:
             await reconcile_health_monitors(client, resources)
+        if PIPELINES_QUEUE in selected:
+            await reconcile_queued_runs(client, resources)
         tasks = [asyncio.create_task(w.run()) for w in workers]
         log.info("worker serving task queues: %s", ", ".join(selected))
         done, _ = await asyncio.wait(

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.db.engine import transaction
+from core.db.types import utcnow
 from core.models.catalog import Service
 from core.models.pipelines import Pipeline, PipelineRun
 from core.pipelines.events import GitEvent
@@ -31,6 +33,7 @@ from workflows.notification import NOTIFICATIONS_QUEUE
 from workflows.pipeline_run import PIPELINES_QUEUE, PipelineRunWorkflow
 
 log = logging.getLogger("idp.pipelines")
+RECONCILE_AFTER = timedelta(seconds=30)  # what a request normally takes to start its run
 
 
 @dataclass
@@ -132,5 +135,28 @@ async def cancel_run(client: Client, run: PipelineRun) -> bool:
     return True
 
 
-def run_ids(started: list[Started]) -> list[uuid.UUID]:
-    return [s.run.id for s in started]
+async def ensure_queued_runs(
+    client: Client,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    older_than: timedelta = RECONCILE_AFTER,
+) -> int:
+    """Start the workflow of every run still `queued` after `older_than` (its request met
+    Temporal down, or its process died between the commit and the start). Idempotent: a run
+    whose workflow exists is left alone. Returns how many were asked to start."""
+    async with transaction(sessions) as session:
+        runs = list(
+            await session.scalars(
+                select(PipelineRun)
+                .where(
+                    PipelineRun.status == "queued",
+                    PipelineRun.created_at < utcnow() - older_than,
+                )
+                .order_by(PipelineRun.created_at)
+            )
+        )
+    for run in runs:
+        await start_run(client, run)
+    if runs:
+        log.info("asked %d queued pipeline runs to start", len(runs))
+    return len(runs)

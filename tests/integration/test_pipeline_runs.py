@@ -12,6 +12,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,11 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from core.models.pipelines import PipelineRun
+from core.db.engine import create_engine, session_factory
+from core.models.pipelines import Pipeline, PipelineRun
 from core.pipelines.commit_status import CommitStatusReporter, build_host_configs
+from core.pipelines.dispatch import ensure_queued_runs
+from core.pipelines.runs import RunRequest, RunService
 from core.settings import Settings
 from core.temporal import policies
 from core.topology import Topology
@@ -601,3 +605,26 @@ async def test_a_delivery_while_temporal_is_down_is_kept_and_its_redelivery_star
             run = await stack.finished(kept["id"])
     assert run["status"] == "succeeded"
     assert await run_count(stack, pipeline["id"]) == 1
+
+
+async def test_a_worker_starting_up_starts_the_runs_left_queued(stack: Stack, repo: Repo) -> None:
+    repo.init(pipeline=ONE_STEP)
+    service = await stack.service(repo.url)
+    pipeline = await stack.pipeline(service["id"], source="repository")
+    async with stack.api.session() as session:  # recorded, never started (Temporal was down)
+        row = await session.get(Pipeline, uuid.UUID(pipeline["id"]))
+        assert row is not None
+        left, _ = await RunService(session).create(row, RunRequest(trigger_type="manual"))
+        left.created_at = left.created_at - timedelta(minutes=5)
+    fresh = await stack.start(pipeline["id"])  # started normally, and too young to touch
+    engine = create_engine(stack.settings.effective_database_url)
+    try:
+        async with pipelines_worker(stack.client, stack.settings):
+            # (other tests' leftovers on a shared database may be asked too)
+            assert await ensure_queued_runs(stack.client, session_factory(engine)) >= 1
+            assert (await stack.finished(str(left.id)))["status"] == "succeeded"
+            assert (await stack.finished(fresh))["status"] == "succeeded"
+        again = await stack.run(str(left.id))
+        assert again["status"] == "succeeded" and again["trigger_type"] == "manual"
+    finally:
+        await engine.dispose()
