@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -64,15 +64,13 @@ def update(**changes: Any) -> None:
 @contextmanager
 def bound(ctx: RequestContext | None = None, **changes: Any) -> Iterator[RequestContext]:
     """Run a block with `ctx` (or the current context with `changes`) as the current context."""
-    previous = current()
-    new = replace(ctx or previous, **changes)
+    new = replace(ctx or current(), **changes)
     token = _current.set(new)
     try:
         yield new
     finally:
-        try:
+        # A block that ends in another context (a workflow's coroutine closed by an eviction
+        # or the garbage collector, in whatever task is running) has nothing of its own to
+        # undo there: leave that context alone.
+        with suppress(ValueError):
             _current.reset(token)
-        except ValueError:
-            # ended in another context (a workflow evicted while its task was suspended):
-            # there is nothing of ours to undo there
-            _current.set(previous)
