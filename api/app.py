@@ -17,6 +17,7 @@ from api.routers import (
     audit,
     auth,
     catalog,
+    environments,
     health,
     health_checks,
     notifications,
@@ -163,6 +164,7 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
         notifications.router,
         services.router,
         catalog.router,
+        environments.router,
         pipeline_runs.router,  # before pipelines: /pipelines/runs is not a pipeline id
         pipelines.router,
         health_checks.router,

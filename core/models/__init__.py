@@ -10,6 +10,7 @@ from core.models.catalog import (
     ServiceTag,
     ServiceVersion,
 )
+from core.models.environments import Environment, EnvironmentAccess, EnvironmentConfig
 from core.models.identity import (
     ApiKey,
     MfaRecoveryCode,
@@ -42,6 +43,9 @@ __all__ = [
     "ApiKey",
     "AuditLog",
     "BuildArtifact",
+    "Environment",
+    "EnvironmentAccess",
+    "EnvironmentConfig",
     "HealthCheck",
     "HealthCheckResult",
     "HealthTransition",

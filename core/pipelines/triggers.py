@@ -8,11 +8,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from core.errors import ValidationFailed
 from core.pipelines.definition import Glob, branch_matches
 from core.pipelines.events import GitEvent
+from core.validation import validate_model
 
 PULL_REQUEST_ACTIONS = (
     "opened",
@@ -110,13 +111,6 @@ class Triggers(BaseModel):
     cron: list[Cron] = Field(default_factory=list, description="Five-field cron expressions")
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
-    out = "triggers"
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
-
-
 def parse_triggers(data: Any) -> Triggers:
     """Validate triggers given as an object (None means the defaults: manual only).
     ValidationFailed lists every problem: `[{"field": "triggers.cron[0]", "message": ...}]`."""
@@ -127,20 +121,7 @@ def parse_triggers(data: Any) -> Triggers:
             "triggers must be an object",
             details=[{"field": "triggers", "message": "expected an object"}],
         )
-    try:
-        return Triggers.model_validate(data)
-    except ValidationError as exc:
-        details = [
-            {
-                "field": _field(tuple(e["loc"])),
-                "message": str(e["msg"]).removeprefix("Value error, "),
-            }
-            for e in exc.errors()
-        ]
-        first = details[0]
-        raise ValidationFailed(
-            f"triggers are not valid: {first['field']}: {first['message']}", details=details
-        ) from None
+    return validate_model(Triggers, data, "triggers", "triggers are not valid")
 
 
 def _any(value: str | None, globs: list[str]) -> bool:

@@ -1,0 +1,179 @@
+"""Environments: create (`environments:write` on the organization), read and list
+(`environments:read`), and their configuration entries (secrets masked in every response)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import require
+from api.deps import DbSession
+from api.pagination import PageOut, page_params, page_response
+from core.environments.environments import (
+    MASK,
+    ConfigEntry,
+    EnvironmentFields,
+    EnvironmentService,
+    environment_resource,
+    visible_filter,
+)
+from core.environments.policy import EnvironmentType, Target
+from core.identity.organizations import OrganizationService
+from core.models.environments import Environment, EnvironmentConfig
+from core.pagination import PageRequest
+from core.security.authorization import ANY_SCOPE, Principal, Resource, authorize
+
+router = APIRouter(prefix="/environments", tags=["environments"])
+
+
+class EnvironmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    org_id: uuid.UUID
+    name: str = Field(max_length=63, examples=["staging"])
+    type: EnvironmentType
+    description: str = Field("", max_length=10_000)
+    target: Target = Field("local", description="Where deploys go: local processes or Kubernetes")
+    cluster_id: str | None = Field(None, max_length=255, description="A kubeconfig context")
+    namespace: str | None = Field(None, max_length=63, description="Default: the name")
+    previous_id: uuid.UUID | None = Field(
+        None, description="The environment a version is promoted from"
+    )
+    limits: dict[str, Any] = Field(default_factory=dict, description="cpu, memory, pods, ...")
+    policy: dict[str, Any] = Field(default_factory=dict, description="The protection policy")
+    config: dict[str, Any] = Field(default_factory=dict, description="Free-form settings")
+
+
+class ConfigEntryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(max_length=255, examples=["DATABASE_URL"])
+    value: str = Field(max_length=65_536)
+    is_secret: bool = False
+
+
+class ConfigIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    entries: list[ConfigEntryIn] = Field(default_factory=list, max_length=500)
+    remove: list[str] = Field(default_factory=list, max_length=500)
+
+
+class ConfigEntryOut(BaseModel):
+    key: str
+    value: str = Field(description=f"{MASK} for a secret")
+    is_secret: bool
+    updated_at: datetime
+    updated_by: uuid.UUID | None
+
+    @classmethod
+    def of(cls, entry: EnvironmentConfig) -> ConfigEntryOut:
+        return cls(
+            key=entry.key,
+            value=MASK if entry.is_secret else entry.value,
+            is_secret=entry.is_secret,
+            updated_at=entry.updated_at,
+            updated_by=entry.updated_by,
+        )
+
+
+class EnvironmentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    org_id: uuid.UUID
+    name: str
+    description: str
+    type: str
+    status: str
+    target: str
+    cluster_id: str | None
+    namespace: str | None
+    previous_id: uuid.UUID | None
+    position: int
+    limits: dict[str, Any]
+    policy: dict[str, Any]
+    config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class EnvironmentDetailOut(EnvironmentOut):
+    entries: list[ConfigEntryOut] = Field(description="Configuration entries, secrets masked")
+
+
+async def _environment(
+    session: DbSession, env_id: uuid.UUID, principal: Principal, permission: str
+) -> Environment:
+    env = await EnvironmentService(session).get(env_id)
+    authorize(principal, permission, environment_resource(env))
+    return env
+
+
+async def _detail(service: EnvironmentService, env: Environment) -> EnvironmentDetailOut:
+    entries = [ConfigEntryOut.of(c) for c in await service.config(env)]
+    return EnvironmentDetailOut(**EnvironmentOut.model_validate(env).model_dump(), entries=entries)
+
+
+@router.get("", response_model=PageOut[EnvironmentOut], summary="List environments")
+async def list_environments(
+    request: Request,
+    session: DbSession,
+    principal: Principal = require("environments:read", ANY_SCOPE),
+    org_id: uuid.UUID | None = Query(None),
+    type: EnvironmentType | None = Query(None),
+    q: str | None = Query(None, max_length=200, description="Part of the name"),
+    page: PageRequest = Depends(page_params),
+) -> PageOut[EnvironmentOut]:
+    f = visible_filter(principal, "environments:read", org_id=org_id, type=type, q=q)
+    found = await EnvironmentService(session).search(f, page)
+    return page_response(request, found, EnvironmentOut.model_validate)
+
+
+@router.post(
+    "",
+    response_model=EnvironmentDetailOut,
+    status_code=201,
+    summary="Create an environment (environments:write on the organization)",
+)
+async def create_environment(
+    body: EnvironmentIn,
+    session: DbSession,
+    principal: Principal = require("environments:write", ANY_SCOPE),
+) -> EnvironmentDetailOut:
+    org = await OrganizationService(session).get(body.org_id)
+    authorize(principal, "environments:write", Resource(organization_id=org.id))
+    service = EnvironmentService(session)
+    env = await service.create(org, EnvironmentFields(**body.model_dump(exclude={"org_id"})))
+    return await _detail(service, env)
+
+
+@router.get(
+    "/{env_id}", response_model=EnvironmentDetailOut, summary="An environment with its config"
+)
+async def get_environment(
+    env_id: uuid.UUID,
+    session: DbSession,
+    principal: Principal = require("environments:read", ANY_SCOPE),
+) -> EnvironmentDetailOut:
+    env = await _environment(session, env_id, principal, "environments:read")
+    return await _detail(EnvironmentService(session), env)
+
+
+@router.put(
+    "/{env_id}/config",
+    response_model=EnvironmentDetailOut,
+    summary="Set and remove configuration entries (environments:write)",
+)
+async def update_config(
+    env_id: uuid.UUID,
+    body: ConfigIn,
+    session: DbSession,
+    principal: Principal = require("environments:write", ANY_SCOPE),
+) -> EnvironmentDetailOut:
+    env = await _environment(session, env_id, principal, "environments:write")
+    service = EnvironmentService(session)
+    await service.set_config(
+        env, [ConfigEntry(**e.model_dump()) for e in body.entries], body.remove
+    )
+    return await _detail(service, env)

@@ -1,0 +1,243 @@
+"""Environments of an organization: create, read, list, and their configuration entries.
+
+An environment's name is a slug unique among the organization's live environments. Its place
+in the promotion order is the environment before it (`previous_id`, same organization, no
+loop). Secret configuration values are encrypted with the key ring (AES-256-GCM, bound to the
+environment and key) and shown masked; the audit log records which keys changed, never a
+secret's value."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Select, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.audit import AuditService, snapshot
+from core.environments.policy import (
+    EnvironmentType,
+    ProtectionPolicy,
+    ResourceLimits,
+    Target,
+)
+from core.errors import Conflict, NotFound, ValidationFailed
+from core.identity.organizations import check_slug, flush_unique
+from core.models.environments import Environment, EnvironmentConfig
+from core.models.identity import Organization
+from core.pagination import Page, PageRequest, paginate
+from core.security.authorization import Principal, Resource
+from core.security.encryption import installed_keyring
+from core.validation import validate_model
+
+MASK = "********"
+ENVIRONMENT_TYPES: tuple[str, ...] = ("development", "staging", "production", "preview")
+TARGETS: tuple[str, ...] = ("local", "kubernetes")
+_CONFIG_KEY_MAX = 255
+
+
+def environment_resource(env: Environment) -> Resource:
+    """Where an environment sits: its organization, and itself (environment-scoped roles)."""
+    return Resource(organization_id=env.org_id, environment_id=env.id)
+
+
+def _aad(env_id: uuid.UUID, key: str) -> bytes:
+    """Binds a ciphertext to its environment and key: it cannot be moved to another."""
+    return f"environment-config:{env_id}:{key}".encode()
+
+
+def reveal(entry: EnvironmentConfig) -> str:
+    """The plain value (decrypted for a secret): only for injecting into a deployment."""
+    if not entry.is_secret:
+        return entry.value
+    return installed_keyring().decrypt_str(entry.value, aad=_aad(entry.env_id, entry.key))
+
+
+@dataclass
+class EnvironmentFields:
+    name: str
+    type: EnvironmentType
+    description: str = ""
+    target: Target = "local"
+    cluster_id: str | None = None
+    namespace: str | None = None
+    previous_id: uuid.UUID | None = None
+    limits: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ConfigEntry:
+    key: str
+    value: str
+    is_secret: bool = False
+
+
+@dataclass(frozen=True)
+class EnvironmentFilter:
+    org_ids: frozenset[uuid.UUID] | None  # None: every organization
+    environment_ids: frozenset[uuid.UUID] = frozenset()  # environment-scoped grants
+    org_id: uuid.UUID | None = None
+    type: str | None = None
+    q: str | None = None
+
+
+def visible_filter(principal: Principal, permission: str, **given: Any) -> EnvironmentFilter:
+    """What `principal` may list: every environment (a global grant), or those of the
+    organizations and environments its grants name."""
+    held = [g for g in principal.grants if permission in g.permissions]
+    if principal.key_permissions is not None and permission not in principal.key_permissions:
+        held = []
+    if any(g.scope == "global" for g in held):
+        return EnvironmentFilter(org_ids=None, **given)
+    orgs = frozenset(g.scope_id for g in held if g.scope == "organization" and g.scope_id)
+    envs = frozenset(g.scope_id for g in held if g.scope == "environment" and g.scope_id)
+    return EnvironmentFilter(org_ids=orgs, environment_ids=envs, **given)
+
+
+def _check_key(key: str, index: int) -> str:
+    key = key.strip()
+    if not key or len(key) > _CONFIG_KEY_MAX or any(c.isspace() or c == "=" for c in key):
+        raise ValidationFailed.on(
+            f"entries[{index}].key",
+            f"{key!r} is not a configuration key (1-255 characters, no spaces or '=')",
+        )
+    return key
+
+
+class EnvironmentService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.audit = AuditService(session)
+
+    async def get(self, env_id: uuid.UUID) -> Environment:
+        env = await self.session.get(Environment, env_id)
+        if env is None or env.is_deleted:
+            raise NotFound(f"environment {env_id} not found")
+        return env
+
+    async def _check_previous(self, org_id: uuid.UUID, previous_id: uuid.UUID) -> Environment:
+        previous = await self.session.get(Environment, previous_id)
+        if previous is None or previous.is_deleted or previous.org_id != org_id:
+            raise ValidationFailed.on(
+                "previous_id", f"no environment {previous_id} in this organization"
+            )
+        return previous
+
+    async def create(self, org: Organization, fields: EnvironmentFields) -> Environment:
+        name = check_slug(fields.name, "name", 63)
+        if fields.type not in ENVIRONMENT_TYPES:
+            raise ValidationFailed.on("type", f"type must be one of {', '.join(ENVIRONMENT_TYPES)}")
+        if fields.target not in TARGETS:
+            raise ValidationFailed.on("target", f"target must be one of {', '.join(TARGETS)}")
+        limits = validate_model(ResourceLimits, fields.limits, "limits")
+        policy = validate_model(ProtectionPolicy, fields.policy, "policy")
+        namespace = fields.namespace
+        if namespace is not None or fields.target == "kubernetes":
+            namespace = check_slug(namespace or name, "namespace", 63)
+        env = Environment(
+            org_id=org.id,
+            name=name,
+            description=fields.description,
+            type=fields.type,
+            target=fields.target,
+            cluster_id=fields.cluster_id,
+            namespace=namespace,
+            limits=limits.model_dump(mode="json", exclude_none=True),
+            policy=policy.model_dump(mode="json"),
+            config=fields.config,
+        )
+        if fields.previous_id is not None:
+            previous = await self._check_previous(org.id, fields.previous_id)
+            env.previous_id, env.position = previous.id, previous.position + 1
+        taken = await self.session.scalar(
+            select(Environment.id).where(
+                Environment.org_id == org.id,
+                Environment.name == name,
+                Environment.deleted_at.is_(None),
+            )
+        )
+        if taken is not None:
+            raise Conflict(f"the organization already has an environment named {name}")
+        self.session.add(env)
+        await flush_unique(
+            self.session, f"the organization already has an environment named {name}"
+        )
+        await self.audit.record("environment.create", "environment", env.id, after=snapshot(env))
+        return env
+
+    def _query(self, f: EnvironmentFilter) -> Select[Any]:
+        stmt = select(Environment).where(Environment.deleted_at.is_(None))
+        if f.org_ids is not None:
+            stmt = stmt.where(
+                or_(Environment.org_id.in_(f.org_ids), Environment.id.in_(f.environment_ids))
+            )
+        if f.org_id is not None:
+            stmt = stmt.where(Environment.org_id == f.org_id)
+        if f.type is not None:
+            stmt = stmt.where(Environment.type == f.type)
+        if f.q:
+            stmt = stmt.where(Environment.name.contains(f.q.lower(), autoescape=True))
+        return stmt
+
+    async def search(self, f: EnvironmentFilter, page: PageRequest) -> Page[Environment]:
+        """In promotion order (position), then by name."""
+        return await paginate(
+            self.session,
+            self._query(f),
+            page,
+            order=(Environment.position, Environment.name, Environment.id),
+        )
+
+    async def config(self, env: Environment) -> list[EnvironmentConfig]:
+        return list(
+            await self.session.scalars(
+                select(EnvironmentConfig)
+                .where(EnvironmentConfig.env_id == env.id)
+                .order_by(EnvironmentConfig.key)
+            )
+        )
+
+    async def set_config(
+        self, env: Environment, entries: list[ConfigEntry], remove: list[str]
+    ) -> list[EnvironmentConfig]:
+        """Set `entries` (added or replaced) and delete the `remove` keys, in one change;
+        audited as which keys were set, replaced and removed (secret values never)."""
+        keys = [_check_key(e.key, i) for i, e in enumerate(entries)]
+        twice = sorted({k for k in keys if keys.count(k) > 1} | (set(keys) & set(remove)))
+        if twice:
+            raise ValidationFailed.on("entries", f"keys given twice: {', '.join(twice)}")
+        current = {c.key: c for c in await self.config(env)}
+        missing = sorted(set(remove) - set(current))
+        if missing:
+            raise NotFound(f"no configuration keys {', '.join(missing)} in {env.name}")
+        before = {k: _shown(c) for k, c in current.items()}
+        keyring = installed_keyring()
+        for key, entry in zip(keys, entries, strict=True):
+            row = current.get(key) or EnvironmentConfig(env_id=env.id, key=key)
+            row.is_secret = entry.is_secret
+            row.value = (
+                keyring.encrypt_str(entry.value, aad=_aad(env.id, key))
+                if entry.is_secret
+                else entry.value
+            )
+            self.session.add(row)
+        for key in remove:
+            await self.session.delete(current[key])
+        await self.session.flush()
+        after = {c.key: _shown(c) for c in await self.config(env)}
+        await self.audit.record(
+            "environment.config.update",
+            "environment",
+            env.id,
+            before=before,
+            after={**after, "_changed": sorted({*keys, *remove})},
+        )
+        return await self.config(env)
+
+
+def _shown(entry: EnvironmentConfig) -> str:
+    """What a response or the audit log may show of a value."""
+    return MASK if entry.is_secret else entry.value
