@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
@@ -16,6 +16,7 @@ from api.pagination import PageOut, page_params, page_response
 from core.environments.environments import (
     MASK,
     ConfigEntry,
+    EnvironmentAccessService,
     EnvironmentFields,
     EnvironmentService,
     environment_resource,
@@ -177,3 +178,70 @@ async def update_config(
         env, [ConfigEntry(**e.model_dump()) for e in body.entries], body.remove
     )
     return await _detail(service, env)
+
+
+class AccessIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: uuid.UUID | None = None
+    team_id: uuid.UUID | None = None
+    permissions: list[str] = Field(
+        min_length=1, examples=[["environments:read", "promotions:approve"]]
+    )
+
+
+class AccessOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    env_id: uuid.UUID
+    user_id: uuid.UUID | None
+    team_id: uuid.UUID | None
+    permissions: list[str]
+    granted_at: datetime
+    granted_by: uuid.UUID | None
+
+
+@router.get(
+    "/{env_id}/access",
+    response_model=list[AccessOut],
+    summary="Who holds permissions on this environment through access grants",
+)
+async def list_access(
+    env_id: uuid.UUID,
+    session: DbSession,
+    principal: Principal = require("environments:read", ANY_SCOPE),
+) -> list[AccessOut]:
+    env = await _environment(session, env_id, principal, "environments:read")
+    return [
+        AccessOut.model_validate(a) for a in await EnvironmentAccessService(session).grants(env)
+    ]
+
+
+@router.post(
+    "/{env_id}/access",
+    response_model=AccessOut,
+    status_code=201,
+    summary="Grant a user or team permissions on this environment (only ones you hold here)",
+)
+async def grant_access(
+    env_id: uuid.UUID,
+    body: AccessIn,
+    session: DbSession,
+    principal: Principal = require("environments:write", ANY_SCOPE),
+) -> AccessOut:
+    env = await _environment(session, env_id, principal, "environments:write")
+    row = await EnvironmentAccessService(session).grant(
+        env, principal, body.permissions, user_id=body.user_id, team_id=body.team_id
+    )
+    return AccessOut.model_validate(row)
+
+
+@router.delete("/{env_id}/access/{access_id}", status_code=204, summary="Revoke an access grant")
+async def revoke_access(
+    env_id: uuid.UUID,
+    access_id: uuid.UUID,
+    session: DbSession,
+    principal: Principal = require("environments:write", ANY_SCOPE),
+) -> Response:
+    env = await _environment(session, env_id, principal, "environments:write")
+    await EnvironmentAccessService(session).revoke(env, access_id)
+    return Response(status_code=204)

@@ -16,16 +16,17 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.audit import AuditService, snapshot
+from core.db.types import utcnow
 from core.environments.policy import (
     EnvironmentType,
     ProtectionPolicy,
     ResourceLimits,
     Target,
 )
-from core.errors import Conflict, NotFound, ValidationFailed
+from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.identity.organizations import check_slug, flush_unique
-from core.models.environments import Environment, EnvironmentConfig
-from core.models.identity import Organization
+from core.models.environments import Environment, EnvironmentAccess, EnvironmentConfig
+from core.models.identity import Organization, Team, User
 from core.pagination import Page, PageRequest, paginate
 from core.security.authorization import Principal, Resource
 from core.security.encryption import installed_keyring
@@ -241,3 +242,102 @@ class EnvironmentService:
 def _shown(entry: EnvironmentConfig) -> str:
     """What a response or the audit log may show of a value."""
     return MASK if entry.is_secret else entry.value
+
+
+# Permissions that can be granted on one environment (`environment_access`).
+ENVIRONMENT_PERMISSIONS: tuple[str, ...] = (
+    "environments:read",
+    "environments:write",
+    "environments:deploy",
+    "promotions:read",
+    "promotions:approve",
+)
+
+
+class EnvironmentAccessService:
+    """Per-user or per-team grants on one environment. A caller grants only permissions it
+    holds on that environment itself, so access can be shared but never raised."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.audit = AuditService(session)
+
+    async def grants(self, env: Environment) -> list[EnvironmentAccess]:
+        return list(
+            await self.session.scalars(
+                select(EnvironmentAccess)
+                .where(EnvironmentAccess.env_id == env.id)
+                .order_by(EnvironmentAccess.granted_at, EnvironmentAccess.id)
+            )
+        )
+
+    async def grant(
+        self,
+        env: Environment,
+        principal: Principal,
+        permissions: list[str],
+        *,
+        user_id: uuid.UUID | None = None,
+        team_id: uuid.UUID | None = None,
+    ) -> EnvironmentAccess:
+        if (user_id is None) == (team_id is None):
+            raise ValidationFailed.on("user_id", "give exactly one of user_id and team_id")
+        unknown = sorted(set(permissions) - set(ENVIRONMENT_PERMISSIONS))
+        if unknown or not permissions:
+            raise ValidationFailed.on(
+                "permissions",
+                f"permissions must be some of {', '.join(ENVIRONMENT_PERMISSIONS)}"
+                + (f" (not {', '.join(unknown)})" if unknown else ""),
+            )
+        beyond = sorted(p for p in permissions if not principal.can(p, environment_resource(env)))
+        if beyond:
+            raise Forbidden(
+                f"you cannot grant what you do not hold here: {', '.join(beyond)}",
+                details={"permissions": beyond},
+            )
+        await self._check_grantee(env, user_id, team_id)
+        row = await self.session.scalar(
+            select(EnvironmentAccess).where(
+                EnvironmentAccess.env_id == env.id,
+                EnvironmentAccess.user_id.is_(None)
+                if user_id is None
+                else EnvironmentAccess.user_id == user_id,
+                EnvironmentAccess.team_id.is_(None)
+                if team_id is None
+                else EnvironmentAccess.team_id == team_id,
+            )
+        )
+        before = snapshot(row) if row is not None else None
+        row = row or EnvironmentAccess(env_id=env.id, user_id=user_id, team_id=team_id)
+        row.permissions = sorted(set(permissions))
+        row.granted_by = principal.user_id
+        row.granted_at = utcnow()
+        self.session.add(row)
+        await self.session.flush()
+        await self.audit.record(
+            "environment.access.grant", "environment", env.id, before=before, after=snapshot(row)
+        )
+        return row
+
+    async def _check_grantee(
+        self, env: Environment, user_id: uuid.UUID | None, team_id: uuid.UUID | None
+    ) -> None:
+        if user_id is not None:
+            user = await self.session.get(User, user_id)
+            if user is None or user.is_deleted:
+                raise ValidationFailed.on("user_id", f"no user {user_id}")
+        if team_id is not None:
+            team = await self.session.get(Team, team_id)
+            if team is None or team.is_deleted or team.org_id != env.org_id:
+                raise ValidationFailed.on(
+                    "team_id", f"no team {team_id} in the environment's organization"
+                )
+
+    async def revoke(self, env: Environment, access_id: uuid.UUID) -> None:
+        row = await self.session.get(EnvironmentAccess, access_id)
+        if row is None or row.env_id != env.id:
+            raise NotFound(f"no access grant {access_id} on {env.name}")
+        before = snapshot(row)
+        await self.session.delete(row)
+        await self.session.flush()
+        await self.audit.record("environment.access.revoke", "environment", env.id, before=before)

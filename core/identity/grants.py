@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.models.environments import Environment, EnvironmentAccess
 from core.models.identity import Role, Team, TeamMembership, UserRole
 from core.security.authorization import Grant
 from core.security.permissions import BUILTIN_ROLES, MEMBERSHIP_ROLES
@@ -35,12 +36,14 @@ async def load_grants(session: AsyncSession, user_id: uuid.UUID) -> tuple[Grant,
         )
         for grant, role in assigned.all()
     ]
-    memberships = await session.execute(
-        select(TeamMembership.team_id, TeamMembership.role)
-        .join(Team, Team.id == TeamMembership.team_id)
-        .where(TeamMembership.user_id == user_id, Team.deleted_at.is_(None))
-    )
-    for team_id, membership_role in memberships.all():
+    memberships = (
+        await session.execute(
+            select(TeamMembership.team_id, TeamMembership.role)
+            .join(Team, Team.id == TeamMembership.team_id)
+            .where(TeamMembership.user_id == user_id, Team.deleted_at.is_(None))
+        )
+    ).all()
+    for team_id, membership_role in memberships:
         role_name = MEMBERSHIP_ROLES.get(membership_role, "developer")
         grants.append(
             Grant(
@@ -51,4 +54,33 @@ async def load_grants(session: AsyncSession, user_id: uuid.UUID) -> tuple[Grant,
                 source="membership",
             )
         )
+    grants.extend(await _environment_access(session, user_id, [t for t, _ in memberships]))
     return tuple(grants)
+
+
+async def _environment_access(
+    session: AsyncSession, user_id: uuid.UUID, team_ids: list[uuid.UUID]
+) -> list[Grant]:
+    """Permissions granted on one environment to the user or one of their teams."""
+    rows = await session.execute(
+        select(EnvironmentAccess.id, EnvironmentAccess.env_id, EnvironmentAccess.permissions)
+        .join(Environment, Environment.id == EnvironmentAccess.env_id)
+        .where(
+            Environment.deleted_at.is_(None),
+            or_(
+                EnvironmentAccess.user_id == user_id,
+                EnvironmentAccess.team_id.in_(team_ids),
+            ),
+        )
+    )
+    return [
+        Grant(
+            role="environment-access",
+            permissions=frozenset(permissions),
+            scope="environment",
+            scope_id=env_id,
+            source="access",
+            grant_id=access_id,
+        )
+        for access_id, env_id, permissions in rows.all()
+    ]

@@ -23,7 +23,7 @@ class Grant:
     permissions: frozenset[str]
     scope: Scope = "global"
     scope_id: uuid.UUID | None = None
-    source: Literal["role", "membership"] = "role"
+    source: Literal["role", "membership", "access"] = "role"
     grant_id: uuid.UUID | None = None
 
 

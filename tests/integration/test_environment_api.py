@@ -14,8 +14,9 @@ from sqlalchemy import select
 from core.environments.environments import reveal
 from core.models.audit import AuditLog
 from core.models.environments import Environment, EnvironmentConfig
+from core.models.identity import User
 from tests.integration.identity_helpers import Api, assert_error
-from tests.integration.test_org_team_api import make_org, scoped_user
+from tests.integration.test_org_team_api import make_org, make_team, member_user, scoped_user
 
 Headers = dict[str, str]
 SECRET = "s3cr3t-db-password-0123456789"
@@ -201,3 +202,66 @@ async def test_permissions_by_organization_and_environment(api: Api) -> None:
         headers=viewer,
     )
     assert_error(change, 403, "forbidden")
+
+
+async def test_access_grants_on_one_environment_to_a_user_or_a_team(api: Api) -> None:
+    _, admin = await api.token("admin")
+    org = await make_org(api, admin)
+    team = await make_team(api, admin, org["id"])
+    staging = (await create(api, admin, org_id=org["id"], type="staging")).json()
+    production = (await create(api, admin, org_id=org["id"], type="production")).json()
+    user_id, member = await member_user(api, admin, team["id"], "member")
+    # a team member sees no environment until the team is granted one
+    assert_error(await api.client.get(f"/environments/{production['id']}", headers=member), 403)
+
+    url = f"/environments/{production['id']}/access"
+    granted = await api.client.post(
+        url,
+        json={"team_id": team["id"], "permissions": ["environments:read", "promotions:approve"]},
+        headers=admin,
+    )
+    assert granted.status_code == 201, granted.text
+    _, member = await member_user_login(api, user_id)
+    assert (await api.client.get(f"/environments/{production['id']}", headers=member)).is_success
+    assert_error(await api.client.get(f"/environments/{staging['id']}", headers=member), 403)
+    listed = await api.client.get("/environments", params={"org_id": org["id"]}, headers=member)
+    assert [e["id"] for e in listed.json()["items"]] == [production["id"]]
+
+    # sharing, not raising: a holder of environments:write there can grant only what it holds
+    _, writer = await scoped_user(api, admin, "developer", "environment", production["id"])
+    beyond = await api.client.post(
+        url, json={"user_id": str(user_id), "permissions": ["environments:write"]}, headers=writer
+    )
+    assert_error(beyond, 403, "forbidden")
+    bad = [
+        ({"permissions": ["environments:read"]}, "user_id"),
+        ({"user_id": str(user_id), "permissions": ["users:admin"]}, "permissions"),
+        ({"team_id": str(uuid.uuid4()), "permissions": ["environments:read"]}, "team_id"),
+    ]
+    for body, field in bad:
+        error = assert_error(await api.client.post(url, json=body, headers=admin), 422)
+        assert error["details"][0]["field"] == field
+
+    access = (await api.client.get(url, headers=admin)).json()
+    assert [a["team_id"] for a in access] == [team["id"]]
+    revoked = await api.client.delete(f"{url}/{access[0]['id']}", headers=admin)
+    assert revoked.status_code == 204
+    _, member = await member_user_login(api, user_id)
+    assert_error(await api.client.get(f"/environments/{production['id']}", headers=member), 403)
+    actions = [
+        a.action
+        for a in await api.fetch(
+            select(AuditLog)
+            .where(AuditLog.resource_id == production["id"])
+            .order_by(AuditLog.occurred_at)
+        )
+    ]
+    assert actions[-2:] == ["environment.access.grant", "environment.access.revoke"]
+
+
+async def member_user_login(api: Api, user_id: uuid.UUID) -> tuple[uuid.UUID, Headers]:
+    """A fresh token for the user (grants are loaded per request; a new login is not needed,
+    but keeps the test's steps explicit)."""
+    [email] = await api.fetch(select(User.email).where(User.id == user_id))
+    tokens = await api.login(email)
+    return user_id, {"Authorization": f"Bearer {tokens['access_token']}"}
