@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     github_client_secret: SecretStr | None = _env("GITHUB_CLIENT_SECRET")
     # Slack Web API base URL (ends with /api/); a local stand-in in tests.
     slack_api_url: str | None = _env("SLACK_API_URL")
+    # Checks that interactive requests (approval buttons) come from the platform's Slack app.
+    slack_signing_secret: SecretStr | None = _env("SLACK_SIGNING_SECRET")
     # Self-hosted Git hosts the catalog and webhooks accept besides github.com, gitlab.com and
     # bitbucket.org: `host=kind` pairs (kind github, gitlab or bitbucket), comma-separated.
     git_hosts: Annotated[dict[str, str], NoDecode] = _env("GIT_HOSTS", None)
