@@ -49,7 +49,7 @@ from core.pipelines.definition import (
     definition_from_json,
     parse_definition,
 )
-from core.pipelines.git import GitError, checkout, rewrite_url
+from core.pipelines.git import CheckoutResult, GitError, checkout, rewrite_url
 from core.pipelines.run_messages import (
     FINISHED_RUN_STATUSES,
     Admission,
@@ -82,11 +82,16 @@ class GitAccess:
     tokens: dict[str, str] = field(default_factory=dict)
     extra_hosts: dict[str, str] = field(default_factory=dict)
 
-    def clone_url(self, url: str) -> str:
-        return rewrite_url(url, self.rewrites)
-
-    def token_for(self, host_kind: str | None) -> str | None:
-        return self.tokens.get(host_kind or "")
+    async def checkout(
+        self, url: str, host_kind: str | None, sha_or_ref: str, workspace: Path
+    ) -> CheckoutResult:
+        """`sha_or_ref` of the repository at `url` (rewritten) with its host kind's token."""
+        return await checkout(
+            rewrite_url(url, self.rewrites),
+            sha_or_ref,
+            workspace,
+            token=self.tokens.get(host_kind or ""),
+        )
 
 
 def _fail(message: str) -> ApplicationError:
@@ -217,7 +222,6 @@ class PipelineActivities:
             team_id=service.owner_team_id,
             channel_ids=await team_channel_ids(session, service.owner_team_id),
             repository_url=service.repository_url,
-            repository_key=service.repository_path,
             host_kind=service.repository_host,
             source=pipeline.source,
             config=config,
@@ -241,11 +245,8 @@ class PipelineActivities:
             raise _fail(f"service {ctx.service} has no repository URL to check out")
         wanted = ctx.sha or ctx.ref or "HEAD"
         workspace = _workspace(self._workspace_root, ctx.run_id)
-        token = self._git.token_for(ctx.host_kind)
         try:
-            result = await checkout(
-                self._git.clone_url(ctx.repository_url), wanted, workspace, token=token
-            )
+            result = await self._git.checkout(ctx.repository_url, ctx.host_kind, wanted, workspace)
         except GitError as exc:
             raise ApplicationError(f"checkout of {wanted} failed: {exc}", type="GitError") from None
         config = ctx.config
@@ -291,16 +292,20 @@ class PipelineActivities:
             elif not stage.applies_to(ctx.branch):
                 stage_status = "skipped"
             row = PipelineStage(
-                run_id=ctx.run_id, name=stage.name, position=s_pos, status=stage_status
+                id=uuid.uuid4(),
+                run_id=ctx.run_id,
+                name=stage.name,
+                position=s_pos,
+                status=stage_status,
             )
             session.add(row)
-            await session.flush()
             steps: list[PlannedStep] = []
             for p_pos, step in enumerate(stage.steps):
                 status = stage_status
                 if status == "pending" and not step.applies_to(ctx.branch):
                     status = "skipped"
                 step_row = PipelineStep(
+                    id=uuid.uuid4(),
                     stage_id=row.id,
                     run_id=ctx.run_id,
                     name=step.name,
@@ -308,8 +313,7 @@ class PipelineActivities:
                     command=step.run,
                     status=status,
                 )
-                session.add(step_row)
-                await session.flush()
+                session.add(step_row)  # written with the run's update, in one flush
                 steps.append(_planned_step(step, definition.env, step_row.id, status))
             if stage_status == "pending" and all(st.status == "skipped" for st in steps):
                 stage_status = row.status = "skipped"  # `when` skips every step
@@ -335,12 +339,7 @@ class PipelineActivities:
         workspace = _workspace(self._workspace_root, input.run_id)
         if not (workspace / ".git").exists() and input.repository_url:
             # another host, or the workspace was lost: check the commit out again
-            await checkout(
-                self._git.clone_url(input.repository_url),
-                input.sha,
-                workspace,
-                token=self._git.token_for(input.host_kind),
-            )
+            await self._git.checkout(input.repository_url, input.host_kind, input.sha, workspace)
         sink = _LogSink(self._sessions, input.run_id, step.step_id)
         async with transaction(self._sessions) as session:
             await sink.resume(session)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -297,7 +296,6 @@ class PipelineRunWorkflow:
         await workflow.execute_activity_method(
             PipelineActivities.record_stage,
             StageUpdate(
-                run_id=ctx_run_id(self._run_id),
                 stage_id=stage.stage_id,
                 status=status,
                 skip_rest=skip_rest,
@@ -345,11 +343,6 @@ class PipelineRunWorkflow:
         self._side.append(
             asyncio.ensure_future(notify(request, task_queue=self._input.notifications_queue))
         )
-
-
-def ctx_run_id(run_id: uuid.UUID | None) -> uuid.UUID:
-    assert run_id is not None, "known once admitted"
-    return run_id
 
 
 def _db() -> dict[str, Any]:

@@ -15,7 +15,6 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client
 
 from api.auth import require
 from api.deps import DbSession, State
@@ -152,15 +151,16 @@ async def _authorized_run(
     return run
 
 
-async def _live(client: Client, run: PipelineRun) -> RunView | None:
+async def _live(state: State, run: PipelineRun) -> RunView | None:
+    """The workflow's live view of an unfinished run; None when it cannot be had."""
     if run.status in FINISHED_RUN_STATUSES:
         return None
     try:
-        handle = client.get_workflow_handle(run.workflow_id)
+        handle = (await state.temporal.client()).get_workflow_handle(run.workflow_id)
         return await asyncio.wait_for(
             handle.query(PipelineRunWorkflow.state), timeout=QUERY_TIMEOUT
         )
-    except Exception:  # no worker answering, not started yet: the record is what we know
+    except Exception:  # Temporal down, no worker answering, not started yet: the record
         return None
 
 
@@ -392,13 +392,7 @@ async def get_run(
 ) -> RunDetailOut:
     run = await _authorized_run(session, run_id, principal, "pipelines:read")
     detail = await RunService(session).detail(run)
-    view = None
-    if run.status not in FINISHED_RUN_STATUSES:
-        try:
-            view = await _live(await state.temporal.client(), run)
-        except Exception:
-            view = None
-    return _detail_out(detail, view)
+    return _detail_out(detail, await _live(state, run))
 
 
 def _line_text(names: dict[uuid.UUID, str], step_id: uuid.UUID, line: dict[str, Any]) -> str:

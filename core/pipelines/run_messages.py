@@ -42,7 +42,6 @@ class RunContext(BaseModel):
     team_id: uuid.UUID
     channel_ids: list[uuid.UUID] = Field(default_factory=list)
     repository_url: str | None = None
-    repository_key: str | None = None
     host_kind: str | None = None
     source: str = "inline"
     config: dict[str, Any] | None = Field(None, description="The definition, when already known")
@@ -122,7 +121,6 @@ class StepResult(BaseModel):
 
 
 class StageUpdate(BaseModel):
-    run_id: uuid.UUID
     stage_id: uuid.UUID
     status: StageStatus
     skip_rest: bool = Field(False, description="Also mark this stage's pending steps skipped")
