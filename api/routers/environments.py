@@ -18,12 +18,12 @@ from core.environments.environments import (
     ConfigEntry,
     EnvironmentAccessService,
     EnvironmentFields,
+    EnvironmentFilter,
     EnvironmentService,
     environment_resource,
-    visible_filter,
 )
 from core.environments.policy import EnvironmentType, Target
-from core.identity.organizations import OrganizationService
+from core.identity.organizations import OrganizationService, Visibility
 from core.models.environments import Environment, EnvironmentConfig
 from core.pagination import PageRequest
 from core.security.authorization import ANY_SCOPE, Principal, Resource, authorize
@@ -126,7 +126,8 @@ async def list_environments(
     q: str | None = Query(None, max_length=200, description="Part of the name"),
     page: PageRequest = Depends(page_params),
 ) -> PageOut[EnvironmentOut]:
-    f = visible_filter(principal, "environments:read", org_id=org_id, type=type, q=q)
+    visible = Visibility.of(principal, "environments:read")
+    f = EnvironmentFilter(visible, org_id=org_id, type=type, q=q)
     found = await EnvironmentService(session).search(f, page)
     return page_response(request, found, EnvironmentOut.model_validate)
 

@@ -24,7 +24,7 @@ from core.environments.policy import (
     Target,
 )
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from core.identity.organizations import check_slug, flush_unique
+from core.identity.organizations import Visibility, check_slug, flush_unique
 from core.models.environments import Environment, EnvironmentAccess, EnvironmentConfig
 from core.models.identity import Organization, Team, User
 from core.pagination import Page, PageRequest, paginate
@@ -78,24 +78,10 @@ class ConfigEntry:
 
 @dataclass(frozen=True)
 class EnvironmentFilter:
-    org_ids: frozenset[uuid.UUID] | None  # None: every organization
-    environment_ids: frozenset[uuid.UUID] = frozenset()  # environment-scoped grants
+    visible: Visibility  # grants on organizations and on single environments
     org_id: uuid.UUID | None = None
     type: str | None = None
     q: str | None = None
-
-
-def visible_filter(principal: Principal, permission: str, **given: Any) -> EnvironmentFilter:
-    """What `principal` may list: every environment (a global grant), or those of the
-    organizations and environments its grants name."""
-    held = [g for g in principal.grants if permission in g.permissions]
-    if principal.key_permissions is not None and permission not in principal.key_permissions:
-        held = []
-    if any(g.scope == "global" for g in held):
-        return EnvironmentFilter(org_ids=None, **given)
-    orgs = frozenset(g.scope_id for g in held if g.scope == "organization" and g.scope_id)
-    envs = frozenset(g.scope_id for g in held if g.scope == "environment" and g.scope_id)
-    return EnvironmentFilter(org_ids=orgs, environment_ids=envs, **given)
 
 
 def _check_key(key: str, index: int) -> str:
@@ -171,9 +157,12 @@ class EnvironmentService:
 
     def _query(self, f: EnvironmentFilter) -> Select[Any]:
         stmt = select(Environment).where(Environment.deleted_at.is_(None))
-        if f.org_ids is not None:
+        if not f.visible.everything:
             stmt = stmt.where(
-                or_(Environment.org_id.in_(f.org_ids), Environment.id.in_(f.environment_ids))
+                or_(
+                    Environment.org_id.in_(f.visible.organization_ids),
+                    Environment.id.in_(f.visible.environment_ids),
+                )
             )
         if f.org_id is not None:
             stmt = stmt.where(Environment.org_id == f.org_id)

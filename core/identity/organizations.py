@@ -57,6 +57,7 @@ class Visibility:
     everything: bool = False
     organization_ids: frozenset[uuid.UUID] = frozenset()
     team_ids: frozenset[uuid.UUID] = frozenset()
+    environment_ids: frozenset[uuid.UUID] = frozenset()
 
     @classmethod
     def of(cls, principal: Principal, permission: str) -> Visibility:
@@ -70,6 +71,9 @@ class Visibility:
                 g.scope_id for g in held if g.scope == "organization" and g.scope_id
             ),
             team_ids=frozenset(g.scope_id for g in held if g.scope == "team" and g.scope_id),
+            environment_ids=frozenset(
+                g.scope_id for g in held if g.scope == "environment" and g.scope_id
+            ),
         )
 
     def where(self, org_column: Any, team_column: Any) -> ColumnElement[bool]:
