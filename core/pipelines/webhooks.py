@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 
 from core.catalog.repositories import parse_repository_url
 from core.errors import BadRequest, Unauthorized, ValidationFailed
+from core.headers import HeaderView
 from core.pipelines.events import GitEvent
 from core.pipelines.triggers import PULL_REQUEST_ACTIONS
 
@@ -79,17 +80,6 @@ class ParsedDelivery:
         return self.events[0] if self.events else None
 
 
-class _Headers:
-    """Case-insensitive view of a header mapping (a dict, or Starlette's Headers)."""
-
-    def __init__(self, headers: Mapping[str, str]) -> None:
-        self._items = {str(k).lower(): str(v) for k, v in headers.items()}
-
-    def get(self, name: str) -> str | None:
-        value = self._items.get(name.lower())
-        return value.strip() if value is not None else None
-
-
 def _host(host_kind: str) -> HostKind:
     if host_kind not in HOST_KINDS:
         raise BadRequest(
@@ -128,10 +118,11 @@ def verify(host_kind: str, headers: Mapping[str, str], body: bytes, secret: str)
     header = SIGNATURE_HEADERS[kind]
     if not secret:
         raise _invalid(f"no webhook secret is set for {name}, so its deliveries cannot be checked")
-    given = _Headers(headers).get(header)
+    view = HeaderView(headers)
+    given = view.get(header)
     if not given:
         extra = ""
-        if kind == "github" and _Headers(headers).get("X-Hub-Signature"):
+        if kind == "github" and view.get("X-Hub-Signature"):
             extra = " (the SHA-1 X-Hub-Signature is not accepted)"
         what = "token" if kind == "gitlab" else "signature"
         raise _invalid(f"the {name} delivery has no {header} header{extra}: its {what} is missing")
@@ -151,7 +142,7 @@ def verify(host_kind: str, headers: Mapping[str, str], body: bytes, secret: str)
 # --- Payload helpers ---------------------------------------------------------------------
 
 
-def _load(kind: HostKind, headers: _Headers, body: bytes) -> dict[str, Any]:
+def _load(kind: HostKind, headers: HeaderView, body: bytes) -> dict[str, Any]:
     text: str | bytes = body
     content_type = (headers.get("Content-Type") or "").lower()
     if kind == "github" and content_type.startswith("application/x-www-form-urlencoded"):
@@ -489,7 +480,7 @@ def parse(
     handled event whose payload lacks a field the event needs (the message names it), or whose
     repository URL is not on a known host (`extra_hosts` is the GIT_HOSTS setting)."""
     kind = _host(host_kind)
-    view = _Headers(headers)
+    view = HeaderView(headers)
     event_header = EVENT_HEADERS[kind]
     event = view.get(event_header)
     if not event:

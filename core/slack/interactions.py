@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 from pydantic import BaseModel
 
 from core.errors import BadRequest, Unauthorized
+from core.headers import HeaderView
 
 REPLAY_WINDOW = 300  # seconds: Slack's own recommendation
 VERSION = "v0"
@@ -29,11 +30,6 @@ VERSION = "v0"
 
 def _invalid(message: str) -> Unauthorized:
     return Unauthorized(message, code="invalid_signature")
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    lowered = name.lower()
-    return next((v for k, v in headers.items() if k.lower() == lowered), None)
 
 
 def sign(body: bytes, timestamp: int | str, signing_secret: str) -> str:
@@ -47,8 +43,9 @@ def verify(
 ) -> None:
     if not signing_secret:
         raise _invalid("no Slack signing secret is set (SLACK_SIGNING_SECRET)")
-    signature = _header(headers, "X-Slack-Signature")
-    stamp = _header(headers, "X-Slack-Request-Timestamp")
+    view = HeaderView(headers)
+    signature = view.get("X-Slack-Signature")
+    stamp = view.get("X-Slack-Request-Timestamp")
     if not signature or not stamp:
         raise _invalid("the request has no X-Slack-Signature or X-Slack-Request-Timestamp")
     if not stamp.isdigit():
@@ -59,7 +56,7 @@ def verify(
             f"the request is {int(age)}s from now, outside the {REPLAY_WINDOW}s window "
             "(a replay, or a clock that is off)"
         )
-    if not hmac.compare_digest(sign(body, stamp, signing_secret), signature.strip()):
+    if not hmac.compare_digest(sign(body, stamp, signing_secret), signature):
         raise _invalid("X-Slack-Signature does not match the body: wrong secret, or altered")
 
 
