@@ -26,6 +26,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -80,27 +82,20 @@ def definition(marks: Path, steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def _setup(settings: Settings, url: str, marks: Path) -> dict[str, str]:
+async def _setup(sessions: async_sessionmaker[AsyncSession], url: str, marks: Path) -> None:
     """A team, a service on `url`, and two push-triggered pipelines (1 and 3 steps) on
     different branches."""
-    resources_engine = WorkerResources.create(settings, load_topology(settings.temporal_config))
-    try:
-        async with transaction(resources_engine.sessions) as session:
-            service = await seed_service(session, repository_url=url)
-            ids = {}
-            for name, steps, branch in (("latency", 1, "main"), ("three", 3, "load")):
-                pipeline = await PipelineService(session).create(
-                    service,
-                    PipelineFields(
-                        name=name,
-                        definition=definition(marks, steps),
-                        triggers={"push": {"branches": [branch]}},
-                    ),
-                )
-                ids[name] = str(pipeline.id)
-        return ids
-    finally:
-        await resources_engine.close()
+    async with transaction(sessions) as session:
+        service = await seed_service(session, repository_url=url)
+        for name, steps, branch in (("latency", 1, "main"), ("three", 3, "load")):
+            await PipelineService(session).create(
+                service,
+                PipelineFields(
+                    name=name,
+                    definition=definition(marks, steps),
+                    triggers={"push": {"branches": [branch]}},
+                ),
+            )
 
 
 async def _wait_for(path: Path, timeout: float = 60) -> int:
@@ -112,24 +107,23 @@ async def _wait_for(path: Path, timeout: float = 60) -> int:
     return int(path.read_text())
 
 
-async def _finished(settings: Settings, run_ids: list[str], timeout: float) -> dict[str, str]:
-    resources = WorkerResources.create(settings, load_topology(settings.temporal_config))
+async def _finished(
+    sessions: async_sessionmaker[AsyncSession], run_ids: list[str], timeout: float
+) -> dict[str, str]:
+    """Run id -> status, once every run has ended (or at the deadline)."""
     deadline = time.monotonic() + timeout
-    try:
-        while True:
-            async with transaction(resources.sessions) as session:
-                rows = await session.execute(
-                    PipelineRun.__table__.select().where(
-                        PipelineRun.id.in_([uuid.UUID(r) for r in run_ids])
-                    )
+    while True:
+        async with transaction(sessions) as session:
+            rows = await session.execute(
+                select(PipelineRun.id, PipelineRun.status).where(
+                    PipelineRun.id.in_([uuid.UUID(r) for r in run_ids])
                 )
-                status = {str(r.id): r.status for r in rows}
-            done = {k: v for k, v in status.items() if v in ("succeeded", "failed", "cancelled")}
-            if len(done) == len(run_ids) or time.monotonic() > deadline:
-                return status
-            await asyncio.sleep(0.2)
-    finally:
-        await resources.close()
+            )
+            status = {str(run_id): value for run_id, value in rows}
+        done = {k: v for k, v in status.items() if v in ("succeeded", "failed", "cancelled")}
+        if len(done) == len(run_ids) or time.monotonic() > deadline:
+            return status
+        await asyncio.sleep(0.2)
 
 
 async def run(_: Client, base: Settings) -> None:
@@ -153,9 +147,9 @@ async def run(_: Client, base: Settings) -> None:
     )
     migrate.upgrade(settings.effective_database_url)
     topology = load_topology(settings.temporal_config)
-    await _setup(settings, url, marks)
-    client = await connect(settings, topology)
     resources = WorkerResources.create(settings, topology)
+    await _setup(resources.sessions, url, marks)
+    client = await connect(settings, topology)
     floor_queue = f"floor-{uuid.uuid4().hex[:6]}"
     workers = [
         *build_workers(client, resources, ["pipelines"]),
@@ -187,7 +181,7 @@ async def run(_: Client, base: Settings) -> None:
                 answer.raise_for_status()
                 run_id = answer.json()["runs"][0]["id"]
                 started = await _wait_for(marks / run_id)
-                await _finished(settings, [run_id], 60)
+                await _finished(resources.sessions, [run_id], 60)
                 path = marks / f"floor-{i}"
                 f0 = time.time_ns()
                 await client.execute_workflow(
@@ -226,7 +220,7 @@ async def run(_: Client, base: Settings) -> None:
                 )
             )
             run_ids = [a.json()["runs"][0]["id"] for a in answers if a.status_code == 202]
-            status = await _finished(settings, run_ids, 600)
+            status = await _finished(resources.sessions, run_ids, 600)
             elapsed = time.perf_counter() - load_t0
             ok = sum(1 for v in status.values() if v == "succeeded")
             print(
