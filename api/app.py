@@ -24,8 +24,10 @@ from api.routers import (
     organizations,
     pipeline_runs,
     pipelines,
+    promotions,
     roles,
     services,
+    slack,
     sso,
     teams,
     temporal_codec,
@@ -165,10 +167,12 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
         services.router,
         catalog.router,
         environments.router,
+        promotions.router,
         pipeline_runs.router,  # before pipelines: /pipelines/runs is not a pipeline id
         pipelines.router,
         health_checks.router,
         webhooks.router,
+        slack.router,
     ):
         app.include_router(router)
     return app

@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     # kubernetes runner: a PersistentVolumeClaim holding PIPELINE_WORKSPACE_DIR, mounted into
     # each step's pod (without it, steps see an empty directory, not the checkout).
     pipeline_workspace_claim: str | None = _env("PIPELINE_WORKSPACE_CLAIM")
+    # Deploys (docs/environments.md): where the local target keeps its processes' records and
+    # logs, and how long a new version may take to become healthy (local or a rollout).
+    deploy_dir: Path | None = _env("DEPLOY_DIR")  # default: <data dir>/deployments
+    deploy_health_timeout: Duration = _env("DEPLOY_HEALTH_TIMEOUT", "60s")
     # How long health probe results are kept (uptime is computed over them).
     health_result_retention: Duration = _env("HEALTH_RESULT_RETENTION", "30d")
     prometheus_url: str | None = _env("PROMETHEUS_URL")
@@ -286,6 +290,10 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> Path:
         return (self.artifact_dir or self.resolved_data_dir / "artifacts").resolve()
+
+    @property
+    def deploy_root(self) -> Path:
+        return (self.deploy_dir or self.resolved_data_dir / "deployments").resolve()
 
     @property
     def platform_url(self) -> str:

@@ -13,7 +13,9 @@ from typing import Any
 from activities.health import HealthActivities
 from activities.notifications import NotificationActivities
 from activities.pipelines import GitAccess, PipelineActivities
+from activities.promotions import PromotionActivities
 from activities.selfcheck import PingActivities, SelfCheckActivities
+from core.deploy.targets import DeployTargets
 from core.errors import ConfigError
 from core.notifications.dispatch import SenderSettings
 from core.pipelines.artifacts import ArtifactStore
@@ -25,6 +27,7 @@ from workers.resources import WorkerResources
 from workflows.health_monitor import HealthMonitorWorkflow
 from workflows.notification import NotificationWorkflow, SlackMessageUpdateWorkflow
 from workflows.pipeline_run import PipelineRunWorkflow
+from workflows.promotion import PromotionWorkflow
 from workflows.selfcheck import SelfCheckWorkflow
 
 ActivityFactory = Callable[[WorkerResources], Sequence[Callable[..., Any]]]
@@ -109,10 +112,23 @@ def _pipelines(res: WorkerResources) -> Sequence[Callable[..., Any]]:
     return acts.all()
 
 
+def deploy_targets(settings: Settings) -> DeployTargets:
+    return DeployTargets(
+        settings.deploy_root, health_timeout=settings.deploy_health_timeout.total_seconds()
+    )
+
+
+def _promotions(res: WorkerResources) -> Sequence[Callable[..., Any]]:
+    acts = PromotionActivities(
+        res.sessions, deploy_targets(res.settings), platform_url=res.settings.platform_url
+    )
+    return acts.all()
+
+
 BINDINGS: dict[str, QueueBinding] = {
     "platform": QueueBinding(workflows=(SelfCheckWorkflow,), activities=(_selfcheck,)),
     "pipelines": QueueBinding(workflows=(PipelineRunWorkflow,), activities=(_pipelines,)),
-    "promotions": QueueBinding(),
+    "promotions": QueueBinding(workflows=(PromotionWorkflow,), activities=(_promotions,)),
     "provisioning": QueueBinding(),
     "notifications": QueueBinding(
         workflows=(NotificationWorkflow, SlackMessageUpdateWorkflow),

@@ -20,7 +20,7 @@ from core.environments.environments import (
     EnvironmentFields,
     EnvironmentFilter,
     EnvironmentService,
-    environment_resource,
+    authorized_environment,
 )
 from core.environments.policy import EnvironmentType, Target
 from core.identity.organizations import OrganizationService, Visibility
@@ -103,14 +103,6 @@ class EnvironmentDetailOut(EnvironmentOut):
     entries: list[ConfigEntryOut] = Field(description="Configuration entries, secrets masked")
 
 
-async def _environment(
-    session: DbSession, env_id: uuid.UUID, principal: Principal, permission: str
-) -> Environment:
-    env = await EnvironmentService(session).get(env_id)
-    authorize(principal, permission, environment_resource(env))
-    return env
-
-
 async def _detail(service: EnvironmentService, env: Environment) -> EnvironmentDetailOut:
     entries = [ConfigEntryOut.of(c) for c in await service.config(env)]
     return EnvironmentDetailOut(**EnvironmentOut.model_validate(env).model_dump(), entries=entries)
@@ -158,7 +150,7 @@ async def get_environment(
     session: DbSession,
     principal: Principal = require("environments:read", ANY_SCOPE),
 ) -> EnvironmentDetailOut:
-    env = await _environment(session, env_id, principal, "environments:read")
+    env = await authorized_environment(session, env_id, principal, "environments:read")
     return await _detail(EnvironmentService(session), env)
 
 
@@ -173,7 +165,7 @@ async def update_config(
     session: DbSession,
     principal: Principal = require("environments:write", ANY_SCOPE),
 ) -> EnvironmentDetailOut:
-    env = await _environment(session, env_id, principal, "environments:write")
+    env = await authorized_environment(session, env_id, principal, "environments:write")
     service = EnvironmentService(session)
     await service.set_config(
         env, [ConfigEntry(**e.model_dump()) for e in body.entries], body.remove
@@ -211,7 +203,7 @@ async def list_access(
     session: DbSession,
     principal: Principal = require("environments:read", ANY_SCOPE),
 ) -> list[AccessOut]:
-    env = await _environment(session, env_id, principal, "environments:read")
+    env = await authorized_environment(session, env_id, principal, "environments:read")
     return [
         AccessOut.model_validate(a) for a in await EnvironmentAccessService(session).grants(env)
     ]
@@ -229,7 +221,7 @@ async def grant_access(
     session: DbSession,
     principal: Principal = require("environments:write", ANY_SCOPE),
 ) -> AccessOut:
-    env = await _environment(session, env_id, principal, "environments:write")
+    env = await authorized_environment(session, env_id, principal, "environments:write")
     row = await EnvironmentAccessService(session).grant(
         env, principal, body.permissions, user_id=body.user_id, team_id=body.team_id
     )
@@ -243,6 +235,6 @@ async def revoke_access(
     session: DbSession,
     principal: Principal = require("environments:write", ANY_SCOPE),
 ) -> Response:
-    env = await _environment(session, env_id, principal, "environments:write")
+    env = await authorized_environment(session, env_id, principal, "environments:write")
     await EnvironmentAccessService(session).revoke(env, access_id)
     return Response(status_code=204)

@@ -220,21 +220,29 @@ class KubernetesTarget:
         data: dict[str, Any] = json.loads(response.data)  # type: ignore[attr-defined]
         return data
 
+    async def rollout_problem(self, namespace: str, name: str) -> str | None:
+        """None when every replica runs the current template and is available; else what
+        is missing."""
+        deployment = await asyncio.to_thread(self._read_deployment, namespace, name)
+        spec = deployment.get("spec") or {}
+        status = deployment.get("status") or {}
+        wanted = int(spec.get("replicas", 1))
+        generation = int((deployment.get("metadata") or {}).get("generation") or 0)
+        observed = int(status.get("observedGeneration") or 0)
+        updated = int(status.get("updatedReplicas") or 0)
+        available = int(status.get("availableReplicas") or 0)
+        if observed >= generation and updated >= wanted and available >= wanted:
+            return None
+        return f"{updated}/{wanted} updated, {available}/{wanted} available"
+
     async def wait_rollout(self, namespace: str, name: str, timeout: float) -> str | None:
         """None once every replica runs the new template; else why not within `timeout`."""
         deadline = time.monotonic() + timeout
         last = "no status yet"
         while time.monotonic() < deadline:
-            deployment = await asyncio.to_thread(self._read_deployment, namespace, name)
-            spec = deployment.get("spec") or {}
-            status = deployment.get("status") or {}
-            wanted = int(spec.get("replicas", 1))
-            generation = int((deployment.get("metadata") or {}).get("generation") or 0)
-            observed = int(status.get("observedGeneration") or 0)
-            updated = int(status.get("updatedReplicas") or 0)
-            available = int(status.get("availableReplicas") or 0)
-            if observed >= generation and updated >= wanted and available >= wanted:
+            problem = await self.rollout_problem(namespace, name)
+            if problem is None:
                 return None
-            last = f"{updated}/{wanted} updated, {available}/{wanted} available"
+            last = problem
             await asyncio.sleep(self.poll_interval)
         return f"{name} not rolled out within {timeout:g}s ({last})"

@@ -28,7 +28,7 @@ from core.identity.organizations import Visibility, check_slug, flush_unique
 from core.models.environments import Environment, EnvironmentAccess, EnvironmentConfig
 from core.models.identity import Organization, Team, User
 from core.pagination import Page, PageRequest, paginate
-from core.security.authorization import Principal, Resource
+from core.security.authorization import Principal, Resource, authorize
 from core.security.encryption import installed_keyring
 from core.validation import validate_model
 
@@ -41,6 +41,15 @@ _CONFIG_KEY_MAX = 255
 def environment_resource(env: Environment) -> Resource:
     """Where an environment sits: its organization, and itself (environment-scoped roles)."""
     return Resource(organization_id=env.org_id, environment_id=env.id)
+
+
+async def authorized_environment(
+    session: AsyncSession, env_id: uuid.UUID, principal: Principal, permission: str
+) -> Environment:
+    """The live environment, once `principal` holds `permission` on it (404, then 403)."""
+    env = await EnvironmentService(session).get(env_id)
+    authorize(principal, permission, environment_resource(env))
+    return env
 
 
 def _aad(env_id: uuid.UUID, key: str) -> bytes:

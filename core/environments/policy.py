@@ -77,8 +77,14 @@ class ProtectionPolicy(BaseModel):
     allowed_branches: list[str] = Field(
         default_factory=list, description="Globs; empty: any branch"
     )
+    verification_window: Duration = Field(
+        timedelta(seconds=30),
+        description="After a deploy, health is probed this long; a failure rolls back",
+    )
 
-    @field_validator("soak_time", "approval_timeout", "reminder_interval", mode="before")
+    @field_validator(
+        "soak_time", "approval_timeout", "reminder_interval", "verification_window", mode="before"
+    )
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)

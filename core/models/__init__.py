@@ -38,6 +38,7 @@ from core.models.pipelines import (
     PipelineStage,
     PipelineStep,
 )
+from core.models.promotions import Promotion, ServiceDeployment
 
 __all__ = [
     "ApiKey",
@@ -60,10 +61,12 @@ __all__ = [
     "PipelineRun",
     "PipelineStage",
     "PipelineStep",
+    "Promotion",
     "RefreshToken",
     "Role",
     "Service",
     "ServiceDependency",
+    "ServiceDeployment",
     "ServiceTag",
     "ServiceVersion",
     "Team",

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
+import httpx
 from pydantic import BaseModel
 
 from core.errors import BadRequest, Unauthorized
@@ -113,3 +114,17 @@ def parse(body: bytes) -> Interaction:
         response_url=_text(payload, "response_url"),
         trigger_id=_text(payload, "trigger_id"),
     )
+
+
+async def respond_ephemeral(response_url: str, text: str, timeout: float = 5.0) -> bool:
+    """Show `text` to the user who pressed the button, alone, leaving the message as it is
+    (Slack's `response_url`); False when it could not be sent."""
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            answer = await http.post(
+                response_url,
+                json={"response_type": "ephemeral", "replace_original": False, "text": text},
+            )
+        return answer.is_success
+    except httpx.HTTPError:
+        return False

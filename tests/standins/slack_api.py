@@ -1,4 +1,5 @@
-"""A stand-in for Slack's Web API (chat.postMessage, chat.update) speaking its wire format.
+"""A stand-in for Slack's Web API (chat.postMessage, chat.update, users.info) speaking its wire
+format, and for interaction `response_url`s (what a button press answers its user with).
 
     with SlackApiStandin(tokens={"xoxb-test"}, channels={"C123": "general"}) as slack:
         await post_message(token="xoxb-test", channel="C123", ..., base_url=slack.base_url)
@@ -67,10 +68,13 @@ class SlackApiStandin(BackgroundHTTPServer):
         *,
         tokens: Iterable[str] = (DEFAULT_TOKEN,),
         channels: Mapping[str, str] = DEFAULT_CHANNELS,
+        users: Mapping[str, str] | None = None,
         port: int | None = None,
     ) -> None:
         super().__init__(_SlackHandler, port=port)
         self.tokens = set(tokens)
+        self.users = dict(users or {})  # Slack user id -> email (users.info)
+        self.responses: list[dict[str, Any]] = []  # bodies posted to response URLs
         self.channels = dict(channels)  # channel id -> name
         self._lock = threading.Lock()
         self._requests: list[SlackRequest] = []
@@ -82,6 +86,11 @@ class SlackApiStandin(BackgroundHTTPServer):
     def base_url(self) -> str:
         """What to give the Slack client as base_url."""
         return f"{self.origin}/api/"
+
+    def response_url(self, name: str = "r") -> str:
+        """A `response_url` for an interaction payload; what is posted to it lands in
+        `responses`."""
+        return f"{self.origin}/response/{name}"
 
     @property
     def requests(self) -> list[SlackRequest]:
@@ -177,13 +186,40 @@ class SlackApiStandin(BackgroundHTTPServer):
 class _SlackHandler(StandinRequestHandler):
     METHODS = ("chat.postMessage", "chat.update")
 
+    def do_GET(self) -> None:
+        path, _, query = self.path.partition("?")
+        if path.removeprefix("/api/") != "users.info":
+            self.answer_json(404, {"ok": False, "error": "unknown_method"})
+            return
+        user_id = (parse_qs(query).get("user") or [""])[0]
+        self._users_info(_bearer(self.headers.get("Authorization")), user_id)
+
+    def _users_info(self, token: str | None, user_id: str | None) -> None:
+        """users.info: the user's profile with its email, as Slack answers it."""
+        standin: SlackApiStandin = self.server.owner
+        if token not in standin.tokens:
+            self.answer_json(200, {"ok": False, "error": "invalid_auth"})
+        elif user_id not in standin.users:
+            self.answer_json(200, {"ok": False, "error": "user_not_found"})
+        else:
+            profile = {"email": standin.users[user_id], "real_name": user_id}
+            self.answer_json(200, {"ok": True, "user": {"id": user_id, "profile": profile}})
+
     def do_POST(self) -> None:
         standin: SlackApiStandin = self.server.owner
-        method = self.path.split("?", 1)[0].removeprefix("/api/")
         content_type = self.headers.get("Content-Type") or ""
         raw = self.read_body()
+        if self.path.startswith("/response/"):
+            with standin._lock:
+                standin.responses.append(_parse(content_type, raw))
+            self.answer_json(200, {"ok": True})
+            return
+        method = self.path.split("?", 1)[0].removeprefix("/api/")
         args = _parse(content_type, raw)
         token = _bearer(self.headers.get("Authorization")) or _str(args.get("token"))
+        if method == "users.info":  # slack_sdk posts it, form-encoded
+            self._users_info(token, _str(args.get("user")))
+            return
 
         def record(status: int, error: str | None) -> None:
             standin._record(

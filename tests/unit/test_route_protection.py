@@ -22,6 +22,7 @@ PUBLIC = {
     "/auth/logout",
     "/api/temporal/codec/sign-in",  # an HTML page; signing in happens through /auth/login
     "/webhooks/{host_kind}",  # Git hosts prove themselves with a signature or token instead
+    "/integrations/slack/interactions",  # Slack signs its requests (SLACK_SIGNING_SECRET)
 }
 PUBLIC_PREFIXES = ("/auth/sso/",)  # the SSO redirect flow happens before there is a token
 

@@ -7,6 +7,7 @@ Temporal owns retries (a retry inside an activity would hide attempts and stretc
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Callable
 from typing import Any, cast
@@ -23,6 +24,7 @@ from core.notifications.senders.errors import (
 )
 
 DEFAULT_BASE_URL = "https://slack.com/api/"
+log = logging.getLogger(__name__)
 
 #: Slack error codes (answered with ok=false) that another attempt can get past.
 RETRYABLE_ERRORS = frozenset(
@@ -110,6 +112,25 @@ async def update_message(
         return client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
 
     return await _send(call, token=token, base_url=base_url, timeout=timeout, fallback=channel)
+
+
+async def user_email(
+    *, token: str, user_id: str, base_url: str | None = None, timeout: float = 2
+) -> str | None:
+    """The email of a Slack user (`users.info`, needs the `users:read.email` scope); None
+    when Slack does not say (no scope, unknown user, Slack unreachable)."""
+
+    def call() -> SlackResponse:
+        return _client(token, base_url, timeout).users_info(user=user_id)
+
+    try:
+        response = await asyncio.to_thread(call)
+    except (SlackApiError, SlackClientError, OSError, TimeoutError) as exc:
+        log.info("users.info for %s failed: %s", user_id, redact(_describe(exc), token))
+        return None
+    profile = (response.get("user") or {}).get("profile") or {}
+    email = profile.get("email")
+    return str(email).lower() if email else None
 
 
 def _client(token: str, base_url: str | None, timeout: float) -> WebClient:

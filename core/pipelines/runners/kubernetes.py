@@ -462,7 +462,7 @@ class KubernetesRunner:
             return self._api_client
         async with self._client_lock:
             if self._api_client is None:
-                self._api_client = await asyncio.to_thread(_load_client, self.context)
+                self._api_client = await asyncio.to_thread(load_api_client, self.context)
         return self._api_client
 
     @property
@@ -760,7 +760,7 @@ class _LogPump:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def _load_client(context: str | None) -> k8s.ApiClient:
+def load_api_client(context: str | None) -> k8s.ApiClient:
     from kubernetes import config
 
     configuration = k8s.Configuration()

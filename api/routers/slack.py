@@ -1,0 +1,90 @@
+"""Slack's interactive requests: the Approve and Reject buttons of an approval request.
+
+`POST /integrations/slack/interactions` is public (Slack cannot hold a platform token) and is
+trusted only through Slack's signature, checked first: a request not signed with
+`SLACK_SIGNING_SECRET`, or older than five minutes, is a 401 and nothing is read. The Slack
+user is mapped to a platform user, whose permissions are checked by the same Update as an API
+decision. The answer is an empty 200 within Slack's three seconds; a refusal (not linked, not
+an approver, already decided) is shown to that user alone, and nothing changes. The workflow
+updates the original message in place once the decision is recorded."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, BackgroundTasks, Request, Response
+
+from api.deps import State
+from core import context
+from core.audit import AuditService
+from core.db.engine import transaction
+from core.environments.environments import EnvironmentService
+from core.errors import AppError
+from core.identity.grants import load_grants
+from core.promotions import control
+from core.promotions.messages import Decision
+from core.promotions.promotions import PromotionService, approver
+from core.security.authorization import Principal
+from core.slack.interactions import parse, respond_ephemeral, verify
+from core.slack.users import platform_user
+
+router = APIRouter(prefix="/integrations/slack", tags=["integrations"])
+ACTIONS = {"promotion.approve": "approve", "promotion.reject": "reject"}
+NOT_LINKED = (
+    "Your Slack account is not linked to a Developer Platform user, so nothing was recorded. "
+    "Set your Slack member id in your Slack notification preference, or use the same email "
+    "in Slack and on the platform."
+)
+
+
+@router.post(
+    "/interactions",
+    status_code=200,
+    summary="Slack button presses (signed by Slack; approvals and rejections of promotions)",
+)
+async def interactions(request: Request, state: State, background: BackgroundTasks) -> Response:
+    body = await request.body()
+    secret = state.settings.slack_signing_secret
+    verify(request.headers, body, secret.get_secret_value() if secret else "")
+    interaction = parse(body)
+    decision = ACTIONS.get(interaction.action_id)
+    if decision is None:  # e.g. the "View promotion" link button: nothing to do
+        return Response(status_code=200)
+    context.update(actor_type="webhook", actor_label=f"slack {interaction.slack_user_id}")
+
+    def tell(text: str) -> Response:
+        if interaction.response_url:
+            background.add_task(respond_ephemeral, interaction.response_url, text)
+        return Response(status_code=200)
+
+    try:
+        promotion_id = uuid.UUID(interaction.value or "")
+    except ValueError:
+        return tell("This button does not name a promotion.")
+    async with transaction(state.sessions) as session:
+        user = await platform_user(session, interaction, state.settings.slack_api_url)
+        if user is None:
+            return tell(NOT_LINKED)
+        context.update(actor_id=user.id, actor_type="user", actor_label=f"{user.email} (Slack)")
+        principal = Principal(
+            user_id=user.id, label=user.email, grants=await load_grants(session, user.id)
+        )
+        try:
+            promotion = await PromotionService(session).get(promotion_id)
+            env = await EnvironmentService(session).get(promotion.environment_id)
+            who = await approver(session, principal, env)
+            comment = "" if decision == "approve" else "Rejected in Slack"
+            view = await control.decide(
+                await state.temporal.client(),
+                promotion,
+                Decision(approver=who, decision=decision, comment=comment, via="slack"),
+            )
+        except AppError as exc:
+            return tell(f"Nothing was recorded: {exc.message}")
+        await AuditService(session).record(
+            f"promotion.{decision}",
+            "promotion",
+            promotion.id,
+            after={"decision": decision, "via": "slack", "status": view.status},
+        )
+    return Response(status_code=200)

@@ -1,0 +1,492 @@
+"""PromotionWorkflow: one per promotion (workflow id `promotion-<id>`), on the `promotions`
+task queue.
+
+1. **Plan** (`promotions.prepare`): the promotion and the environment's policy, read once.
+2. **Gate** (`promotions.check`): the branch is allowed and the version is healthy in the
+   previous environment (else the promotion is `refused`); while its soak time has not passed
+   or a freeze window is on, it waits durably (a timer) and checks again.
+3. **Approvals**, when the environment requires them: `promotion.awaiting_approval` goes to
+   the service's and the approver teams' channels (Slack with Approve and Reject buttons).
+   Each decision is the `decide` Update, validated before it is accepted: still awaiting, the
+   approver holds `promotions:approve` on the environment and is in an approver team or role,
+   is not the requester (unless the policy allows), and has not decided already. Distinct
+   approvals reach the quorum; one rejection ends it. Reminders go out every
+   `reminder_interval`; at `approval_timeout` it ends `expired`. Every decision updates the
+   Slack messages in place.
+4. **Deploy** (`promotions.deploy`) through the environment's target, then **verify**
+   (`promotions.verify`) for the verification window. A failure puts the previous version
+   back (`rolled_back`), or ends `failed` when nothing ran before.
+5. Every transition is mirrored into the promotion's row (`promotions.record`) and notified.
+
+`cancel` (an Update) ends a promotion that has not started deploying. The `state` query is the
+live view: status, decisions, whom or what it waits for, and the time left."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.promotions import PromotionActivities
+    from core.notifications.messages import MessageUpdate, NotificationRequest
+    from core.promotions.messages import (
+        PENDING,
+        CancelRequest,
+        Decision,
+        DecisionRecord,
+        DeployInput,
+        DeploymentMark,
+        DeployResult,
+        Plan,
+        PromotionInput,
+        PromotionView,
+        SlackMessagesInput,
+        StatusUpdate,
+        VerifyInput,
+    )
+    from core.promotions.promotions import WORKFLOW_ID_PREFIX, workflow_id_for
+    from core.temporal.policies import activity_options
+    from workflows.notification import SlackMessageUpdateWorkflow, notify
+
+PROMOTIONS_QUEUE = "promotions"
+VERIFY_MARGIN = timedelta(minutes=1)  # on top of the verification window, for the activity
+
+__all__ = ["PROMOTIONS_QUEUE", "WORKFLOW_ID_PREFIX", "PromotionWorkflow", "workflow_id_for"]
+
+
+def _db() -> dict[str, Any]:
+    return activity_options("db")
+
+
+def _reason(err: ActivityError) -> str:
+    cause = err.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+
+
+def _refuse(message: str, kind: str = "Conflict") -> ApplicationError:
+    """An Update refused by its validator; `kind` tells the API which status to answer."""
+    return ApplicationError(message, type=kind, non_retryable=True)
+
+
+def _who(decisions: list[DecisionRecord], decision: str) -> str:
+    via = {"api": "API", "slack": "Slack"}
+    return ", ".join(
+        f"{d.name} ({via.get(d.via, d.via)})" for d in decisions if d.decision == decision
+    )
+
+
+@workflow.defn
+class PromotionWorkflow:
+    @workflow.init
+    def __init__(self, input: PromotionInput) -> None:
+        self._input = input
+        self._plan: Plan | None = None
+        self._status = "pending"
+        self._reason: str | None = None
+        self._decisions: list[DecisionRecord] = []
+        self._unrecorded = False
+        self._cancel: CancelRequest | None = None
+        self._expires_at: datetime | None = None
+        self._wait_until: datetime | None = None
+        self._deployment_id: Any = None
+        self._records: list[asyncio.Future[Any]] = []
+        self._side: list[asyncio.Future[Any]] = []
+        self._slack: list[asyncio.Future[Any]] = []
+
+    # -- the run --------------------------------------------------------------------------
+    @workflow.run
+    async def run(self, input: PromotionInput) -> PromotionView:
+        plan: Plan = await workflow.execute_activity_method(
+            PromotionActivities.prepare, input, **_db()
+        )
+        self._plan = plan
+        go = True
+        if plan.kind == "promote":
+            go = await self._gate() and await self._approvals()
+        if go:
+            await self._deploy()
+        await asyncio.gather(*self._records, *self._side, *self._slack, return_exceptions=True)
+        return self._view()
+
+    async def _gate(self) -> bool:
+        while True:
+            if self._cancel is not None:
+                return await self._cancelled()
+            gate = await workflow.execute_activity_method(
+                PromotionActivities.check, self._input, **_db()
+            )
+            if gate.refused is not None:
+                await self._end("refused", gate.refused, "promotion.failed")
+                return False
+            if gate.wait_until is None:
+                self._wait_until = None
+                return True
+            self._wait_until = gate.wait_until
+            self._set("waiting", gate.wait_reason)
+            delay = max(gate.wait_until - workflow.now(), timedelta(seconds=1))
+            await self._wait(lambda: self._cancel is not None, delay)
+
+    async def _approvals(self) -> bool:
+        plan = self._plan
+        assert plan is not None
+        if plan.required_approvals == 0:
+            return True
+        timeout = timedelta(seconds=plan.approval_timeout)
+        self._expires_at = workflow.now() + timeout
+        self._set("awaiting_approval", self._waiting_on(), expires_at=self._expires_at)
+        self._notify("promotion.awaiting_approval", self._approval_context())
+        every = timedelta(seconds=plan.reminder_interval) if plan.reminder_interval else None
+        reminder = workflow.now() + every if every else None
+        while True:
+            if self._cancel is not None:
+                return await self._cancelled()
+            if self._unrecorded:
+                self._unrecorded = False
+                decided = await self._on_decision()
+                if decided is not None:
+                    return decided
+                continue
+            now = workflow.now()
+            if now >= self._expires_at:
+                await self._expire()
+                return False
+            until = self._expires_at if reminder is None else min(self._expires_at, reminder)
+            woke = await self._wait(
+                lambda: self._unrecorded or self._cancel is not None, until - now
+            )
+            due = reminder is not None and reminder <= workflow.now() < self._expires_at
+            if not woke and due and reminder is not None and every is not None:
+                self._notify(
+                    "promotion.awaiting_approval",
+                    {**self._approval_context(), "comment": "Reminder: still waiting"},
+                )
+                reminder += every
+
+    async def _on_decision(self) -> bool | None:
+        """After new decisions: True when approved, False when rejected, None to wait on."""
+        plan = self._plan
+        assert plan is not None
+        rejection = next((d for d in self._decisions if d.decision == "reject"), None)
+        if rejection is not None:
+            context = {"decided_by": rejection.name, "comment": rejection.comment}
+            await self._end(
+                "rejected",
+                f"rejected by {rejection.name}"
+                + (f": {rejection.comment}" if rejection.comment else ""),
+                "promotion.rejected",
+                context,
+            )
+            self._update_slack("promotion.rejected", context)
+            return False
+        if self._approval_count() >= plan.required_approvals:
+            context = {**self._approval_context(), "decided_by": _who(self._decisions, "approve")}
+            self._set("deploying", f"approved by {_who(self._decisions, 'approve')}")
+            self._notify("promotion.approved", context)
+            self._update_slack("promotion.approved", context)
+            return True
+        self._set("awaiting_approval", self._waiting_on())
+        self._update_slack("promotion.awaiting_approval", self._approval_context())
+        return None
+
+    async def _expire(self) -> None:
+        context = {
+            **self._approval_context(),
+            "expires_at": self._expires_at.isoformat() if self._expires_at else None,
+        }
+        plan = self._plan
+        assert plan is not None
+        await self._end(
+            "expired",
+            f"not approved within {timedelta(seconds=plan.approval_timeout)} "
+            f"({self._approval_count()} of {plan.required_approvals} approvals)",
+            "promotion.expired",
+            context,
+        )
+        self._update_slack("promotion.expired", context)
+
+    async def _cancelled(self) -> bool:
+        assert self._cancel is not None
+        why = f": {self._cancel.reason}" if self._cancel.reason else ""
+        await self._end("cancelled", f"cancelled by {self._cancel.name}{why}", None)
+        self._update_slack(
+            "promotion.failed",
+            {"status": "cancelled", "reason": f"cancelled by {self._cancel.name}{why}"},
+        )
+        return False
+
+    async def _deploy(self) -> None:
+        plan = self._plan
+        assert plan is not None
+        rollback = plan.kind == "rollback"
+        self._status = "deploying"
+        await self._flush()
+        try:
+            result = await workflow.execute_activity_method(
+                PromotionActivities.deploy,
+                DeployInput(promotion_id=plan.promotion_id, version_id=plan.version_id),
+                **activity_options("deploy"),
+            )
+        except ActivityError as err:
+            await self._end("failed", f"the deploy failed: {_reason(err)}", "promotion.failed")
+            return
+        self._deployment_id = result.deployment_id
+        if not result.ok:
+            await self._recover(result, result.error or "the deploy failed", rollback)
+            return
+        self._set("verifying", f"probing health for {plan.verification_window:g}s")
+        window = timedelta(seconds=plan.verification_window)
+        verdict = await workflow.execute_activity_method(
+            PromotionActivities.verify,
+            VerifyInput(deployment_id=result.deployment_id, seconds=plan.verification_window),
+            **activity_options("deploy", start_to_close_timeout=window + VERIFY_MARGIN),
+        )
+        if not verdict.ok:
+            await self._recover(result, verdict.error or "unhealthy", rollback, verified=False)
+            return
+        await self._end("succeeded", None, "promotion.deployed")
+
+    async def _recover(
+        self, result: DeployResult, error: str, rollback: bool, *, verified: bool = True
+    ) -> None:
+        """After a failed deploy or verification: put the previous version back when the
+        target switched, then end `rolled_back`; `failed` when nothing ran before."""
+        plan = self._plan
+        assert plan is not None
+        mark = DeploymentMark(deployment_id=result.deployment_id, status="failed")
+        previous = result.previous_version_id
+        if previous is None or rollback:
+            if not verified:
+                await self._mark(mark)
+            await self._end("failed", error, "promotion.failed")
+            return
+        if result.switched:
+            self._set("deploying", f"{error}; rolling back to {plan.previous_version}")
+            try:
+                back = await workflow.execute_activity_method(
+                    PromotionActivities.deploy,
+                    DeployInput(promotion_id=plan.promotion_id, version_id=previous, rollback=True),
+                    **activity_options("deploy"),
+                )
+            except ActivityError as err:
+                await self._end(
+                    "failed",
+                    f"{error}; the roll back failed too: {_reason(err)}",
+                    "promotion.failed",
+                )
+                return
+            if not back.ok:
+                await self._end(
+                    "failed", f"{error}; the roll back failed too: {back.error}", "promotion.failed"
+                )
+                return
+            await self._mark(mark.model_copy(update={"status": "rolled_back"}))
+        reason = f"{error}; {plan.previous_version} runs again"
+        await self._end("rolled_back", reason, "promotion.rolled_back", {"reason": error})
+
+    # -- Updates and the query ------------------------------------------------------------
+    @workflow.update
+    async def decide(self, decision: Decision) -> PromotionView:
+        plan = self._plan
+        assert plan is not None
+        record = DecisionRecord(
+            user_id=decision.approver.user_id,
+            name=decision.approver.name,
+            decision=decision.decision,
+            comment=decision.comment,
+            via=decision.via,
+            at=workflow.now(),
+        )
+        self._decisions.append(record)
+        self._unrecorded = True
+        if decision.decision == "reject":
+            self._status = "rejected"
+        elif self._approval_count() >= plan.required_approvals:
+            self._status = "approved"
+        return self._view()
+
+    @decide.validator
+    def _validate_decision(self, decision: Decision) -> None:
+        plan = self._plan
+        if plan is None or self._status != "awaiting_approval" or self._cancel is not None:
+            raise _refuse(f"the promotion is not awaiting approval (it is {self._status})")
+        who = decision.approver
+        if not who.permitted:
+            raise _refuse(f"you do not hold promotions:approve on {plan.environment}", "Forbidden")
+        teams, roles = set(plan.approver_teams), set(plan.approver_roles)
+        if (teams or roles) and not (set(who.teams) & teams or set(who.roles) & roles):
+            allowed = [f"team {t}" for t in plan.approver_teams]
+            allowed += [f"role {r}" for r in plan.approver_roles]
+            raise _refuse(
+                f"only approvers of {plan.environment} may decide ({', '.join(allowed)})",
+                "Forbidden",
+            )
+        if (
+            decision.decision == "approve"
+            and who.user_id == plan.requested_by
+            and not plan.allow_self_approval
+        ):
+            raise _refuse("you requested this promotion; someone else must approve it", "Forbidden")
+        earlier = next((d for d in self._decisions if d.user_id == who.user_id), None)
+        if earlier is not None:
+            raise _refuse(f"you already decided ({earlier.decision} at {earlier.at.isoformat()})")
+
+    @workflow.update
+    async def cancel(self, request: CancelRequest) -> PromotionView:
+        self._cancel = request
+        return self._view()
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        if self._status not in PENDING or self._cancel is not None:
+            raise _refuse(
+                f"the promotion is {self._status}; only one not yet deploying can be cancelled"
+            )
+
+    @workflow.query
+    def state(self) -> PromotionView:
+        return self._view()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _approval_count(self) -> int:
+        return len({d.user_id for d in self._decisions if d.decision == "approve"})
+
+    def _waiting_on(self) -> str:
+        plan = self._plan
+        assert plan is not None
+        needed = plan.required_approvals - self._approval_count()
+        who = [f"team {t}" for t in plan.approver_teams] + [
+            f"role {r}" for r in plan.approver_roles
+        ]
+        return f"{needed} more approval(s) from {' or '.join(who) or 'an approver'}"
+
+    def _view(self) -> PromotionView:
+        plan = self._plan
+        waiting_on = self._reason if self._status in ("waiting", "awaiting_approval") else None
+        left = None
+        if self._status == "awaiting_approval" and self._expires_at is not None:
+            left = max(0.0, (self._expires_at - workflow.now()).total_seconds())
+        return PromotionView(
+            promotion_id=self._input.promotion_id,
+            status=self._status,
+            reason=self._reason,
+            required_approvals=plan.required_approvals if plan else 0,
+            approvals=self._approval_count(),
+            decisions=list(self._decisions),
+            waiting_on=waiting_on,
+            expires_at=self._expires_at,
+            seconds_left=left,
+            wait_until=self._wait_until if self._status == "waiting" else None,
+            deployment_id=self._deployment_id,
+        )
+
+    async def _wait(self, condition: Callable[[], bool], timeout: timedelta) -> bool:
+        """True when `condition` held before `timeout` (a durable timer)."""
+        try:
+            await workflow.wait_condition(condition, timeout=max(timeout, timedelta(seconds=1)))
+        except TimeoutError:
+            return False
+        return True
+
+    def _set(self, status: str, reason: str | None, **extra: Any) -> None:
+        """Change the status and mirror it (with the decisions) into the row, in order."""
+        self._status, self._reason = status, reason
+        update = StatusUpdate(
+            promotion_id=self._input.promotion_id,
+            status=status,
+            reason=reason,
+            decisions=list(self._decisions),
+            **extra,
+        )
+        previous = list(self._records)
+
+        async def write() -> None:
+            await asyncio.gather(*previous, return_exceptions=True)
+            await workflow.execute_activity_method(PromotionActivities.record, update, **_db())
+
+        self._records.append(asyncio.ensure_future(write()))
+
+    async def _flush(self) -> None:
+        await asyncio.gather(*self._records, return_exceptions=True)
+
+    async def _end(
+        self,
+        status: str,
+        reason: str | None,
+        event: str | None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self._set(status, reason, finished=True)
+        await self._flush()
+        if event is not None:
+            self._notify(event, {**self._approval_context(), "reason": reason, **(extra or {})})
+
+    async def _mark(self, mark: DeploymentMark) -> None:
+        await workflow.execute_activity_method(PromotionActivities.mark_deployment, mark, **_db())
+
+    def _approval_context(self) -> dict[str, Any]:
+        plan = self._plan
+        assert plan is not None
+        return {
+            "promotion_id": str(plan.promotion_id),
+            "promotion_url": plan.promotion_url,
+            "service": plan.service,
+            "version": plan.version,
+            "environment": plan.environment,
+            "previous_version": plan.previous_version,
+            "requested_by": plan.requested_by_name,
+            "approvers_needed": plan.required_approvals,
+            "approvals": self._approval_count(),
+            "decided_by": _who(self._decisions, "approve") or None,
+            "expires_at": self._expires_at.isoformat() if self._expires_at else None,
+            "comment": plan.comment or None,
+        }
+
+    def _notify(self, event: str, context: dict[str, Any]) -> None:
+        plan = self._plan
+        assert plan is not None
+        if not plan.channel_ids:
+            return
+        request = NotificationRequest(
+            request_id=workflow.uuid4(),
+            event=event,
+            context={k: v for k, v in context.items() if v is not None},
+            channel_ids=plan.channel_ids,
+            team_id=plan.team_id,
+            reference=f"promotion:{plan.promotion_id}",
+        )
+        self._side.append(
+            asyncio.ensure_future(notify(request, task_queue=self._input.notifications_queue))
+        )
+
+    def _update_slack(self, event: str, context: dict[str, Any]) -> None:
+        """Re-render the approval requests already delivered to Slack, in place."""
+        plan = self._plan
+        assert plan is not None
+        if not plan.channel_ids:
+            return
+        values = {k: v for k, v in {**self._approval_context(), **context}.items() if v is not None}
+        ids = [workflow.uuid4() for _ in range(20)]  # deterministic child ids
+        previous = list(self._slack)
+
+        async def update() -> None:
+            await self._flush()
+            await asyncio.gather(*previous, return_exceptions=True)  # in the order decided
+            found = await workflow.execute_activity_method(
+                PromotionActivities.slack_messages,
+                SlackMessagesInput(promotion_id=plan.promotion_id),
+                **_db(),
+            )
+            for notification_id, child_id in zip(found, ids, strict=False):
+                await workflow.execute_child_workflow(
+                    SlackMessageUpdateWorkflow.run,
+                    MessageUpdate(notification_id=notification_id, event=event, context=values),
+                    id=f"slack-update-{child_id}",
+                    task_queue=self._input.notifications_queue,
+                )
+
+        self._slack.append(asyncio.ensure_future(update()))
