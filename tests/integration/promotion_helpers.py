@@ -160,6 +160,7 @@ class PromotionStack:
         self,
         prod_policy: dict[str, Any] | None = None,
         staging_policy: dict[str, Any] | None = None,
+        dev_policy: dict[str, Any] | None = None,
     ) -> World:
         suffix = uuid.uuid4().hex[:8]
         org = await self.created("/organizations", {"name": "Org", "slug": f"org-{suffix}"})
@@ -186,7 +187,7 @@ class PromotionStack:
         previous = None
         quick = {"verification_window": "1s"}
         policies = {
-            "dev": quick,
+            "dev": {**quick, **(dev_policy or {})},
             "staging": {**quick, **(staging_policy or {})},
             "prod": {
                 **quick,

@@ -4,6 +4,7 @@ through the API and signed Slack button presses, deploys, verification and roll 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
 from core.models.audit import AuditLog
+from core.models.notifications import Notification
 from core.models.promotions import ServiceDeployment
 from core.settings import Settings
 from core.temporal import policies
@@ -26,6 +28,8 @@ from tests.integration.promotion_helpers import (
     World,
     promotion_stack,
     promotion_workers,
+    slack_headers,
+    slack_interaction,
 )
 
 
@@ -161,3 +165,141 @@ async def test_dev_staging_production_with_api_and_slack_approvals(
     actions = [(a.action, a.actor_label) for a in audit]
     assert ("promotion.approve", alice.email) in actions
     assert ("promotion.approve", f"{bob.email} (Slack)") in actions
+
+
+async def _notified(stack: PromotionStack, promotion_id: str, event: str) -> None:
+    async def sent() -> bool:
+        rows = await stack.api.fetch(
+            select(Notification).where(
+                Notification.reference == f"promotion:{promotion_id}",
+                Notification.event == event,
+                Notification.status == "delivered",
+            )
+        )
+        return bool(rows)
+
+    await wait_until(f"{event} delivered", sent, timeout=15)
+
+
+async def test_rejection_expiry_cancel_and_refused_slack_presses(stack: PromotionStack) -> None:
+    world = await stack.world(prod_policy={"approval_timeout": "2s", "reminder_interval": None})
+    approver = await stack.person("approver", teams=(world.approvers_team,))
+    stranger = await stack.person("viewer")
+    stack.slack.users["U0STRANGER"] = stranger.email
+    await stack.version(world, "2.0.0")
+    async with promotion_workers(stack):
+        await stack.promoted(world, "dev", "2.0.0")
+
+        # prod: one rejection ends it, with the reviewer's comment
+        await stack.promoted(world, "staging", "2.0.0")
+        first = (await stack.deploy(world, "prod", "2.0.0"))["id"]
+        await stack.until(first, "awaiting_approval")
+        no_comment = await stack.post(f"/promotions/{first}/reject", {}, approver.headers)
+        assert_error(no_comment, 422)
+        rejected = await stack.post(
+            f"/promotions/{first}/reject", {"comment": "not this week"}, approver.headers
+        )
+        assert rejected.status_code == 200, rejected.text
+        done = await stack.finished(first)
+        assert done["status"] == "rejected" and "not this week" in done["reason"], done
+        await _notified(stack, first, "promotion.rejected")
+
+        # a Slack user who is not an approver: told so, alone, and nothing changes
+        second = (await stack.deploy(world, "prod", "2.0.0"))["id"]
+        await stack.until(second, "awaiting_approval")
+        ts = await _slack_ts(stack)
+        refused = await stack.slack_press("approve", second, "U0STRANGER", ts)
+        assert refused.status_code == 200
+        [answer] = stack.slack.responses
+        assert answer["response_type"] == "ephemeral" and "promotions:approve" in answer["text"]
+        unlinked = await stack.slack_press("approve", second, "U0NOBODY", ts)
+        assert unlinked.status_code == 200 and "not linked" in stack.slack.responses[-1]["text"]
+        # forged, replayed and unsigned presses are 401 and change nothing
+        body = slack_interaction(
+            "approve", second, "U0STRANGER", message_ts=ts, response_url="http://x"
+        )
+        for headers in (
+            slack_headers(body, secret="wrong-secret"),
+            slack_headers(body, at=time.time() - 600),
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        ):
+            forged = await stack.api.client.post(
+                "/integrations/slack/interactions", content=body, headers=headers
+            )
+            assert_error(forged, 401, "invalid_signature")
+        tampered = slack_headers(body)
+        forged = await stack.api.client.post(
+            "/integrations/slack/interactions", content=body + b"x", headers=tampered
+        )
+        assert_error(forged, 401, "invalid_signature")
+        # ... and expiry: nobody approved within 2s
+        expired = await stack.finished(second)
+        assert expired["status"] == "expired" and expired["decisions"] == [], expired
+        assert "0 of 2 approvals" in expired["reason"]
+        await _notified(stack, second, "promotion.expired")
+
+        # cancel while waiting; a second cancel is refused
+        third = (await stack.deploy(world, "prod", "2.0.0"))["id"]
+        await stack.until(third, "awaiting_approval")
+        cancelled = await stack.post(f"/promotions/{third}/cancel", {"reason": "wrong version"})
+        assert cancelled.status_code == 200, cancelled.text
+        done = await stack.finished(third)
+        assert done["status"] == "cancelled" and "wrong version" in done["reason"]
+        again = await stack.post(f"/promotions/{third}/cancel", {})
+        assert_error(again, 409)
+        late = await stack.post(f"/promotions/{third}/approve", {}, approver.headers)
+        assert_error(late, 409)
+
+    listed = await stack.api.client.get(
+        "/promotions",
+        params={"environment_id": world.envs["prod"]["id"], "status": "expired"},
+        headers=stack.admin,
+    )
+    assert [p["id"] for p in listed.json()["items"]] == [second]
+    nothing = await stack.api.fetch(
+        select(ServiceDeployment).where(
+            ServiceDeployment.environment_id == uuid.UUID(world.envs["prod"]["id"])
+        )
+    )
+    assert nothing == []  # no promotion to prod deployed anything
+
+
+async def test_failed_health_check_and_verification_roll_back(stack: PromotionStack) -> None:
+    world = await stack.world(dev_policy={"verification_window": "3s"})
+    dev = world.envs["dev"]["id"]
+    for version, mode in (("3.0.0", "ok"), ("3.1.0", "fail"), ("3.2.0", "degrade")):
+        await stack.version(world, version, mode)
+    async with promotion_workers(stack):
+        await stack.promoted(world, "dev", "3.0.0")
+        assert (await _served(stack, world, "dev")).startswith("3.0.0")
+
+        # 3.1.0 exits at once: never healthy, 3.0.0 keeps serving
+        failed = await stack.finished((await stack.deploy(world, "dev", "3.1.0"))["id"])
+        assert failed["status"] == "rolled_back" and "exited" in failed["reason"], failed
+        assert (await _served(stack, world, "dev")).startswith("3.0.0")
+
+        # 3.2.0 is healthy at first, then fails verification: 3.0.0 is put back
+        degraded = await stack.finished((await stack.deploy(world, "dev", "3.2.0"))["id"])
+        assert degraded["status"] == "rolled_back", degraded
+        assert "3.0.0 runs again" in degraded["reason"]
+        assert (await _served(stack, world, "dev")).startswith("3.0.0")
+        await _notified(stack, degraded["id"], "promotion.rolled_back")
+
+        # the deployment records say what happened
+        rows = await stack.api.fetch(
+            select(ServiceDeployment)
+            .where(ServiceDeployment.environment_id == uuid.UUID(dev))
+            .order_by(ServiceDeployment.created_at)
+        )
+        assert [(r.version, r.status) for r in rows] == [
+            ("3.0.0", "superseded"),
+            ("3.1.0", "failed"),
+            ("3.2.0", "rolled_back"),
+            ("3.0.0", "healthy"),
+        ]
+
+        # an explicit roll back needs a version that ran there before
+        nothing_before = await stack.post(
+            f"/environments/{dev}/rollback", {"service_id": world.service_id, "version": "9.9.9"}
+        )
+        assert_error(nothing_before, 422)
