@@ -1,5 +1,6 @@
 """Environments: create (`environments:write` on the organization), read and list
-(`environments:read`), and their configuration entries (secrets masked in every response)."""
+(`environments:read`), their configuration entries (secrets masked in every response), what
+runs in them (`/resources`) and access grants."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import require
 from api.deps import DbSession
 from api.pagination import PageOut, page_params, page_response
+from core.deploy.usage import group_usage
 from core.environments.environments import (
     MASK,
     ConfigEntry,
@@ -26,6 +28,7 @@ from core.environments.policy import EnvironmentType, Target
 from core.identity.organizations import OrganizationService, Visibility
 from core.models.environments import Environment, EnvironmentConfig
 from core.pagination import PageRequest
+from core.promotions.promotions import PromotionService
 from core.security.authorization import ANY_SCOPE, Principal, Resource, authorize
 
 router = APIRouter(prefix="/environments", tags=["environments"])
@@ -171,6 +174,68 @@ async def update_config(
         env, [ConfigEntry(**e.model_dump()) for e in body.entries], body.remove
     )
     return await _detail(service, env)
+
+
+class UsageOut(BaseModel):
+    alive: bool
+    processes: int
+    rss_bytes: int
+    cpu_seconds: float
+
+
+class RunningOut(BaseModel):
+    deployment_id: uuid.UUID
+    service_id: uuid.UUID
+    version: str
+    status: str
+    deployed_at: datetime | None
+    promotion_id: uuid.UUID | None
+    details: dict[str, Any] = Field(description="pid, port and url (local); namespace (kubernetes)")
+    usage: UsageOut | None = Field(None, description="Local target: the process group's use")
+
+
+class ResourcesOut(BaseModel):
+    environment_id: uuid.UUID
+    target: str
+    namespace: str | None
+    limits: dict[str, Any] = Field(description="Applied as a ResourceQuota and LimitRange")
+    deployments: list[RunningOut] = Field(description="What runs now, one per service")
+
+
+@router.get(
+    "/{env_id}/resources",
+    response_model=ResourcesOut,
+    summary="What runs in the environment, its limits, and (local target) what it uses",
+)
+async def resources(
+    env_id: uuid.UUID,
+    session: DbSession,
+    principal: Principal = require("environments:read", ANY_SCOPE),
+) -> ResourcesOut:
+    env = await authorized_environment(session, env_id, principal, "environments:read")
+    running = []
+    for row in await PromotionService(session).running(env.id):
+        pid = row.details.get("pid")
+        usage = group_usage(int(pid)) if env.target == "local" and pid else None
+        running.append(
+            RunningOut(
+                deployment_id=row.id,
+                service_id=row.service_id,
+                version=row.version,
+                status=row.status,
+                deployed_at=row.deployed_at,
+                promotion_id=row.promotion_id,
+                details=row.details,
+                usage=UsageOut(**usage.model_dump()) if usage else None,
+            )
+        )
+    return ResourcesOut(
+        environment_id=env.id,
+        target=env.target,
+        namespace=env.namespace,
+        limits=env.limits,
+        deployments=running,
+    )
 
 
 class AccessIn(BaseModel):

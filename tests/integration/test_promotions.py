@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -303,3 +304,54 @@ async def test_failed_health_check_and_verification_roll_back(stack: PromotionSt
             f"/environments/{dev}/rollback", {"service_id": world.service_id, "version": "9.9.9"}
         )
         assert_error(nothing_before, 422)
+
+
+async def test_soak_time_and_freeze_window_wait_then_proceed(stack: PromotionStack) -> None:
+    now = datetime.now(UTC)
+    freeze = {
+        "starts_at": (now - timedelta(minutes=1)).isoformat(),
+        "ends_at": (now + timedelta(seconds=10)).isoformat(),
+        "reason": "release freeze",
+    }
+    world = await stack.world(
+        staging_policy={"soak_time": "2s"},
+        prod_policy={"required_approvals": 0, "freeze_windows": [freeze]},
+    )
+    await stack.version(world, "4.0.0")
+    await stack.version(world, "4.1.0")
+    async with promotion_workers(stack):
+        await stack.promoted(world, "dev", "4.0.0")
+        # staging: 4.0.0 has not soaked 2s in dev yet; it waits (a durable timer), then goes
+        soaking = (await stack.deploy(world, "staging", "4.0.0"))["id"]
+        waiting = await stack.until(soaking, "waiting", "succeeded", "refused", "failed")
+        assert waiting["status"] == "waiting", waiting
+        assert "soak time" in waiting["waiting_on"] and waiting["wait_until"]
+        assert (await stack.finished(soaking))["status"] == "succeeded"
+
+        # prod: inside a freeze window, it waits for the window's end
+        frozen = (await stack.deploy(world, "prod", "4.0.0"))["id"]
+        waiting = await stack.until(frozen, "waiting", "succeeded", "refused", "failed")
+        assert waiting["status"] == "waiting", waiting
+        assert "release freeze" in waiting["waiting_on"]
+        done = await stack.finished(frozen)
+        assert done["status"] == "succeeded"
+        assert datetime.fromisoformat(done["finished_at"]) >= datetime.fromisoformat(
+            freeze["ends_at"]
+        )
+
+        # a second version, then an explicit roll back to the one before
+        await stack.promoted(world, "dev", "4.1.0")
+        assert (await _served(stack, world, "dev")).startswith("4.1.0")
+        dev = world.envs["dev"]["id"]
+        back = await stack.post(f"/environments/{dev}/rollback", {"service_id": world.service_id})
+        assert back.status_code == 202, back.text
+        assert back.json()["kind"] == "rollback" and back.json()["version"] == "4.0.0"
+        assert (await stack.finished(back.json()["id"]))["status"] == "succeeded"
+        assert (await _served(stack, world, "dev")).startswith("4.0.0")
+
+        resources = await stack.api.client.get(
+            f"/environments/{dev}/resources", headers=stack.admin
+        )
+        assert resources.status_code == 200, resources.text
+        [running] = resources.json()["deployments"]
+        assert running["version"] == "4.0.0" and running["usage"]["rss_bytes"] > 0
