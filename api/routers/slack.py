@@ -62,7 +62,9 @@ async def interactions(request: Request, state: State, background: BackgroundTas
     except ValueError:
         return tell("This button does not name a promotion.")
     async with transaction(state.sessions) as session:
-        user = await platform_user(session, interaction, state.settings.slack_api_url)
+        user = await platform_user(
+            session, interaction, f"promotion:{promotion_id}", state.settings.slack_api_url
+        )
         if user is None:
             return tell(NOT_LINKED)
         context.update(actor_id=user.id, actor_type="user", actor_label=f"{user.email} (Slack)")

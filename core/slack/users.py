@@ -27,18 +27,22 @@ async def _linked(session: AsyncSession, slack_user_id: str) -> User | None:
     return None
 
 
-async def _bot_token(session: AsyncSession, interaction: Interaction) -> str | None:
+async def _bot_token(session: AsyncSession, interaction: Interaction, reference: str) -> str | None:
     """The token of the channel that delivered the message the button is on."""
     if interaction.message_ts is None:
         return None
-    channel = await session.scalar(
+    stmt = (
         select(NotificationChannel)
         .join(Notification, Notification.channel_id == NotificationChannel.id)
         .where(
-            Notification.remote_id == interaction.message_ts, Notification.channel_type == "slack"
+            Notification.reference == reference,
+            Notification.remote_id == interaction.message_ts,
+            Notification.channel_type == "slack",
         )
-        .limit(1)
     )
+    if interaction.channel_id:
+        stmt = stmt.where(Notification.slack_channel == interaction.channel_id)
+    channel = await session.scalar(stmt.limit(1))
     if channel is None:
         return None
     token = channel_secrets(channel).get("bot_token")
@@ -46,12 +50,13 @@ async def _bot_token(session: AsyncSession, interaction: Interaction) -> str | N
 
 
 async def platform_user(
-    session: AsyncSession, interaction: Interaction, slack_api_url: str | None
+    session: AsyncSession, interaction: Interaction, reference: str, slack_api_url: str | None
 ) -> User | None:
-    """The active platform user behind the Slack user, or None when none can be found."""
+    """The active platform user behind the Slack user, or None when none can be found.
+    `reference` is what the message was sent about (e.g. `promotion:<id>`)."""
     user = await _linked(session, interaction.slack_user_id)
     if user is None:
-        token = await _bot_token(session, interaction)
+        token = await _bot_token(session, interaction, reference)
         email = (
             await user_email(token=token, user_id=interaction.slack_user_id, base_url=slack_api_url)
             if token

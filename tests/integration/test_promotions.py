@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from core.models.audit import AuditLog
 from core.models.notifications import Notification
@@ -32,6 +33,8 @@ from tests.integration.promotion_helpers import (
     slack_headers,
     slack_interaction,
 )
+from workers.runner import sandbox_runner
+from workflows.promotion import PromotionWorkflow
 
 
 @pytest.fixture(autouse=True)
@@ -67,15 +70,18 @@ async def _served(stack: PromotionStack, world: World, env: str) -> str:
         return (await http.get(rows[0].details["url"] + "/")).text
 
 
-async def _slack_ts(stack: PromotionStack) -> str:
-    """The ts of the (last) approval request posted to Slack, once it is."""
+async def _slack_ts(stack: PromotionStack, promotion_id: str) -> str:
+    """The ts of the promotion's approval request in Slack, once it is posted."""
     found: list[str] = []
 
     async def posted() -> bool:
         found[:] = [
             r.ts
             for r in stack.slack.calls("chat.postMessage")
-            if r.ok and r.ts and "Approval needed" in (r.text or "")
+            if r.ok
+            and r.ts
+            and "Approval needed" in (r.text or "")
+            and promotion_id in str(r.blocks)
         ]
         return bool(found)
 
@@ -131,8 +137,17 @@ async def test_dev_staging_production_with_api_and_slack_approvals(
         again = await stack.post(f"/promotions/{pid}/approve", {}, alice.headers)
         assert "already decided" in assert_error(again, 409)["message"]
 
+        # a decision taken through the API updates the Slack message too
+        async def shows_alice() -> bool:
+            return any(
+                "Approved so far" in str(r.blocks) and "Test User (API)" in str(r.blocks)
+                for r in stack.slack.calls("chat.update")
+            )
+
+        await wait_until("the Slack message shows the API approval", shows_alice, timeout=15)
+
         # the second approval: Bob presses Approve in Slack (mapped by users.info's email)
-        pressed = await stack.slack_press("approve", pid, "U0BOB", await _slack_ts(stack))
+        pressed = await stack.slack_press("approve", pid, "U0BOB", await _slack_ts(stack, pid))
         assert pressed.status_code == 200, pressed.text
         assert stack.slack.responses == []  # no ephemeral refusal
         done = await stack.finished(pid)
@@ -151,14 +166,20 @@ async def test_dev_staging_production_with_api_and_slack_approvals(
             )
 
         await wait_until("Slack message updated", updated, timeout=15)
-        message = stack.slack.messages[(SLACK_CHANNEL, await _slack_ts(stack))]
+        message = stack.slack.messages[(SLACK_CHANNEL, await _slack_ts(stack, pid))]
         shown = str(message.blocks)
         assert "Promotion approved" in (message.text or "")
         assert "Test User (API)" in shown and "Test User (Slack)" in shown
 
-        # the secret is in no workflow history (the client decodes payloads)
+        # the secret is in no workflow history (the client decodes payloads), which replays
         history = await stack.client.get_workflow_handle(done["workflow_id"]).fetch_history()
         assert "s3cr3t-prod" not in str(history.to_json())
+        replayer = Replayer(
+            workflows=[PromotionWorkflow],
+            workflow_runner=sandbox_runner(),
+            data_converter=stack.client.data_converter,
+        )
+        await replayer.replay_workflow(history)
 
     audit = await stack.api.fetch(
         select(AuditLog).where(AuditLog.resource_id == pid).order_by(AuditLog.occurred_at)
@@ -208,7 +229,7 @@ async def test_rejection_expiry_cancel_and_refused_slack_presses(stack: Promotio
         # a Slack user who is not an approver: told so, alone, and nothing changes
         second = (await stack.deploy(world, "prod", "2.0.0"))["id"]
         await stack.until(second, "awaiting_approval")
-        ts = await _slack_ts(stack)
+        ts = await _slack_ts(stack, second)
         refused = await stack.slack_press("approve", second, "U0STRANGER", ts)
         assert refused.status_code == 200
         [answer] = stack.slack.responses
