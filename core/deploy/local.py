@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -84,6 +85,13 @@ def alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2] not in "ZX"
 
 
+def _memory_cap(limit: int) -> Callable[[], None]:
+    def apply() -> None:  # in the child, before exec
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
 class LocalTarget:
     def __init__(
         self,
@@ -121,11 +129,17 @@ class LocalTarget:
         tmp.replace(directory / "current.json")
 
     async def deploy(
-        self, environment: str, release: LocalRelease, config: Mapping[str, str]
+        self,
+        environment: str,
+        release: LocalRelease,
+        config: Mapping[str, str],
+        *,
+        memory_limit: int | None = None,
     ) -> DeployOutcome:
-        """Start `release`, wait for it to be healthy, switch, stop the previous one."""
+        """Start `release`, wait for it to be healthy, switch, stop the previous one.
+        `memory_limit` (bytes) caps each of its processes' address space (RLIMIT_AS)."""
         previous = self.current(environment, release.service)
-        started = await self._start(environment, release, config)
+        started = await self._start(environment, release, config, memory_limit)
         error = await self._healthy(started, release.health_path)
         if error is not None:
             await self.stop(started)
@@ -136,7 +150,11 @@ class LocalTarget:
         return DeployOutcome(ok=True, current=started, replaced=previous)
 
     async def _start(
-        self, environment: str, release: LocalRelease, config: Mapping[str, str]
+        self,
+        environment: str,
+        release: LocalRelease,
+        config: Mapping[str, str],
+        memory_limit: int | None = None,
     ) -> RunningRelease:
         directory = self._dir(environment, release.service)
         directory.mkdir(parents=True, exist_ok=True)
@@ -164,6 +182,7 @@ class LocalTarget:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                preexec_fn=_memory_cap(memory_limit) if memory_limit else None,
             )
         return RunningRelease(
             service=release.service,

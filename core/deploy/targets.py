@@ -99,7 +99,10 @@ class DeployTargets:
                 place, service, version, release_config, config, secrets
             )
         release: LocalRelease = _release(LocalRelease, service, version, release_config)
-        outcome = await self.local.deploy(place.key, release, {**config, **secrets})
+        limits = ResourceLimits.model_validate(place.limits or {})
+        outcome = await self.local.deploy(
+            place.key, release, {**config, **secrets}, memory_limit=limits.process_memory
+        )
         current = outcome.current
         details = _local_details(current, release.health_path) if outcome.ok and current else {}
         return Applied(ok=outcome.ok, switched=outcome.ok, details=details, error=outcome.error)

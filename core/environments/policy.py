@@ -18,6 +18,27 @@ Target = Literal["local", "kubernetes"]
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
 
 
+_BYTES = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "m": 0.001,
+}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A memory quantity (`512Mi`, `1G`, `1000000`) in bytes."""
+    for suffix, factor in _BYTES.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * factor)
+    return int(float(quantity))
+
+
 class ResourceLimits(BaseModel):
     """Kubernetes quantities (`500m`, `2`, `512Mi`), applied as a ResourceQuota and
     LimitRange on the kubernetes target, and to the processes of the local target where the
@@ -29,6 +50,11 @@ class ResourceLimits(BaseModel):
     pods: int | None = Field(None, ge=1, le=10_000)
     default_cpu: str | None = Field(None, description="Per container unless it says, e.g. 500m")
     default_memory: str | None = Field(None, description="Per container, e.g. 256Mi")
+
+    @property
+    def process_memory(self) -> int | None:
+        """Bytes one process of the local target may map: the per-container default."""
+        return quantity_bytes(self.default_memory) if self.default_memory else None
 
     @field_validator("cpu", "memory", "default_cpu", "default_memory")
     @classmethod

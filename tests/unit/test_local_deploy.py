@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.deploy.local import LocalRelease, LocalTarget, alive
+from core.environments.policy import ResourceLimits, quantity_bytes
 
 SERVER = f"{shlex.quote(sys.executable)} -m http.server $PORT --bind 127.0.0.1"
 
@@ -78,3 +79,18 @@ async def test_the_process_gets_the_environments_config_and_nothing_of_the_worke
     assert seen["IDP_VERSION"] == "1.0.0" and seen["IDP_ENVIRONMENT"] == "staging"
     assert seen["PORT"] == str(done.current.port if done.current else "")
     assert "IDP_TEST_WORKER_ONLY" not in seen
+
+
+async def test_a_memory_limit_caps_each_process(target: LocalTarget, tmp_path: Path) -> None:
+    limited = f"ulimit -v > limit.txt; exec {SERVER}"
+    outcome = await target.deploy("staging", release("1.0.0", limited), {}, memory_limit=2**28)
+    assert outcome.ok, outcome.error
+    written = tmp_path / "deployments" / "staging" / "shop" / "limit.txt"
+    assert written.read_text().strip() == str(2**28 // 1024)  # KiB, as ulimit says
+
+
+def test_memory_quantities_in_bytes() -> None:
+    assert quantity_bytes("256Mi") == 2**28 and quantity_bytes("1G") == 10**9
+    assert quantity_bytes("1500") == 1500 and quantity_bytes("2000m") == 2
+    assert ResourceLimits(default_memory="64Mi").process_memory == 64 * 2**20
+    assert ResourceLimits(memory="8Gi").process_memory is None  # the total is not per process
