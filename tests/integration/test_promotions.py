@@ -22,8 +22,8 @@ from core.models.promotions import ServiceDeployment
 from core.settings import Settings
 from core.temporal import policies
 from core.topology import Topology
-from tests.helpers import wait_until
-from tests.integration.identity_helpers import assert_error
+from tests.helpers import free_port, wait_until
+from tests.integration.identity_helpers import assert_error, running_api
 from tests.integration.promotion_helpers import (
     SLACK_CHANNEL,
     PromotionStack,
@@ -204,7 +204,7 @@ async def _notified(stack: PromotionStack, promotion_id: str, event: str) -> Non
 
 
 async def test_rejection_expiry_cancel_and_refused_slack_presses(stack: PromotionStack) -> None:
-    world = await stack.world(prod_policy={"approval_timeout": "2s", "reminder_interval": None})
+    world = await stack.world(prod_policy={"approval_timeout": "2s", "reminder_interval": "1s"})
     approver = await stack.person("approver", teams=(world.approvers_team,))
     stranger = await stack.person("viewer")
     stack.slack.users["U0STRANGER"] = stranger.email
@@ -259,6 +259,13 @@ async def test_rejection_expiry_cancel_and_refused_slack_presses(stack: Promotio
         assert expired["status"] == "expired" and expired["decisions"] == [], expired
         assert "0 of 2 approvals" in expired["reason"]
         await _notified(stack, second, "promotion.expired")
+        requests = await stack.api.fetch(
+            select(Notification).where(
+                Notification.reference == f"promotion:{second}",
+                Notification.event == "promotion.awaiting_approval",
+            )
+        )
+        assert any("Reminder" in str(n.context.get("comment")) for n in requests)  # after 1s
 
         # cancel while waiting; a second cancel is refused
         third = (await stack.deploy(world, "prod", "2.0.0"))["id"]
@@ -376,3 +383,25 @@ async def test_soak_time_and_freeze_window_wait_then_proceed(stack: PromotionSta
         assert resources.status_code == 200, resources.text
         [running] = resources.json()["deployments"]
         assert running["version"] == "4.0.0" and running["usage"]["rss_bytes"] > 0
+
+
+async def test_a_request_while_temporal_is_down_is_503_and_recorded_failed(
+    stack: PromotionStack, topology: Topology, database_url: str
+) -> None:
+    world = await stack.world()
+    await stack.version(world, "5.0.0")
+    dev = world.envs["dev"]["id"]
+    body = {"service_id": world.service_id, "version": "5.0.0"}
+    down = stack.settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+    async with running_api(down, topology, database_url) as api_down:
+        refused = await api_down.client.post(
+            f"/environments/{dev}/deploy", json=body, headers=stack.admin
+        )
+        assert_error(refused, 503, "unavailable")
+    listed = await stack.api.client.get(
+        "/promotions", params={"environment_id": dev}, headers=stack.admin
+    )
+    [kept] = listed.json()["items"]
+    assert kept["status"] == "failed" and "Temporal" in kept["reason"], kept
+    async with promotion_workers(stack):  # with Temporal back, a new request goes through
+        await stack.promoted(world, "dev", "5.0.0")
