@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 
 from core.db.engine import transaction
 from core.db.types import utcnow
-from core.deploy.targets import DeployTargets, Place, ReleaseInvalid
+from core.deploy.targets import DeployTargets, Place, Release, ReleaseInvalid
 from core.environments.environments import EnvironmentService, reveal
 from core.models.catalog import Service, ServiceVersion
 from core.models.environments import Environment
@@ -146,7 +146,7 @@ class PromotionActivities:
         try:
             async with _heartbeating():
                 applied = await self._targets.deploy(
-                    place, service_name, version_name, release, plain, secrets
+                    place, Release(service_name, version_name, release, plain, secrets)
                 )
         except ReleaseInvalid as exc:
             await self._settle(deployment_id, None, "failed", {}, str(exc))

@@ -135,23 +135,25 @@ async def _authorized(
 async def _request(
     session: AsyncSession,
     state: State,
-    env: Environment,
-    service_id: uuid.UUID,
+    env_id: uuid.UUID,
     principal: Principal,
     kind: PromotionKind,
-    version: str | None,
-    **fields: Any,
+    body: DeployIn | RollbackIn,
 ) -> PromotionOut:
     """Record the promotion, commit (the workflow's first activity reads it), then start its
     workflow; when Temporal cannot be reached it is recorded `failed` with the reason."""
-    service = await authorized_service(session, service_id, principal, "services:read")
+    env = await authorized_environment(session, env_id, principal, "environments:deploy")
+    service = await authorized_service(session, body.service_id, principal, "services:read")
     promotions = PromotionService(session)
-    if kind == "rollback":
-        target = await promotions.rollback_version(env, service, version)
+    if isinstance(body, RollbackIn):
+        target = await promotions.rollback_version(env, service, body.version)
+        branch = None
     else:
-        assert version is not None
-        target = await promotions.version(service, version)
-    row = await promotions.request(env, service, target, principal, kind=kind, **fields)
+        target = await promotions.version(service, body.version)
+        branch = body.branch
+    row = await promotions.request(
+        env, service, target, principal, kind=kind, branch=branch, comment=body.comment
+    )
     await session.commit()
     try:
         await control.start_promotion(await state.temporal.client(), row)
@@ -175,18 +177,7 @@ async def deploy(
     state: State,
     principal: Principal = require("environments:deploy", ANY_SCOPE),
 ) -> PromotionOut:
-    env = await authorized_environment(session, env_id, principal, "environments:deploy")
-    return await _request(
-        session,
-        state,
-        env,
-        body.service_id,
-        principal,
-        "promote",
-        body.version,
-        branch=body.branch,
-        comment=body.comment,
-    )
+    return await _request(session, state, env_id, principal, "promote", body)
 
 
 @router.post(
@@ -202,17 +193,7 @@ async def rollback(
     state: State,
     principal: Principal = require("environments:deploy", ANY_SCOPE),
 ) -> PromotionOut:
-    env = await authorized_environment(session, env_id, principal, "environments:deploy")
-    return await _request(
-        session,
-        state,
-        env,
-        body.service_id,
-        principal,
-        "rollback",
-        body.version,
-        comment=body.comment,
-    )
+    return await _request(session, state, env_id, principal, "rollback", body)
 
 
 @router.get("/promotions", response_model=PageOut[PromotionOut], summary="List promotions")

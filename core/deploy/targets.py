@@ -39,6 +39,18 @@ class Place:
 
 
 @dataclass(frozen=True)
+class Release:
+    """One version of a service, with what it is given: the environment's configuration and
+    its decrypted secrets."""
+
+    service: str
+    version: str
+    spec: Mapping[str, Any]  # the version's config: command, image, health_path...
+    config: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Applied:
     ok: bool
     switched: bool  # the target now runs (or tried to run) the new version
@@ -46,9 +58,11 @@ class Applied:
     error: str | None = None
 
 
-def _release(model: type[Any], service: str, version: str, config: Mapping[str, Any]) -> Any:
+def _release(model: type[Any], release: Release) -> Any:
+    """The target's own model of `release`, from the version's config."""
+    service, version = release.service, release.version
     fields = set(model.model_fields) - {"service", "version"}
-    wanted = {k: v for k, v in config.items() if k in fields}
+    wanted = {k: v for k, v in release.spec.items() if k in fields}
     try:
         return model.model_validate({"service": service, "version": version, **wanted})
     except ValidationError as exc:
@@ -85,44 +99,29 @@ class DeployTargets:
             self._clients[place.cluster_id] = await asyncio.to_thread(factory, place.cluster_id)
         return KubernetesTarget(self._clients[place.cluster_id])
 
-    async def deploy(
-        self,
-        place: Place,
-        service: str,
-        version: str,
-        release_config: Mapping[str, Any],
-        config: Mapping[str, str],
-        secrets: Mapping[str, str],
-    ) -> Applied:
+    async def deploy(self, place: Place, release: Release) -> Applied:
         if place.target == "kubernetes":
-            return await self._deploy_kubernetes(
-                place, service, version, release_config, config, secrets
-            )
-        release: LocalRelease = _release(LocalRelease, service, version, release_config)
+            return await self._deploy_kubernetes(place, release)
+        local: LocalRelease = _release(LocalRelease, release)
         limits = ResourceLimits.model_validate(place.limits or {})
         outcome = await self.local.deploy(
-            place.key, release, {**config, **secrets}, memory_limit=limits.process_memory
+            place.key,
+            local,
+            {**release.config, **release.secrets},
+            memory_limit=limits.process_memory,
         )
         current = outcome.current
-        details = _local_details(current, release.health_path) if outcome.ok and current else {}
+        details = _local_details(current, local.health_path) if outcome.ok and current else {}
         return Applied(ok=outcome.ok, switched=outcome.ok, details=details, error=outcome.error)
 
-    async def _deploy_kubernetes(
-        self,
-        place: Place,
-        service: str,
-        version: str,
-        release_config: Mapping[str, Any],
-        config: Mapping[str, str],
-        secrets: Mapping[str, str],
-    ) -> Applied:
-        release: KubernetesRelease = _release(KubernetesRelease, service, version, release_config)
+    async def _deploy_kubernetes(self, place: Place, release: Release) -> Applied:
+        spec: KubernetesRelease = _release(KubernetesRelease, release)
         namespace = place.namespace or place.name
         limits = ResourceLimits.model_validate(place.limits or {})
         target = await self._kubernetes(place)
-        await target.apply(manifests(namespace, release, config, secrets, limits))
-        error = await target.wait_rollout(namespace, release.service, self.health_timeout)
-        details = {"namespace": namespace, "deployment": release.service, "image": release.image}
+        await target.apply(manifests(namespace, spec, release.config, release.secrets, limits))
+        error = await target.wait_rollout(namespace, spec.service, self.health_timeout)
+        details = {"namespace": namespace, "deployment": spec.service, "image": spec.image}
         return Applied(ok=error is None, switched=True, details=details, error=error)
 
     async def problem(self, place: Place, service: str, details: Mapping[str, Any]) -> str | None:

@@ -15,8 +15,6 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.db.engine import transaction
@@ -28,7 +26,7 @@ from core.pipelines.run_messages import RunInput
 from core.pipelines.runs import RunRequest, RunService
 from core.pipelines.triggers import matches, parse_triggers
 from core.pipelines.webhooks import ParsedDelivery
-from core.temporal.client import temporal_unavailable
+from core.temporal.client import start_once, temporal_unavailable
 from workflows.notification import NOTIFICATIONS_QUEUE
 from workflows.pipeline_run import PIPELINES_QUEUE, PipelineRunWorkflow
 
@@ -105,23 +103,18 @@ async def start_run(
 ) -> None:
     """Start the run's workflow unless it ran already. Unavailable (503) when Temporal
     cannot be reached; the run then stays queued, and a redelivery starts it."""
-    try:
-        await client.start_workflow(
-            PipelineRunWorkflow.run,
-            RunInput(
-                run_id=run.id,
-                notifications_queue=notifications_queue,
-                rerun_from_stage=rerun_from_stage,
-            ),
-            id=run.workflow_id,
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
-    except WorkflowAlreadyStartedError:
-        log.info("pipeline run %s already ran", run.id)
-    except RPCError as exc:
-        raise temporal_unavailable(exc, "start the pipeline run") from None
+    await start_once(
+        client,
+        PipelineRunWorkflow.run,
+        RunInput(
+            run_id=run.id,
+            notifications_queue=notifications_queue,
+            rerun_from_stage=rerun_from_stage,
+        ),
+        id=run.workflow_id,
+        task_queue=task_queue,
+        doing="start the pipeline run",
+    )
 
 
 async def cancel_run(client: Client, run: PipelineRun) -> bool:

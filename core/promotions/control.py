@@ -5,11 +5,10 @@ workflow's refusals into the API's errors (403 for who may not, 409 for what can
 from __future__ import annotations
 
 import asyncio
-import logging
+from typing import Any
 
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.errors import AppError, Conflict, Forbidden
@@ -21,11 +20,10 @@ from core.promotions.messages import (
     PromotionInput,
     PromotionView,
 )
-from core.temporal.client import temporal_unavailable
+from core.temporal.client import start_once, temporal_unavailable
 from workflows.notification import NOTIFICATIONS_QUEUE
 from workflows.promotion import PROMOTIONS_QUEUE, PromotionWorkflow
 
-log = logging.getLogger(__name__)
 QUERY_TIMEOUT = 2.0  # seconds to wait for the live state before serving the record
 
 
@@ -36,19 +34,14 @@ async def start_promotion(
     task_queue: str = PROMOTIONS_QUEUE,
     notifications_queue: str = NOTIFICATIONS_QUEUE,
 ) -> None:
-    try:
-        await client.start_workflow(
-            PromotionWorkflow.run,
-            PromotionInput(promotion_id=promotion.id, notifications_queue=notifications_queue),
-            id=promotion.workflow_id,
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
-    except WorkflowAlreadyStartedError:
-        log.info("promotion %s already started", promotion.id)
-    except RPCError as exc:
-        raise temporal_unavailable(exc, "start the promotion") from None
+    await start_once(
+        client,
+        PromotionWorkflow.run,
+        PromotionInput(promotion_id=promotion.id, notifications_queue=notifications_queue),
+        id=promotion.workflow_id,
+        task_queue=task_queue,
+        doing="start the promotion",
+    )
 
 
 async def live_view(client: Client, promotion: Promotion) -> PromotionView | None:
@@ -71,27 +64,26 @@ def _refusal(exc: WorkflowUpdateFailedError) -> AppError:
     return Conflict(str(cause or exc))
 
 
+async def _update(
+    client: Client, promotion: Promotion, update: Any, arg: Any, doing: str
+) -> PromotionView:
+    handle = client.get_workflow_handle(promotion.workflow_id)
+    try:
+        view: PromotionView = await handle.execute_update(update, arg)
+        return view
+    except WorkflowUpdateFailedError as exc:
+        raise _refusal(exc) from None
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise Conflict(f"the promotion is {promotion.status}; it cannot {doing}") from None
+        raise temporal_unavailable(exc, doing) from None
+
+
 async def decide(client: Client, promotion: Promotion, decision: Decision) -> PromotionView:
     """Send one approval or rejection; the answer is immediate: the state after it, or the
     reason it was refused (nothing changes then)."""
-    handle = client.get_workflow_handle(promotion.workflow_id)
-    try:
-        return await handle.execute_update(PromotionWorkflow.decide, decision)
-    except WorkflowUpdateFailedError as exc:
-        raise _refusal(exc) from None
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise Conflict(f"the promotion is {promotion.status}; it takes no decision") from None
-        raise temporal_unavailable(exc, "record the decision") from None
+    return await _update(client, promotion, PromotionWorkflow.decide, decision, "take a decision")
 
 
 async def cancel(client: Client, promotion: Promotion, request: CancelRequest) -> PromotionView:
-    handle = client.get_workflow_handle(promotion.workflow_id)
-    try:
-        return await handle.execute_update(PromotionWorkflow.cancel, request)
-    except WorkflowUpdateFailedError as exc:
-        raise _refusal(exc) from None
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise Conflict(f"the promotion is {promotion.status}; it cannot be cancelled") from None
-        raise temporal_unavailable(exc, "cancel the promotion") from None
+    return await _update(client, promotion, PromotionWorkflow.cancel, request, "be cancelled")

