@@ -105,9 +105,12 @@ class PromotionWorkflow:
             PromotionActivities.prepare, input, **_db()
         )
         self._plan = plan
-        go = True
         if plan.kind == "promote":
             go = await self._gate() and await self._approvals()
+            if go and plan.required_approvals and plan.freeze_windows:
+                go = await self._gate()  # a freeze may have begun while it waited
+        else:
+            go = self._cancel is None or await self._cancelled()
         if go:
             await self._deploy()
         await asyncio.gather(*self._records, *self._side, *self._slack, return_exceptions=True)

@@ -44,6 +44,7 @@ class Plan(BaseModel):
     approval_timeout: float = 86_400.0  # seconds
     reminder_interval: float | None = None  # seconds
     verification_window: float = 30.0  # seconds
+    freeze_windows: bool = False  # whether the policy has any (checked again after approval)
     channel_ids: list[uuid.UUID] = Field(default_factory=list)
     team_id: uuid.UUID | None = None
     promotion_url: str | None = None

@@ -309,6 +309,7 @@ class PromotionService:
                 policy.reminder_interval.total_seconds() if policy.reminder_interval else None
             ),
             verification_window=policy.verification_window.total_seconds(),
+            freeze_windows=bool(policy.freeze_windows),
             channel_ids=channels,
             team_id=service.owner_team_id,
             promotion_url=f"{platform_url}/promotions/{promotion.id}",
