@@ -30,10 +30,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity, workflow
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from api.app import create_app
+from bench.server import run_alone
 from bench.stats import report, summary
 from core.db import migrate
 from core.db.engine import transaction
@@ -236,30 +236,5 @@ async def run(_: Client, base: Settings) -> None:
         await resources.close()
 
 
-async def main() -> None:
-    from core.temporal.client import find_temporal_cli
-    from core.temporal.converter import data_converter
-    from core.temporal.interceptors import ContextPropagationInterceptor
-
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(find_temporal_cli()),
-        data_converter=data_converter(),
-        interceptors=[ContextPropagationInterceptor()],
-        dev_server_log_level="error",
-    )
-    try:
-        data_dir = Path(tempfile.mkdtemp(prefix="idp-bench-"))
-        await run(
-            env.client,
-            Settings(
-                data_dir=data_dir,
-                temporal_address=env.client.service_client.config.target_host,
-                database_url=f"sqlite+aiosqlite:///{data_dir / 'idp.db'}",
-            ),
-        )
-    finally:
-        await env.shutdown()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(run_alone(run))

@@ -226,8 +226,8 @@ class PromotionWorkflow:
         plan = self._plan
         assert plan is not None
         rollback = plan.kind == "rollback"
+        # The deploy activity marks the row `deploying` itself: no wait for earlier records.
         self._status = "deploying"
-        await self._flush()
         try:
             result = await workflow.execute_activity_method(
                 PromotionActivities.deploy,

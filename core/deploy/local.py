@@ -228,5 +228,4 @@ class LocalTarget:
             await asyncio.sleep(0.05)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(running.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(running.pid, os.WNOHANG)
+        # Not reaped here: when this worker started it, asyncio's child watcher reaps it.

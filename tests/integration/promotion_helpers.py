@@ -161,7 +161,10 @@ class PromotionStack:
         prod_policy: dict[str, Any] | None = None,
         staging_policy: dict[str, Any] | None = None,
         dev_policy: dict[str, Any] | None = None,
+        chain: tuple[str, ...] = ("dev", "staging", "prod"),
     ) -> World:
+        """The organization, with the environments of `chain` in that order (each one's
+        `previous_id` the one before)."""
         suffix = uuid.uuid4().hex[:8]
         org = await self.created("/organizations", {"name": "Org", "slug": f"org-{suffix}"})
         owner = await self.created(
@@ -196,7 +199,9 @@ class PromotionStack:
                 **(prod_policy or {}),
             },
         }
-        for name, kind in (("dev", "development"), ("staging", "staging"), ("prod", "production")):
+        kinds = {"dev": "development", "staging": "staging", "prod": "production"}
+        for name in chain:
+            kind = kinds[name]
             env = await self.created(
                 "/environments",
                 {

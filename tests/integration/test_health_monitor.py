@@ -397,11 +397,13 @@ async def test_the_monitor_survives_a_worker_restart(
 
         async with workers(client, api.settings, queue):  # a new worker process's worth
             await until(lambda: result_count(api, check.id), lambda n: n >= before + 3)
-            state = await view(handle)
+            # The workflow's own count: a probe cut off by the shutdown may have stored a row
+            # that the workflow never heard of, so it is waited for on its own.
+            state = await until(lambda: view(handle), lambda v: v.state.probes >= before + 2)
     finally:
         await retire(api, client, [check.id])
     assert (await handle.describe()).run_id == run_id  # the same run carried on
-    assert state.state.status == "healthy" and state.state.probes >= before + 3
+    assert state.state.status == "healthy" and state.state.probes >= before + 2
 
 
 async def test_continue_as_new_carries_state_and_prunes_old_results(
