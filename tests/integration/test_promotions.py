@@ -204,7 +204,7 @@ async def _notified(stack: PromotionStack, promotion_id: str, event: str) -> Non
 
 
 async def test_rejection_expiry_cancel_and_refused_slack_presses(stack: PromotionStack) -> None:
-    world = await stack.world(prod_policy={"approval_timeout": "2s", "reminder_interval": "1s"})
+    world = await stack.world(prod_policy={"approval_timeout": "4s", "reminder_interval": "1s"})
     approver = await stack.person("approver", teams=(world.approvers_team,))
     stranger = await stack.person("viewer")
     stack.slack.users["U0STRANGER"] = stranger.email
@@ -254,7 +254,7 @@ async def test_rejection_expiry_cancel_and_refused_slack_presses(stack: Promotio
             "/integrations/slack/interactions", content=body + b"x", headers=tampered
         )
         assert_error(forged, 401, "invalid_signature")
-        # ... and expiry: nobody approved within 2s
+        # ... and expiry: nobody approved within 4s
         expired = await stack.finished(second)
         assert expired["status"] == "expired" and expired["decisions"] == [], expired
         assert "0 of 2 approvals" in expired["reason"]
@@ -405,3 +405,23 @@ async def test_a_request_while_temporal_is_down_is_503_and_recorded_failed(
     assert kept["status"] == "failed" and "Temporal" in kept["reason"], kept
     async with promotion_workers(stack):  # with Temporal back, a new request goes through
         await stack.promoted(world, "dev", "5.0.0")
+
+
+async def test_a_branch_the_policy_does_not_allow_is_refused(stack: PromotionStack) -> None:
+    world = await stack.world(dev_policy={"allowed_branches": ["release/*"]})
+    await stack.version(world, "6.0.0")  # built from main
+    async with promotion_workers(stack):
+        refused = await stack.finished((await stack.deploy(world, "dev", "6.0.0"))["id"])
+        assert refused["status"] == "refused", refused
+        assert refused["reason"] == (
+            f"branch main may not go to {world.envs['dev']['name']} (allowed: release/*)"
+        )
+        await _notified(stack, refused["id"], "promotion.failed")
+    assert (
+        await stack.api.fetch(
+            select(ServiceDeployment).where(
+                ServiceDeployment.environment_id == uuid.UUID(world.envs["dev"]["id"])
+            )
+        )
+        == []
+    )
