@@ -20,6 +20,7 @@ from api.routers import (
     environments,
     health,
     health_checks,
+    infrastructure,
     notifications,
     organizations,
     pipeline_runs,
@@ -168,6 +169,7 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
         catalog.router,
         environments.router,
         promotions.router,
+        infrastructure.router,
         pipeline_runs.router,  # before pipelines: /pipelines/runs is not a pipeline id
         pipelines.router,
         health_checks.router,

@@ -23,6 +23,13 @@ from core.models.identity import (
     UserIdentity,
     UserRole,
 )
+from core.models.infrastructure import (
+    Budget,
+    CostRecord,
+    Provider,
+    Resource,
+    ResourceRelationship,
+)
 from core.models.notifications import (
     Notification,
     NotificationAttempt,
@@ -43,7 +50,9 @@ from core.models.promotions import Promotion, ServiceDeployment
 __all__ = [
     "ApiKey",
     "AuditLog",
+    "Budget",
     "BuildArtifact",
+    "CostRecord",
     "Environment",
     "EnvironmentAccess",
     "EnvironmentConfig",
@@ -62,7 +71,10 @@ __all__ = [
     "PipelineStage",
     "PipelineStep",
     "Promotion",
+    "Provider",
     "RefreshToken",
+    "Resource",
+    "ResourceRelationship",
     "Role",
     "Service",
     "ServiceDependency",

@@ -1,0 +1,1 @@
+"""Infrastructure: cloud providers, the resource inventory, compliance, costs."""
