@@ -86,6 +86,18 @@ async def _slack_ts(stack: PromotionStack, promotion_id: str) -> str:
         return bool(found)
 
     await wait_until("the approval request posted to Slack", posted, timeout=15)
+
+    async def recorded() -> bool:  # the delivery is stored after Slack answers the post
+        rows = await stack.api.fetch(
+            select(Notification.id).where(
+                Notification.reference == f"promotion:{promotion_id}",
+                Notification.remote_id == found[-1],
+                Notification.status == "delivered",
+            )
+        )
+        return bool(rows)
+
+    await wait_until("the approval request's delivery recorded", recorded, timeout=15)
     return found[-1]
 
 
