@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from activities.costs import CostActivities
 from activities.health import HealthActivities
 from activities.notifications import NotificationActivities
 from activities.pipelines import GitAccess, PipelineActivities
@@ -17,6 +18,7 @@ from activities.promotions import PromotionActivities
 from activities.selfcheck import PingActivities, SelfCheckActivities
 from core.deploy.targets import DeployTargets
 from core.errors import ConfigError
+from core.infrastructure.costs import PriceCatalog
 from core.notifications.dispatch import SenderSettings
 from core.pipelines.artifacts import ArtifactStore
 from core.pipelines.commit_status import CommitStatusReporter, build_host_configs
@@ -24,6 +26,7 @@ from core.pipelines.runners.factory import build_runner
 from core.settings import Settings
 from core.topology import Topology
 from workers.resources import WorkerResources
+from workflows.cost_collection import CostCollectionWorkflow
 from workflows.health_monitor import HealthMonitorWorkflow
 from workflows.notification import NotificationWorkflow, SlackMessageUpdateWorkflow
 from workflows.pipeline_run import PipelineRunWorkflow
@@ -125,6 +128,10 @@ def _promotions(res: WorkerResources) -> Sequence[Callable[..., Any]]:
     return acts.all()
 
 
+def _costs(res: WorkerResources) -> Sequence[Callable[..., Any]]:
+    return CostActivities(res.sessions, PriceCatalog.load()).all()
+
+
 BINDINGS: dict[str, QueueBinding] = {
     "platform": QueueBinding(workflows=(SelfCheckWorkflow,), activities=(_selfcheck,)),
     "pipelines": QueueBinding(workflows=(PipelineRunWorkflow,), activities=(_pipelines,)),
@@ -134,7 +141,7 @@ BINDINGS: dict[str, QueueBinding] = {
         workflows=(NotificationWorkflow, SlackMessageUpdateWorkflow),
         activities=(_notifications,),
     ),
-    "costs": QueueBinding(),
+    "costs": QueueBinding(workflows=(CostCollectionWorkflow,), activities=(_costs,)),
     "health": QueueBinding(workflows=(HealthMonitorWorkflow,), activities=(_health,)),
 }
 

@@ -174,7 +174,7 @@ async def test_schedules_are_created_updated_and_pruned(
     client = temporal_env.client
     stale = f"{schedule_id('retired')}-{uuid.uuid4().hex[:6]}"
     synced = await sync_schedules(client, topology)
-    assert synced == [schedule_id("selfcheck")]
+    assert synced == [schedule_id("selfcheck"), schedule_id("cost-collection")]
     await client.create_schedule(stale, build_schedule("retired", topology.schedules["selfcheck"]))
 
     described = await client.get_schedule_handle(schedule_id("selfcheck")).describe()

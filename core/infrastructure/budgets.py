@@ -1,0 +1,87 @@
+"""Budgets per team and environment: what was spent in a month against them, and which went
+over (each notified once a month)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.infrastructure.cost_messages import BudgetAlert
+from core.models.environments import Environment
+from core.models.identity import Team
+from core.models.infrastructure import Budget, CostRecord, Resource
+from core.notifications.channels import team_channel_ids
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    budget: Budget
+    scope: str
+    spent: Decimal
+
+    @property
+    def exceeded(self) -> bool:
+        return self.spent > self.budget.amount
+
+
+def month_of(day: date) -> tuple[date, date]:
+    """The first day of `day`'s month and of the next one."""
+    first = day.replace(day=1)
+    return first, date(first.year + first.month // 12, first.month % 12 + 1, 1)
+
+
+async def budget_status(session: AsyncSession, budget: Budget, day: date) -> BudgetStatus:
+    """Spending of `day`'s month up to `day`, over the budget's team (tag) and environment."""
+    first, _ = month_of(day)
+    stmt = (
+        select(func.coalesce(func.sum(CostRecord.cost), 0))
+        .join(Resource, Resource.id == CostRecord.resource_id)
+        .where(CostRecord.date >= first, CostRecord.date <= day)
+    )
+    names = []
+    if budget.team_id is not None:
+        team = await session.get(Team, budget.team_id)
+        assert team is not None
+        stmt = stmt.where(Resource.tags["team"].as_string() == team.slug)
+        names.append(f"team {team.slug}")
+    if budget.environment_id is not None:
+        env = await session.get(Environment, budget.environment_id)
+        assert env is not None
+        stmt = stmt.where(Resource.environment_id == env.id)
+        names.append(f"environment {env.name}")
+    spent = Decimal(str(await session.scalar(stmt) or 0))
+    return BudgetStatus(budget, " and ".join(names) or "organization", spent)
+
+
+async def budget_alerts(session: AsyncSession, day: date) -> list[BudgetAlert]:
+    """Budgets over their amount in `day`'s month not notified yet this month; marks them."""
+    period = day.strftime("%Y-%m")
+    alerts = []
+    budgets = await session.scalars(select(Budget).where(Budget.deleted_at.is_(None)))
+    for budget in budgets:
+        status = await budget_status(session, budget, day)
+        if not status.exceeded or budget.notified_month == period:
+            continue
+        budget.notified_month = period
+        channels: list[uuid.UUID] = []
+        if budget.team_id is not None:
+            channels = await team_channel_ids(session, budget.team_id)
+        alerts.append(
+            BudgetAlert(
+                budget_id=budget.id,
+                scope=status.scope,
+                amount=budget.amount,
+                spent=status.spent,
+                currency=budget.currency,
+                period=day.strftime("%B %Y"),
+                channel_ids=channels,
+                team_id=budget.team_id,
+            )
+        )
+    await session.flush()
+    return alerts

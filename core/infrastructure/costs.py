@@ -1,0 +1,118 @@
+"""Daily cost records: the price catalog and the `estimate` collector (the inventory times
+the catalog), and writing a day's records so that a rerun replaces them instead of adding.
+
+A collector turns one day into `CostLine`s (resource, cost, usage); `store_day` upserts them
+per resource, day and source: collecting a day twice leaves the same totals."""
+
+from __future__ import annotations
+
+import calendar
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.models.infrastructure import CostRecord, Resource
+
+CATALOG_PATH = Path(__file__).resolve().parents[2] / "infra" / "prices.yaml"
+CENT = Decimal("0.0001")
+
+
+@dataclass(frozen=True)
+class CostLine:
+    resource_id: uuid.UUID
+    cost: Decimal
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Price:
+    monthly: Decimal
+    by: str | None = None
+    sizes: dict[str, Decimal] = field(default_factory=dict)
+
+    def for_inputs(self, inputs: dict[str, Any]) -> tuple[Decimal, str | None]:
+        size = str(inputs.get(self.by)) if self.by and inputs.get(self.by) is not None else None
+        return self.sizes.get(size, self.monthly) if size else self.monthly, size
+
+
+class PriceCatalog:
+    def __init__(self, prices: dict[str, Price], currency: str = "USD") -> None:
+        self.prices = prices
+        self.currency = currency
+
+    @classmethod
+    def load(cls, path: Path = CATALOG_PATH) -> PriceCatalog:
+        data = yaml.safe_load(path.read_text())
+        prices = {
+            type_: Price(
+                monthly=Decimal(str(spec.get("monthly", 0))),
+                by=spec.get("by"),
+                sizes={k: Decimal(str(v)) for k, v in (spec.get("sizes") or {}).items()},
+            )
+            for type_, spec in (data.get("types") or {}).items()
+        }
+        return cls(prices, data.get("currency", "USD"))
+
+    def monthly(self, resource: Resource) -> tuple[Decimal | None, str | None]:
+        """What the resource costs a month, and the size it was priced at; None when the
+        catalog does not know its type and the resource carries no cost of its own."""
+        price = self.prices.get(resource.type)
+        if price is None:
+            return resource.cost_monthly, None
+        return price.for_inputs(resource.properties or {})
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time.min, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+async def estimate_day(session: AsyncSession, catalog: PriceCatalog, day: date) -> list[CostLine]:
+    """The `estimate` collector: every resource that existed on `day` (created before its end
+    and not destroyed before its start) at its monthly price over the month's days."""
+    _, end = day_bounds(day)
+    days = Decimal(calendar.monthrange(day.year, day.month)[1])
+    rows = await session.scalars(
+        select(Resource).where(Resource.created_at < end, Resource.status != "failed")
+    )
+    lines = []
+    start, _ = day_bounds(day)
+    for row in rows:
+        if row.status == "destroyed" and row.updated_at < start:
+            continue
+        monthly, size = catalog.monthly(row)
+        if monthly is None:
+            continue
+        cost = (monthly / days).quantize(CENT, rounding=ROUND_HALF_UP)
+        usage = {"hours": 24, "monthly_price": str(monthly), **({"size": size} if size else {})}
+        lines.append(CostLine(row.id, cost, usage))
+    return lines
+
+
+async def store_day(
+    session: AsyncSession, day: date, source: str, lines: list[CostLine], currency: str = "USD"
+) -> Decimal:
+    """Replace `source`'s records of `day` with `lines`; the day's total."""
+    await session.execute(
+        delete(CostRecord).where(CostRecord.date == day, CostRecord.source == source)
+    )
+    session.add_all(
+        CostRecord(
+            resource_id=line.resource_id,
+            date=day,
+            cost=line.cost,
+            currency=currency,
+            source=source,
+            usage_metrics=line.usage,
+        )
+        for line in lines
+    )
+    await session.flush()
+    return sum((line.cost for line in lines), Decimal(0))
