@@ -31,6 +31,8 @@ config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is
 app.add_typer(config_app, name="config")
 users_app = typer.Typer(help="Manage users from the command line.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+schedules_app = typer.Typer(help="Temporal Schedules of temporal.yaml.", no_args_is_help=True)
+app.add_typer(schedules_app, name="schedules")
 
 EXIT_CONFIG = 2
 
@@ -172,6 +174,46 @@ def selfcheck(ctx: typer.Context) -> None:
     result = asyncio.run(run_selfcheck(settings, topology))
     print_result(result)
     raise typer.Exit(0 if result.ok else 1)
+
+
+@schedules_app.command("sync")
+def schedules_sync(
+    ctx: typer.Context,
+    backfill_days: Annotated[
+        int, typer.Option(min=0, max=366, help="Also run what fired in the past N days.")
+    ] = 0,
+    only: Annotated[
+        list[str] | None, typer.Option("--schedule", help="Backfill only these (repeatable).")
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option(help="Delete idp- schedules no longer configured.")
+    ] = False,
+) -> None:
+    """Create or update every schedule of temporal.yaml (idempotent); optionally backfill."""
+    from datetime import UTC, datetime, timedelta
+
+    from core.temporal.client import connect
+    from workers.schedules import backfill, sync_schedules
+
+    _, settings, topology = _load(ctx)
+    unknown = sorted(set(only or []) - set(topology.schedules))
+    if unknown:
+        print(f"idp: error: no schedule {', '.join(unknown)} in temporal.yaml", file=sys.stderr)
+        raise typer.Exit(EXIT_CONFIG)
+
+    async def run() -> list[str]:
+        client = await connect(settings, topology)
+        synced = await sync_schedules(client, topology, prune=prune)
+        if backfill_days:
+            end = datetime.now(UTC)
+            for name in only or list(topology.schedules):
+                await backfill(client, name, end - timedelta(days=backfill_days), end)
+        return synced
+
+    for sid in asyncio.run(run()):
+        typer.echo(f"synced {sid}")
+    if backfill_days:
+        typer.echo(f"backfilled the past {backfill_days} day(s)")
 
 
 @users_app.command("create-admin")

@@ -6,11 +6,14 @@ paused when `enabled: false`, and (when pruning) deleted when no longer configur
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
+    ScheduleBackfill,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
@@ -77,3 +80,11 @@ async def sync_schedules(
             if listed.id.startswith(PREFIX) and listed.id not in wanted:
                 await client.get_schedule_handle(listed.id).delete()
     return synced
+
+
+async def backfill(client: Client, name: str, start: datetime, end: datetime) -> None:
+    """Run schedule `name`'s action for each time it would have fired between `start` and
+    `end`, as if it had (each run sees its own scheduled start time)."""
+    await client.get_schedule_handle(schedule_id(name)).backfill(
+        ScheduleBackfill(start_at=start, end_at=end, overlap=ScheduleOverlapPolicy.ALLOW_ALL)
+    )
