@@ -5,7 +5,7 @@ compliance of what is in it (`infrastructure:read`)."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +16,9 @@ from api.auth import require
 from api.deps import DbSession
 from api.pagination import PageOut, page_params, page_response
 from core.identity.organizations import OrganizationService, Visibility
+from core.infrastructure.budgets import BudgetService
 from core.infrastructure.compliance import RULES, evaluate
+from core.infrastructure.cost_analysis import CostAnalysis, CostQuery, GroupBy, GroupCost, Step
 from core.infrastructure.inventory import (
     InventoryService,
     ResourceFilter,
@@ -235,5 +237,161 @@ async def compliance(
                 type=v.subject.type,
             )
             for v in violations
+        ],
+    )
+
+
+class BudgetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    org_id: uuid.UUID
+    team_id: uuid.UUID | None = None
+    environment_id: uuid.UUID | None = None
+    amount: Decimal = Field(gt=0, max_digits=14, decimal_places=4, description="Per month")
+    currency: str = Field("USD", pattern="^[A-Z]{3}$")
+
+
+class BudgetOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    org_id: uuid.UUID
+    team_id: uuid.UUID | None
+    environment_id: uuid.UUID | None
+    amount: Decimal
+    currency: str
+    notified_month: str | None
+    created_at: datetime
+
+
+class GroupOut(BaseModel):
+    key: str
+    label: str
+    total: Decimal
+    previous: Decimal
+    change: Decimal
+    change_pct: float | None
+
+
+class PointOut(BaseModel):
+    period: date = Field(description="The day, the Monday of the week, or the month's first day")
+    values: dict[str, Decimal] = Field(description="Cost per group key")
+
+
+class BudgetLineOut(BaseModel):
+    budget_id: uuid.UUID
+    scope: str
+    amount: Decimal
+    spent: Decimal = Field(description="In the month of the window's end, up to it")
+    currency: str
+    status: str = Field(description="ok or exceeded")
+
+
+class CostsOut(BaseModel):
+    start: date
+    end: date
+    previous_start: date
+    previous_end: date
+    group_by: str
+    step: str
+    total: Decimal
+    previous_total: Decimal
+    change: Decimal
+    change_pct: float | None
+    groups: list[GroupOut]
+    series: list[PointOut]
+    top_movers: list[GroupOut]
+    budgets: list[BudgetLineOut]
+
+
+def _group(g: GroupCost) -> GroupOut:
+    return GroupOut(
+        key=g.key,
+        label=g.label,
+        total=g.total,
+        previous=g.previous,
+        change=g.change,
+        change_pct=g.change_pct,
+    )
+
+
+@router.post(
+    "/budgets",
+    response_model=BudgetOut,
+    status_code=201,
+    summary="Set a monthly budget for a team and/or an environment (infrastructure:provision)",
+)
+async def create_budget(
+    body: BudgetIn,
+    session: DbSession,
+    principal: Principal = require("infrastructure:provision", ANY_SCOPE),
+) -> BudgetOut:
+    org = await OrganizationService(session).get(body.org_id)
+    authorize(principal, "infrastructure:provision", Scope(organization_id=org.id))
+    row = await BudgetService(session).create(
+        org, body.amount, body.currency, team_id=body.team_id, environment_id=body.environment_id
+    )
+    return BudgetOut.model_validate(row)
+
+
+@router.get("/budgets", response_model=list[BudgetOut], summary="Budgets you can see")
+async def list_budgets(
+    session: DbSession,
+    principal: Principal = require("infrastructure:read", ANY_SCOPE),
+    org_id: uuid.UUID | None = Query(None),
+) -> list[BudgetOut]:
+    rows = await BudgetService(session).list(
+        Visibility.of(principal, "infrastructure:read"), org_id
+    )
+    return [BudgetOut.model_validate(r) for r in rows]
+
+
+@router.get("/costs", response_model=CostsOut, summary="Cost analysis over a window")
+async def costs(
+    session: DbSession,
+    principal: Principal = require("infrastructure:read", ANY_SCOPE),
+    start: date | None = Query(None, description="Default: 30 days before end"),
+    end: date | None = Query(None, description="Inclusive; default: yesterday (UTC)"),
+    group_by: GroupBy = Query("team"),
+    step: Step = Query("day"),
+    limit: int = Query(10, ge=1, le=100, description="Groups shown; the rest are (other)"),
+    org_id: uuid.UUID | None = Query(None),
+) -> CostsOut:
+    end = end or (datetime.now(UTC) - timedelta(days=1)).date()
+    start = start or end - timedelta(days=29)
+    report = await CostAnalysis(session).report(
+        CostQuery(
+            Visibility.of(principal, "infrastructure:read"),
+            start,
+            end,
+            group_by=group_by,
+            step=step,
+            limit=limit,
+            org_id=org_id,
+        )
+    )
+    change = report.total - report.previous_total
+    return CostsOut(
+        start=start,
+        end=end,
+        previous_start=report.previous_start,
+        previous_end=report.previous_end,
+        group_by=group_by,
+        step=step,
+        total=report.total,
+        previous_total=report.previous_total,
+        change=change,
+        change_pct=float(change / report.previous_total * 100) if report.previous_total else None,
+        groups=[_group(g) for g in report.groups],
+        series=[PointOut(period=p, values=v) for p, v in report.series],
+        top_movers=[_group(g) for g in report.movers],
+        budgets=[
+            BudgetLineOut(
+                budget_id=b.budget_id,
+                scope=b.scope,
+                amount=b.amount,
+                spent=b.spent,
+                currency=b.currency,
+                status=b.status,
+            )
+            for b in report.budgets
         ],
     )

@@ -11,9 +11,12 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.audit import AuditService, snapshot
+from core.errors import ValidationFailed
+from core.identity.organizations import Visibility
 from core.infrastructure.cost_messages import BudgetAlert
 from core.models.environments import Environment
-from core.models.identity import Team
+from core.models.identity import Organization, Team
 from core.models.infrastructure import Budget, CostRecord, Resource
 from core.notifications.channels import team_channel_ids
 
@@ -85,3 +88,50 @@ async def budget_alerts(session: AsyncSession, day: date) -> list[BudgetAlert]:
         )
     await session.flush()
     return alerts
+
+
+class BudgetService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.audit = AuditService(session)
+
+    async def create(
+        self,
+        org: Organization,
+        amount: Decimal,
+        currency: str,
+        *,
+        team_id: uuid.UUID | None = None,
+        environment_id: uuid.UUID | None = None,
+    ) -> Budget:
+        if team_id is None and environment_id is None:
+            raise ValidationFailed.on("team_id", "give team_id, environment_id, or both")
+        if team_id is not None:
+            team = await self.session.get(Team, team_id)
+            if team is None or team.is_deleted or team.org_id != org.id:
+                raise ValidationFailed.on("team_id", f"no team {team_id} in the organization")
+        if environment_id is not None:
+            env = await self.session.get(Environment, environment_id)
+            if env is None or env.is_deleted or env.org_id != org.id:
+                raise ValidationFailed.on(
+                    "environment_id", f"no environment {environment_id} in the organization"
+                )
+        row = Budget(
+            org_id=org.id,
+            team_id=team_id,
+            environment_id=environment_id,
+            amount=amount,
+            currency=currency,
+        )
+        self.session.add(row)
+        await self.session.flush()
+        await self.audit.record("budget.create", "budget", row.id, after=snapshot(row))
+        return row
+
+    async def list(self, visible: Visibility, org_id: uuid.UUID | None) -> list[Budget]:
+        stmt = select(Budget).where(Budget.deleted_at.is_(None))
+        if not visible.everything:
+            stmt = stmt.where(Budget.org_id.in_(visible.organization_ids))
+        if org_id is not None:
+            stmt = stmt.where(Budget.org_id == org_id)
+        return list(await self.session.scalars(stmt.order_by(Budget.created_at, Budget.id)))

@@ -4,6 +4,7 @@ and relationships, and compliance over it."""
 from __future__ import annotations
 
 import uuid
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy import select
 
 from core.infrastructure.providers import credentials_of
 from core.models.audit import AuditLog
-from core.models.infrastructure import Provider, Resource, ResourceRelationship
+from core.models.infrastructure import CostRecord, Provider, Resource, ResourceRelationship
 from tests.integration.identity_helpers import Api, assert_error
 from tests.integration.test_org_team_api import make_org, scoped_user
 
@@ -200,3 +201,86 @@ async def test_inventory_filters_relationships_and_compliance(api: Api) -> None:
     assert_error(hidden, 403)
     nothing = await api.client.get("/infrastructure/compliance", headers=outsider)
     assert nothing.json()["resources"] == 0
+
+
+async def test_cost_analysis_groups_series_change_movers_and_budgets(api: Api) -> None:
+    _, admin = await api.token("admin")
+    org = await make_org(api, admin)
+    made = await provider(api, admin, org["id"])
+    team = await api.client.post(
+        "/teams", json={"org_id": org["id"], "name": "Web", "slug": "web"}, headers=admin
+    )
+    end = date(2026, 3, 14)
+    async with api.session() as session:
+        web = Resource(
+            provider_id=uuid.UUID(made["id"]),
+            type="t",
+            identifier=f"a-{uuid.uuid4().hex}",
+            name="web-db",
+            tags={"team": "web", "service": "shop"},
+        )
+        data = Resource(
+            provider_id=uuid.UUID(made["id"]),
+            type="t",
+            identifier=f"b-{uuid.uuid4().hex}",
+            name="data-db",
+            tags={"team": "data", "service": "lake"},
+        )
+        session.add_all([web, data])
+        await session.flush()
+        for n in range(14):  # 2026-03-01 .. 03-14: the week before costs less for web
+            day = end - timedelta(days=n)
+            current = n < 7
+            session.add(CostRecord(resource_id=web.id, date=day, cost=Decimal(3 if current else 1)))
+            session.add(CostRecord(resource_id=data.id, date=day, cost=Decimal(2)))
+    budget = await api.client.post(
+        "/infrastructure/budgets",
+        json={"org_id": org["id"], "team_id": team.json()["id"], "amount": "30"},
+        headers=admin,
+    )
+    assert budget.status_code == 201, budget.text
+
+    async def costs(**params: Any) -> dict[str, Any]:
+        got = await api.client.get(
+            "/infrastructure/costs",
+            params={"org_id": org["id"], "start": "2026-03-08", "end": "2026-03-14", **params},
+            headers=admin,
+        )
+        assert got.status_code == 200, got.text
+        return dict(got.json())
+
+    report = await costs()
+    assert report["previous_start"] == "2026-03-01" and report["previous_end"] == "2026-03-07"
+    assert Decimal(report["total"]) == 35 and Decimal(report["previous_total"]) == 21
+    groups = {g["key"]: g for g in report["groups"]}
+    assert Decimal(groups["web"]["total"]) == 21 and Decimal(groups["web"]["change"]) == 14
+    assert groups["web"]["change_pct"] == 200.0 and Decimal(groups["data"]["change"]) == 0
+    assert [m["key"] for m in report["top_movers"]] == ["web"]
+    assert len(report["series"]) == 7
+    assert {k: Decimal(v) for k, v in report["series"][0]["values"].items()} == {
+        "web": 3,
+        "data": 2,
+    }
+    [line] = report["budgets"]  # web, March to the 14th: 7 x 1 + 7 x 3 = 28 of 30
+    assert Decimal(line["spent"]) == 28 and line["status"] == "ok" and line["scope"] == "team web"
+
+    weekly = await costs(step="week", group_by="service", limit=1)
+    assert [p["period"] for p in weekly["series"]] == ["2026-03-02", "2026-03-09"]
+    assert [g["key"] for g in weekly["groups"]] == ["shop", "(other)"]
+    by_resource = await costs(group_by="resource")
+    assert {g["label"] for g in by_resource["groups"]} == {"web-db", "data-db"}
+
+    backwards = await api.client.get(
+        "/infrastructure/costs",
+        params={"start": "2026-03-14", "end": "2026-03-01"},
+        headers=admin,
+    )
+    assert assert_error(backwards, 422)["details"][0]["field"] == "end"
+    other = await make_org(api, admin)
+    _, outsider = await scoped_user(api, admin, "viewer", "organization", other["id"])
+    unseen = await api.client.get(
+        "/infrastructure/costs",
+        params={"start": "2026-03-08", "end": "2026-03-14"},
+        headers=outsider,
+    )
+    assert Decimal(unseen.json()["total"]) == 0 and unseen.json()["budgets"] == []

@@ -1,0 +1,225 @@
+"""Cost analysis over `cost_records`: totals for a window grouped by team, environment,
+service, provider or resource, a series per day, week or month, the change against the
+window before, the top movers, and the budgets' status.
+
+Aggregation happens in SQL (one grouped sum for the window, one for the window before, one
+per-day series for the largest groups); Python only buckets days into weeks or months."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.errors import ValidationFailed
+from core.identity.organizations import Visibility
+from core.infrastructure.budgets import budget_status
+from core.models.environments import Environment
+from core.models.infrastructure import Budget, CostRecord, Provider, Resource
+
+GroupBy = Literal["team", "environment", "service", "provider", "resource"]
+Step = Literal["day", "week", "month"]
+MAX_WINDOW = timedelta(days=731)
+OTHER = "(other)"
+UNSET = "(none)"
+
+
+@dataclass(frozen=True)
+class CostQuery:
+    visible: Visibility  # infrastructure:read
+    start: date
+    end: date  # inclusive
+    group_by: GroupBy = "team"
+    step: Step = "day"
+    limit: int = 10  # groups shown; the rest are summed as (other)
+    org_id: uuid.UUID | None = None
+
+
+@dataclass
+class GroupCost:
+    key: str
+    label: str
+    total: Decimal
+    previous: Decimal
+
+    @property
+    def change(self) -> Decimal:
+        return self.total - self.previous
+
+    @property
+    def change_pct(self) -> float | None:
+        return float(self.change / self.previous * 100) if self.previous else None
+
+
+@dataclass
+class BudgetLine:
+    budget_id: uuid.UUID
+    scope: str
+    amount: Decimal
+    spent: Decimal
+    currency: str
+
+    @property
+    def status(self) -> str:
+        return "exceeded" if self.spent > self.amount else "ok"
+
+
+@dataclass
+class CostReport:
+    query: CostQuery
+    previous_start: date
+    previous_end: date
+    total: Decimal
+    previous_total: Decimal
+    groups: list[GroupCost]
+    series: list[tuple[date, dict[str, Decimal]]]
+    movers: list[GroupCost]
+    budgets: list[BudgetLine] = field(default_factory=list)
+
+
+def _key(group_by: GroupBy) -> ColumnElement[Any]:
+    columns: dict[str, Any] = {
+        "team": Resource.tags["team"].as_string(),
+        "service": Resource.tags["service"].as_string(),
+        "environment": Resource.environment_id,
+        "provider": Resource.provider_id,
+        "resource": Resource.id,
+    }
+    return columns[group_by]
+
+
+def bucket(day: date, step: Step) -> date:
+    if step == "week":
+        return day - timedelta(days=day.weekday())
+    if step == "month":
+        return day.replace(day=1)
+    return day
+
+
+def check(q: CostQuery) -> None:
+    if q.end < q.start:
+        raise ValidationFailed.on("end", "end must not be before start")
+    if q.end - q.start > MAX_WINDOW:
+        raise ValidationFailed.on("end", "a window is at most two years")
+
+
+class CostAnalysis:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _scoped(self, q: CostQuery, *columns: Any) -> Any:
+        stmt = (
+            select(*columns)
+            .select_from(CostRecord)
+            .join(Resource, Resource.id == CostRecord.resource_id)
+            .join(Provider, Provider.id == Resource.provider_id)
+        )
+        if not q.visible.everything:
+            stmt = stmt.where(
+                or_(
+                    Provider.org_id.in_(q.visible.organization_ids),
+                    Resource.environment_id.in_(q.visible.environment_ids),
+                )
+            )
+        if q.org_id is not None:
+            stmt = stmt.where(Provider.org_id == q.org_id)
+        return stmt
+
+    async def _totals(self, q: CostQuery, start: date, end: date) -> dict[str, Decimal]:
+        key = _key(q.group_by).label("key")
+        stmt = (
+            self._scoped(q, key, func.sum(CostRecord.cost))
+            .where(CostRecord.date >= start, CostRecord.date <= end)
+            .group_by(key)
+        )
+        rows = (await self.session.execute(stmt)).all()
+        return {_text(k): Decimal(str(v)) for k, v in rows}
+
+    async def _series(
+        self, q: CostQuery, shown: list[str]
+    ) -> list[tuple[date, dict[str, Decimal]]]:
+        key = _key(q.group_by).label("key")
+        stmt = (
+            self._scoped(q, key, CostRecord.date, func.sum(CostRecord.cost))
+            .where(CostRecord.date >= q.start, CostRecord.date <= q.end)
+            .group_by(key, CostRecord.date)
+        )
+        buckets: dict[date, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+        for k, day, cost in (await self.session.execute(stmt)).all():
+            name = _text(k)
+            buckets[bucket(day, q.step)][name if name in shown else OTHER] += Decimal(str(cost))
+        return [(b, dict(buckets[b])) for b in sorted(buckets)]
+
+    async def _labels(self, q: CostQuery, keys: list[str]) -> dict[str, str]:
+        if q.group_by in ("team", "service"):  # the keys are the tags' values
+            return {}
+        ids = [uuid.UUID(k) for k in keys if k not in (UNSET, OTHER)]
+        if not ids:
+            return {}
+        model: Any = {"environment": Environment, "provider": Provider, "resource": Resource}[
+            q.group_by
+        ]
+        rows = await self.session.execute(select(model.id, model.name).where(model.id.in_(ids)))
+        return {str(i): name for i, name in rows.all()}
+
+    async def report(self, q: CostQuery) -> CostReport:
+        check(q)
+        length = q.end - q.start + timedelta(days=1)
+        previous_start, previous_end = q.start - length, q.start - timedelta(days=1)
+        current = await self._totals(q, q.start, q.end)
+        previous = await self._totals(q, previous_start, previous_end)
+        everyone = sorted(set(current) | set(previous))
+        labels = await self._labels(q, everyone)
+        groups = [
+            GroupCost(k, labels.get(k, k), current.get(k, Decimal(0)), previous.get(k, Decimal(0)))
+            for k in everyone
+        ]
+        groups.sort(key=lambda g: (-g.total, g.key))
+        shown = [g for g in groups if g.total][: q.limit]
+        rest = groups[len(shown) :]
+        if any(g.total or g.previous for g in rest):
+            shown.append(
+                GroupCost(
+                    OTHER,
+                    OTHER,
+                    sum((g.total for g in rest), Decimal(0)),
+                    sum((g.previous for g in rest), Decimal(0)),
+                )
+            )
+        movers = sorted(groups, key=lambda g: (-abs(g.change), g.key))[:5]
+        return CostReport(
+            query=q,
+            previous_start=previous_start,
+            previous_end=previous_end,
+            total=sum(current.values(), Decimal(0)),
+            previous_total=sum(previous.values(), Decimal(0)),
+            groups=shown,
+            series=await self._series(q, [g.key for g in shown]),
+            movers=[m for m in movers if m.change],
+            budgets=await self._budgets(q),
+        )
+
+    async def _budgets(self, q: CostQuery) -> list[BudgetLine]:
+        """The budgets of the organizations in view, over the month of the window's end."""
+        stmt = select(Budget).where(Budget.deleted_at.is_(None))
+        if not q.visible.everything:
+            stmt = stmt.where(Budget.org_id.in_(q.visible.organization_ids))
+        if q.org_id is not None:
+            stmt = stmt.where(Budget.org_id == q.org_id)
+        lines = []
+        for budget in await self.session.scalars(stmt):
+            status = await budget_status(self.session, budget, q.end)  # its month to date
+            lines.append(
+                BudgetLine(budget.id, status.scope, budget.amount, status.spent, budget.currency)
+            )
+        return lines
+
+
+def _text(key: Any) -> str:
+    return UNSET if key is None else str(key)
