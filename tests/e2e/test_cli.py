@@ -3,12 +3,15 @@ and start nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
 
 from core.db import migrate
 from core.settings import PROJECT_ROOT
@@ -142,3 +145,26 @@ def test_create_admin_command(tmp_path: Path) -> None:
     assert made.stdout.startswith("admin root@example.com ready (user ")
     weak = idp(*create, "b@example.com", env=env, stdin="short\n")
     assert_one_line_error(weak, "password must be 12 to 256 characters long")
+
+
+async def test_schedules_sync(tmp_path: Path, temporal_env: WorkflowEnvironment) -> None:
+    assert_one_line_error(
+        idp("schedules", "sync", "--schedule", "nope", env={"IDP_DATA_DIR": str(tmp_path)}),
+        "no schedule nope in temporal.yaml",
+    )
+    address = temporal_env.client.service_client.config.target_host
+    env = {"IDP_DATA_DIR": str(tmp_path), "TEMPORAL_ADDRESS": address}
+    try:
+        for _ in range(2):  # idempotent: the second run updates what the first created
+            result = idp("schedules", "sync", env=env)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.splitlines() == [
+                "synced idp-selfcheck",
+                "synced idp-cost-collection",
+            ]
+        described = await temporal_env.client.get_schedule_handle("idp-cost-collection").describe()
+        assert described.schedule.spec.cron_expressions or described.schedule.spec.calendars
+    finally:
+        for sid in ("idp-selfcheck", "idp-cost-collection"):
+            with contextlib.suppress(RPCError):
+                await temporal_env.client.get_schedule_handle(sid).delete()
