@@ -8,6 +8,7 @@ import platform
 from bench import (
     api_latency,
     catalog_latency,
+    cost_latency,
     notification_throughput,
     pipeline_latency,
     promotion_latency,
@@ -31,6 +32,7 @@ async def main() -> None:
         await asyncio.to_thread(api_latency.run, address)
         # PostgreSQL (BENCH_DATABASE_URL); prints one line and goes on when it is not reachable.
         await asyncio.to_thread(catalog_latency.run, address)
+        await asyncio.to_thread(cost_latency.run, address)
 
 
 if __name__ == "__main__":

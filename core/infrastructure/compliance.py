@@ -130,11 +130,8 @@ def facts(type: str, inputs: Mapping[str, Any]) -> dict[str, bool | None]:
     the platform's programs create; other types store nothing and are not public."""
     if type in ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2"):
         acl = str(inputs.get("acl") or "private")
-        return {
-            "stores_data": True,
-            "encrypted": bool(inputs.get("serverSideEncryptionConfiguration")),
-            "public": acl.startswith("public"),
-        }
+        # S3 encrypts every object at rest (SSE-S3 at least) since January 2023.
+        return {"stores_data": True, "encrypted": True, "public": acl.startswith("public")}
     if type.startswith("aws:rds/instance"):
         return {
             "stores_data": True,

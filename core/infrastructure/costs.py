@@ -38,7 +38,12 @@ class Price:
     sizes: dict[str, Decimal] = field(default_factory=dict)
 
     def for_inputs(self, inputs: dict[str, Any]) -> tuple[Decimal, str | None]:
-        size = str(inputs.get(self.by)) if self.by and inputs.get(self.by) is not None else None
+        value: Any = inputs
+        for key in (self.by or "").split(".") if self.by else []:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, list):
+            value = value[0] if value else None
+        size = None if value is None or value is inputs else str(value)
         return self.sizes.get(size, self.monthly) if size else self.monthly, size
 
 

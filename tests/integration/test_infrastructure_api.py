@@ -115,14 +115,14 @@ async def _resources(api: Api, provider_id: str) -> dict[str, Resource]:
             cost_monthly=Decimal("61.32"),
             properties={"storageEncrypted": True, "publiclyAccessible": False},
         ),
-        "bucket": Resource(  # public, unencrypted, untagged, in another region
+        "bucket": Resource(  # public, untagged, in another region, said to be unencrypted
             provider_id=pid,
             type="aws:s3/bucketV2:BucketV2",
             identifier=f"bucket-{uuid.uuid4().hex[:8]}",
             name="assets",
             region="us-east-1",
             tags={"team": "Web Team"},
-            properties={"acl": "public-read"},
+            properties={"acl": "public-read", "encrypted": False},
         ),
         "old": Resource(
             provider_id=pid,
@@ -267,6 +267,11 @@ async def test_cost_analysis_groups_series_change_movers_and_budgets(api: Api) -
     weekly = await costs(step="week", group_by="service", limit=1)
     assert [p["period"] for p in weekly["series"]] == ["2026-03-02", "2026-03-09"]
     assert [g["key"] for g in weekly["groups"]] == ["shop", "(other)"]
+    # the week of Monday 03-09, in the window: 6 days of shop at 3 and of the rest at 2
+    assert {k: Decimal(v) for k, v in weekly["series"][1]["values"].items()} == {
+        "shop": 18,
+        "(other)": 12,
+    }
     by_resource = await costs(group_by="resource")
     assert {g["label"] for g in by_resource["groups"]} == {"web-db", "data-db"}
 

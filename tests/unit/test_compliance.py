@@ -58,14 +58,8 @@ def test_each_rule_names_what_is_wrong() -> None:
 @pytest.mark.parametrize(
     ("type", "inputs", "encrypted", "public"),
     [
-        ("aws:s3/bucketV2:BucketV2", {}, False, False),
-        ("aws:s3/bucketV2:BucketV2", {"acl": "public-read"}, False, True),
-        (
-            "aws:s3/bucket:Bucket",
-            {"serverSideEncryptionConfiguration": {"rule": {}}},
-            True,
-            False,
-        ),
+        ("aws:s3/bucketV2:BucketV2", {}, True, False),
+        ("aws:s3/bucket:Bucket", {"acl": "public-read"}, True, True),
         ("aws:rds/instance:Instance", {"publiclyAccessible": True}, False, True),
         ("gcp:storage/bucket:Bucket", {"publicAccessPrevention": "enforced"}, True, False),
         ("gcp:storage/bucket:Bucket", {}, True, True),
