@@ -186,8 +186,9 @@ class DevStack:
             api = self._spawn("api", self._idp("api"))
             base = f"http://{self.settings.api_host}:{self.settings.api_port}"
             self._wait_for("API", lambda: http_ok(f"{base}/api/health"), api)
-            self._selfcheck(worker)
+            # The addresses first (the API answers already), then the self-check's verdict.
             self._banner(base)
+            self._selfcheck(worker)
             while not self._stopping:
                 for child in self.children:
                     if not child.alive():
