@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -87,6 +88,7 @@ class Stack:
         }
 
     def start(self) -> None:
+        """Start `idp dev` and return once its banner is printed and the API is ready."""
         self.process = subprocess.Popen(
             self.argv(),
             cwd=PROJECT_ROOT,
@@ -95,24 +97,40 @@ class Stack:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        self._lines: list[str] = []
+        stdout = self.process.stdout
+        assert stdout is not None
+        self._reader = threading.Thread(
+            target=lambda: self._lines.extend(iter(stdout.readline, "")), daemon=True
+        )
+        self._reader.start()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"idp dev exited:\n{self.process.stdout.read()}"  # type: ignore[union-attr]
+            if self.process.poll() is not None:
+                self._reader.join(5)
+                raise AssertionError(f"idp dev exited:\n{self.output}")
+            banner = any("Internal Developer Platform is running" in line for line in self._lines)
             try:
-                if httpx.get(f"{self.api}/api/health/ready", timeout=2).status_code == 200:
-                    return
+                ready = httpx.get(f"{self.api}/api/health/ready", timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
+                ready = False
+            if banner and ready:
+                return
             time.sleep(0.3)
-        raise AssertionError("idp dev did not become ready")
+        raise AssertionError(f"idp dev did not become ready:\n{self.output}")
+
+    @property
+    def output(self) -> str:
+        return "".join(self._lines)
 
     def interrupt(self) -> str:
-        """Ctrl-C: SIGINT to idp dev, as a terminal sends it."""
+        """Ctrl-C: SIGINT to idp dev, as a terminal sends it; everything it printed."""
         assert self.process is not None
         self.process.send_signal(signal.SIGINT)
-        output, _ = self.process.communicate(timeout=60)
-        assert self.process.returncode == 0, output
-        return output
+        self.process.wait(timeout=60)
+        self._reader.join(10)
+        assert self.process.returncode == 0, self.output
+        return self.output
 
     def leftovers(self) -> list[str]:
         """Processes whose command line names this stack's data dir or ports."""
