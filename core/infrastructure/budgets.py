@@ -17,7 +17,7 @@ from core.identity.organizations import Visibility
 from core.infrastructure.cost_messages import BudgetAlert
 from core.models.environments import Environment
 from core.models.identity import Organization, Team
-from core.models.infrastructure import Budget, CostRecord, Resource
+from core.models.infrastructure import Budget, CostRecord, Provider, Resource
 from core.notifications.channels import team_channel_ids
 
 
@@ -44,7 +44,12 @@ async def budget_status(session: AsyncSession, budget: Budget, day: date) -> Bud
     stmt = (
         select(func.coalesce(func.sum(CostRecord.cost), 0))
         .join(Resource, Resource.id == CostRecord.resource_id)
-        .where(CostRecord.date >= first, CostRecord.date <= day)
+        .join(Provider, Provider.id == Resource.provider_id)
+        .where(
+            Provider.org_id == budget.org_id,  # team slugs are unique per organization only
+            CostRecord.date >= first,
+            CostRecord.date <= day,
+        )
     )
     names = []
     if budget.team_id is not None:
