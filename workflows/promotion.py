@@ -24,21 +24,20 @@ live view: status, decisions, whom or what it waits for, and the time left."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.approvals import ApprovalRules, Approvals, refuse, wait_for
+
 with workflow.unsafe.imports_passed_through():
     from activities.promotions import PromotionActivities
+    from core.approvals import CancelRequest, Decision, DecisionRecord
     from core.notifications.messages import MessageUpdate, NotificationRequest
     from core.promotions.messages import (
         PENDING,
-        CancelRequest,
-        Decision,
-        DecisionRecord,
         DeployInput,
         DeploymentMark,
         DeployResult,
@@ -68,18 +67,6 @@ def _reason(err: ActivityError) -> str:
     return cause.message if isinstance(cause, ApplicationError) else str(cause or err)
 
 
-def _refuse(message: str, kind: str = "Conflict") -> ApplicationError:
-    """An Update refused by its validator; `kind` tells the API which status to answer."""
-    return ApplicationError(message, type=kind, non_retryable=True)
-
-
-def _who(decisions: list[DecisionRecord], decision: str) -> str:
-    via = {"api": "API", "slack": "Slack"}
-    return ", ".join(
-        f"{d.name} ({via.get(d.via, d.via)})" for d in decisions if d.decision == decision
-    )
-
-
 @workflow.defn
 class PromotionWorkflow:
     @workflow.init
@@ -88,10 +75,8 @@ class PromotionWorkflow:
         self._plan: Plan | None = None
         self._status = "pending"
         self._reason: str | None = None
-        self._decisions: list[DecisionRecord] = []
-        self._unrecorded = False
+        self._approvals: Approvals | None = None
         self._cancel: CancelRequest | None = None
-        self._expires_at: datetime | None = None
         self._wait_until: datetime | None = None
         self._deployment_id: Any = None
         self._records: list[asyncio.Future[Any]] = []
@@ -105,8 +90,23 @@ class PromotionWorkflow:
             PromotionActivities.prepare, input, **_db()
         )
         self._plan = plan
+        self._approvals = Approvals(
+            ApprovalRules(
+                required=plan.required_approvals,
+                teams=tuple(plan.approver_teams),
+                roles=tuple(plan.approver_roles),
+                allow_self=plan.allow_self_approval,
+                requested_by=plan.requested_by,
+                timeout=timedelta(seconds=plan.approval_timeout),
+                reminder_every=timedelta(seconds=plan.reminder_interval)
+                if plan.reminder_interval
+                else None,
+                permission="promotions:approve",
+                environment=plan.environment,
+            )
+        )
         if plan.kind == "promote":
-            go = await self._gate() and await self._approvals()
+            go = await self._gate() and await self._approve()
             if go and plan.required_approvals and plan.freeze_windows:
                 go = await self._gate()  # a freeze may have begun while it waited
         else:
@@ -132,50 +132,36 @@ class PromotionWorkflow:
             self._wait_until = gate.wait_until
             self._set("waiting", gate.wait_reason)
             delay = max(gate.wait_until - workflow.now(), timedelta(seconds=1))
-            await self._wait(lambda: self._cancel is not None, delay)
+            await wait_for(lambda: self._cancel is not None, delay)
 
-    async def _approvals(self) -> bool:
-        plan = self._plan
-        assert plan is not None
+    async def _approve(self) -> bool:
+        plan, approvals = self._plan, self._approvals
+        assert plan is not None and approvals is not None
         if plan.required_approvals == 0:
             return True
-        timeout = timedelta(seconds=plan.approval_timeout)
-        self._expires_at = workflow.now() + timeout
-        self._set("awaiting_approval", self._waiting_on(), expires_at=self._expires_at)
+        expires_at = approvals.open()
+        self._set("awaiting_approval", approvals.waiting_on(), expires_at=expires_at)
         self._notify("promotion.awaiting_approval", self._approval_context())
-        every = timedelta(seconds=plan.reminder_interval) if plan.reminder_interval else None
-        reminder = workflow.now() + every if every else None
-        while True:
-            if self._cancel is not None:
-                return await self._cancelled()
-            if self._unrecorded:
-                self._unrecorded = False
-                decided = await self._on_decision()
-                if decided is not None:
-                    return decided
-                continue
-            now = workflow.now()
-            if now >= self._expires_at:
-                await self._expire()
-                return False
-            until = self._expires_at if reminder is None else min(self._expires_at, reminder)
-            woke = await self._wait(
-                lambda: self._unrecorded or self._cancel is not None, until - now
-            )
-            due = reminder is not None and reminder <= workflow.now() < self._expires_at
-            if not woke and due and reminder is not None and every is not None:
-                self._notify(
-                    "promotion.awaiting_approval",
-                    {**self._approval_context(), "comment": "Reminder: still waiting"},
-                )
-                reminder += every
 
-    async def _on_decision(self) -> bool | None:
-        """After new decisions: True when approved, False when rejected, None to wait on."""
-        plan = self._plan
-        assert plan is not None
-        rejection = next((d for d in self._decisions if d.decision == "reject"), None)
-        if rejection is not None:
+        def progress() -> None:
+            self._set("awaiting_approval", approvals.waiting_on())
+            self._update_slack("promotion.awaiting_approval", self._approval_context())
+
+        def remind() -> None:
+            self._notify(
+                "promotion.awaiting_approval",
+                {**self._approval_context(), "comment": "Reminder: still waiting"},
+            )
+
+        outcome = await approvals.wait(lambda: self._cancel is not None, progress, remind)
+        if outcome == "cancelled":
+            return await self._cancelled()
+        if outcome == "expired":
+            await self._expire()
+            return False
+        if outcome == "rejected":
+            rejection = approvals.rejection()
+            assert rejection is not None
             context = {"decided_by": rejection.name, "comment": rejection.comment}
             await self._end(
                 "rejected",
@@ -186,27 +172,21 @@ class PromotionWorkflow:
             )
             self._update_slack("promotion.rejected", context)
             return False
-        if self._approval_count() >= plan.required_approvals:
-            context = {**self._approval_context(), "decided_by": _who(self._decisions, "approve")}
-            self._set("deploying", f"approved by {_who(self._decisions, 'approve')}")
-            self._notify("promotion.approved", context)
-            self._update_slack("promotion.approved", context)
-            return True
-        self._set("awaiting_approval", self._waiting_on())
-        self._update_slack("promotion.awaiting_approval", self._approval_context())
-        return None
+        approved_by = approvals.who("approve")
+        context = {**self._approval_context(), "decided_by": approved_by}
+        self._set("deploying", f"approved by {approved_by}")
+        self._notify("promotion.approved", context)
+        self._update_slack("promotion.approved", context)
+        return True
 
     async def _expire(self) -> None:
-        context = {
-            **self._approval_context(),
-            "expires_at": self._expires_at.isoformat() if self._expires_at else None,
-        }
-        plan = self._plan
-        assert plan is not None
+        plan, approvals = self._plan, self._approvals
+        assert plan is not None and approvals is not None
+        context = self._approval_context()
         await self._end(
             "expired",
             f"not approved within {timedelta(seconds=plan.approval_timeout)} "
-            f"({self._approval_count()} of {plan.required_approvals} approvals)",
+            f"({approvals.count()} of {plan.required_approvals} approvals)",
             "promotion.expired",
             context,
         )
@@ -294,49 +274,21 @@ class PromotionWorkflow:
     # -- Updates and the query ------------------------------------------------------------
     @workflow.update
     async def decide(self, decision: Decision) -> PromotionView:
-        plan = self._plan
-        assert plan is not None
-        record = DecisionRecord(
-            user_id=decision.approver.user_id,
-            name=decision.approver.name,
-            decision=decision.decision,
-            comment=decision.comment,
-            via=decision.via,
-            at=workflow.now(),
-        )
-        self._decisions.append(record)
-        self._unrecorded = True
+        approvals = self._approvals
+        assert approvals is not None
+        approvals.add(decision)
         if decision.decision == "reject":
             self._status = "rejected"
-        elif self._approval_count() >= plan.required_approvals:
+        elif approvals.reached():
             self._status = "approved"
         return self._view()
 
     @decide.validator
     def _validate_decision(self, decision: Decision) -> None:
-        plan = self._plan
-        if plan is None or self._status != "awaiting_approval" or self._cancel is not None:
-            raise _refuse(f"the promotion is not awaiting approval (it is {self._status})")
-        who = decision.approver
-        if not who.permitted:
-            raise _refuse(f"you do not hold promotions:approve on {plan.environment}", "Forbidden")
-        teams, roles = set(plan.approver_teams), set(plan.approver_roles)
-        if (teams or roles) and not (set(who.teams) & teams or set(who.roles) & roles):
-            allowed = [f"team {t}" for t in plan.approver_teams]
-            allowed += [f"role {r}" for r in plan.approver_roles]
-            raise _refuse(
-                f"only approvers of {plan.environment} may decide ({', '.join(allowed)})",
-                "Forbidden",
-            )
-        if (
-            decision.decision == "approve"
-            and who.user_id == plan.requested_by
-            and not plan.allow_self_approval
-        ):
-            raise _refuse("you requested this promotion; someone else must approve it", "Forbidden")
-        earlier = next((d for d in self._decisions if d.user_id == who.user_id), None)
-        if earlier is not None:
-            raise _refuse(f"you already decided ({earlier.decision} at {earlier.at.isoformat()})")
+        approvals = self._approvals
+        if approvals is None or self._status != "awaiting_approval" or self._cancel is not None:
+            raise refuse(f"the promotion is not awaiting approval (it is {self._status})")
+        approvals.validate(decision)
 
     @workflow.update
     async def cancel(self, request: CancelRequest) -> PromotionView:
@@ -346,7 +298,7 @@ class PromotionWorkflow:
     @cancel.validator
     def _validate_cancel(self, request: CancelRequest) -> None:
         if self._status not in PENDING or self._cancel is not None:
-            raise _refuse(
+            raise refuse(
                 f"the promotion is {self._status}; only one not yet deploying can be cancelled"
             )
 
@@ -355,45 +307,28 @@ class PromotionWorkflow:
         return self._view()
 
     # -- helpers --------------------------------------------------------------------------
-    def _approval_count(self) -> int:
-        return len({d.user_id for d in self._decisions if d.decision == "approve"})
-
-    def _waiting_on(self) -> str:
-        plan = self._plan
-        assert plan is not None
-        needed = plan.required_approvals - self._approval_count()
-        who = [f"team {t}" for t in plan.approver_teams] + [
-            f"role {r}" for r in plan.approver_roles
-        ]
-        return f"{needed} more approval(s) from {' or '.join(who) or 'an approver'}"
-
     def _view(self) -> PromotionView:
-        plan = self._plan
+        plan, approvals = self._plan, self._approvals
         waiting_on = self._reason if self._status in ("waiting", "awaiting_approval") else None
         left = None
-        if self._status == "awaiting_approval" and self._expires_at is not None:
-            left = max(0.0, (self._expires_at - workflow.now()).total_seconds())
+        if self._status == "awaiting_approval" and approvals is not None:
+            left = approvals.seconds_left()
         return PromotionView(
             promotion_id=self._input.promotion_id,
             status=self._status,
             reason=self._reason,
             required_approvals=plan.required_approvals if plan else 0,
-            approvals=self._approval_count(),
-            decisions=list(self._decisions),
+            approvals=approvals.count() if approvals else 0,
+            decisions=self._decisions(),
             waiting_on=waiting_on,
-            expires_at=self._expires_at,
+            expires_at=approvals.expires_at if approvals else None,
             seconds_left=left,
             wait_until=self._wait_until if self._status == "waiting" else None,
             deployment_id=self._deployment_id,
         )
 
-    async def _wait(self, condition: Callable[[], bool], timeout: timedelta) -> bool:
-        """True when `condition` held before `timeout` (a durable timer)."""
-        try:
-            await workflow.wait_condition(condition, timeout=max(timeout, timedelta(seconds=1)))
-        except TimeoutError:
-            return False
-        return True
+    def _decisions(self) -> list[DecisionRecord]:
+        return list(self._approvals.decisions) if self._approvals else []
 
     def _set(self, status: str, reason: str | None, **extra: Any) -> None:
         """Change the status and mirror it (with the decisions) into the row, in order."""
@@ -402,7 +337,7 @@ class PromotionWorkflow:
             promotion_id=self._input.promotion_id,
             status=status,
             reason=reason,
-            decisions=list(self._decisions),
+            decisions=self._decisions(),
             **extra,
         )
         previous = list(self._records)
@@ -432,8 +367,8 @@ class PromotionWorkflow:
         await workflow.execute_activity_method(PromotionActivities.mark_deployment, mark, **_db())
 
     def _approval_context(self) -> dict[str, Any]:
-        plan = self._plan
-        assert plan is not None
+        plan, approvals = self._plan, self._approvals
+        assert plan is not None and approvals is not None
         return {
             "promotion_id": str(plan.promotion_id),
             "promotion_url": plan.promotion_url,
@@ -443,9 +378,9 @@ class PromotionWorkflow:
             "previous_version": plan.previous_version,
             "requested_by": plan.requested_by_name,
             "approvers_needed": plan.required_approvals,
-            "approvals": self._approval_count(),
-            "decided_by": _who(self._decisions, "approve") or None,
-            "expires_at": self._expires_at.isoformat() if self._expires_at else None,
+            "approvals": approvals.count(),
+            "decided_by": approvals.who("approve") or None,
+            "expires_at": approvals.expires_at.isoformat() if approvals.expires_at else None,
             "comment": plan.comment or None,
         }
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth import require
 from api.deps import DbSession, State
 from api.pagination import PageOut, page_params, page_response
+from core.approvals import CancelRequest, Decision
 from core.audit import AuditService
 from core.catalog.services import authorized_service
 from core.db.types import utcnow
@@ -26,12 +27,7 @@ from core.models.environments import Environment
 from core.models.promotions import Promotion
 from core.pagination import PageRequest
 from core.promotions import control
-from core.promotions.messages import (
-    CancelRequest,
-    Decision,
-    PromotionKind,
-    PromotionView,
-)
+from core.promotions.messages import PromotionKind, PromotionView
 from core.promotions.promotions import PromotionFilter, PromotionService, approver
 from core.security.authorization import ANY_SCOPE, Principal, authorize
 

@@ -16,13 +16,13 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response
 
 from api.deps import State
 from core import context
+from core.approvals import Decision
 from core.audit import AuditService
 from core.db.engine import transaction
 from core.environments.environments import EnvironmentService
 from core.errors import AppError
 from core.identity.grants import load_grants
 from core.promotions import control
-from core.promotions.messages import Decision
 from core.promotions.promotions import PromotionService, approver
 from core.security.authorization import Principal
 from core.slack.interactions import parse, respond_ephemeral, verify

@@ -11,15 +11,10 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from core.approvals import CancelRequest, Decision
 from core.errors import AppError, Conflict, Forbidden
 from core.models.promotions import Promotion
-from core.promotions.messages import (
-    TERMINAL,
-    CancelRequest,
-    Decision,
-    PromotionInput,
-    PromotionView,
-)
+from core.promotions.messages import TERMINAL, PromotionInput, PromotionView
 from core.temporal.client import start_once, temporal_unavailable
 from workflows.notification import NOTIFICATIONS_QUEUE
 from workflows.promotion import PROMOTIONS_QUEUE, PromotionWorkflow

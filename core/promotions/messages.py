@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from core.approvals import DecisionRecord
+
 PromotionKind = Literal["promote", "rollback"]
 TERMINAL = ("succeeded", "rolled_back", "failed", "rejected", "expired", "cancelled", "refused")
 PENDING = ("pending", "waiting", "awaiting_approval")
@@ -56,39 +58,6 @@ class Gate(BaseModel):
     refused: str | None = None
     wait_until: datetime | None = None
     wait_reason: str | None = None
-
-
-class Approver(BaseModel):
-    """Who decides, as the API resolved them (the workflow cannot read the database): their
-    permission on the environment, and their teams and roles there."""
-
-    user_id: uuid.UUID
-    name: str
-    permitted: bool = Field(description="Holds promotions:approve on the environment")
-    teams: list[str] = Field(default_factory=list, description="Team slugs in the organization")
-    roles: list[str] = Field(default_factory=list, description="Roles covering the environment")
-
-
-class Decision(BaseModel):
-    approver: Approver
-    decision: Literal["approve", "reject"]
-    comment: str = Field("", max_length=2000)
-    via: Literal["api", "slack"] = "api"
-
-
-class DecisionRecord(BaseModel):
-    user_id: uuid.UUID
-    name: str
-    decision: Literal["approve", "reject"]
-    comment: str = ""
-    via: str = "api"
-    at: datetime
-
-
-class CancelRequest(BaseModel):
-    user_id: uuid.UUID
-    name: str
-    reason: str = ""
 
 
 class PromotionView(BaseModel):

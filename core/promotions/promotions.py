@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.approvals import Approver
 from core.audit import AuditService, snapshot
 from core.catalog.versions import parse_version
 from core.db.types import utcnow
@@ -28,14 +29,7 @@ from core.models.identity import Team, TeamMembership, User
 from core.models.promotions import Promotion, ServiceDeployment
 from core.notifications.channels import team_channel_ids
 from core.pagination import Page, PageRequest, paginate
-from core.promotions.messages import (
-    PENDING,
-    Approver,
-    Gate,
-    Plan,
-    PromotionKind,
-    StatusUpdate,
-)
+from core.promotions.messages import PENDING, Gate, Plan, PromotionKind, StatusUpdate
 from core.security.authorization import Principal
 
 WORKFLOW_ID_PREFIX = "promotion-"

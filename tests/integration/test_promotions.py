@@ -12,11 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from core.environments.policy import ProtectionPolicy
 from core.models.audit import AuditLog
+from core.models.environments import Environment
 from core.models.notifications import Notification
 from core.models.promotions import ServiceDeployment
 from core.settings import Settings
@@ -347,28 +349,38 @@ async def test_failed_health_check_and_verification_roll_back(stack: PromotionSt
 
 
 async def test_soak_time_and_freeze_window_wait_then_proceed(stack: PromotionStack) -> None:
-    now = datetime.now(UTC)
-    freeze = {
-        "starts_at": (now - timedelta(minutes=1)).isoformat(),
-        "ends_at": (now + timedelta(seconds=10)).isoformat(),
-        "reason": "release freeze",
-    }
+    # the soak is longer than the dev promotion's verification window plus polling, even on a
+    # loaded machine, so the staging request always arrives while it is still soaking
     world = await stack.world(
-        staging_policy={"soak_time": "2s"},
-        prod_policy={"required_approvals": 0, "freeze_windows": [freeze]},
+        staging_policy={"soak_time": "6s"},
+        prod_policy={"required_approvals": 0},
     )
     await stack.version(world, "4.0.0")
     await stack.version(world, "4.1.0")
     async with promotion_workers(stack):
         await stack.promoted(world, "dev", "4.0.0")
-        # staging: 4.0.0 has not soaked 2s in dev yet; it waits (a durable timer), then goes
+        # staging: 4.0.0 has not soaked 6s in dev yet; it waits (a durable timer), then goes
         soaking = (await stack.deploy(world, "staging", "4.0.0"))["id"]
         waiting = await stack.until(soaking, "waiting", "succeeded", "refused", "failed")
         assert waiting["status"] == "waiting", waiting
         assert "soak time" in waiting["waiting_on"] and waiting["wait_until"]
         assert (await stack.finished(soaking))["status"] == "succeeded"
 
-        # prod: inside a freeze window, it waits for the window's end
+        # prod: inside a freeze window (set just before the request), it waits for its end
+        now = datetime.now(UTC)
+        freeze = {
+            "starts_at": (now - timedelta(minutes=1)).isoformat(),
+            "ends_at": (now + timedelta(seconds=5)).isoformat(),
+            "reason": "release freeze",
+        }
+        frozen_policy = ProtectionPolicy.model_validate(
+            {**world.envs["prod"]["policy"], "freeze_windows": [freeze]}
+        )
+        await stack.api.run_sql(
+            update(Environment)
+            .where(Environment.id == uuid.UUID(world.envs["prod"]["id"]))
+            .values(policy=frozen_policy.model_dump(mode="json"))
+        )
         frozen = (await stack.deploy(world, "prod", "4.0.0"))["id"]
         waiting = await stack.until(frozen, "waiting", "succeeded", "refused", "failed")
         assert waiting["status"] == "waiting", waiting

@@ -1,0 +1,44 @@
+"""Human decisions on a workflow that waits for approval (a promotion, a provisioning run):
+who decides, what they decide, and the record kept of it. Each decision is a Workflow Update
+whose validator (`workflows.approvals.Approvals.validate`) accepts or refuses it at once."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Approver(BaseModel):
+    """Who decides, as the API resolved them (the workflow cannot read the database): their
+    permission on the environment, and their teams and roles there."""
+
+    user_id: uuid.UUID
+    name: str
+    permitted: bool = Field(description="Holds the approve permission on the environment")
+    teams: list[str] = Field(default_factory=list, description="Team slugs in the organization")
+    roles: list[str] = Field(default_factory=list, description="Roles covering the environment")
+
+
+class Decision(BaseModel):
+    approver: Approver
+    decision: Literal["approve", "reject"]
+    comment: str = Field("", max_length=2000)
+    via: Literal["api", "slack"] = "api"
+
+
+class DecisionRecord(BaseModel):
+    user_id: uuid.UUID
+    name: str
+    decision: Literal["approve", "reject"]
+    comment: str = ""
+    via: str = "api"
+    at: datetime
+
+
+class CancelRequest(BaseModel):
+    user_id: uuid.UUID
+    name: str
+    reason: str = ""

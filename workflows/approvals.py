@@ -1,0 +1,169 @@
+"""Waiting for people inside a workflow: the approval rules a promotion or a provisioning run
+is held to, the decisions taken so far, the validator every `decide` Update goes through, and
+the durable wait for a quorum with reminders and an expiry.
+
+The workflow owns the Update itself (`@workflow.update decide`) and calls `validate` from its
+validator and `add` from its handler; `wait` returns how the wait ended, and the workflow
+records, notifies and updates messages for each outcome in its own way."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from core.approvals import Decision, DecisionRecord
+
+Outcome = Literal["approved", "rejected", "expired", "cancelled"]
+VIA = {"api": "API", "slack": "Slack"}
+
+
+def refuse(message: str, kind: str = "Conflict") -> ApplicationError:
+    """An Update refused by its validator; `kind` tells the API which status to answer
+    (`Forbidden`: 403, otherwise 409)."""
+    return ApplicationError(message, type=kind, non_retryable=True)
+
+
+async def wait_for(condition: Callable[[], bool], timeout: timedelta) -> bool:
+    """True when `condition` held before `timeout` (a durable timer, at least a second)."""
+    try:
+        await workflow.wait_condition(condition, timeout=max(timeout, timedelta(seconds=1)))
+    except TimeoutError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ApprovalRules:
+    required: int
+    teams: tuple[str, ...]
+    roles: tuple[str, ...]
+    allow_self: bool
+    requested_by: uuid.UUID | None
+    timeout: timedelta
+    reminder_every: timedelta | None
+    permission: str  # what an approver must hold on the environment, e.g. promotions:approve
+    environment: str  # its name, for messages
+    request: str = "promotion"  # what was requested, for messages
+
+
+class Approvals:
+    """The decisions on one request, and the wait for them."""
+
+    def __init__(self, rules: ApprovalRules) -> None:
+        self.rules = rules
+        self.decisions: list[DecisionRecord] = []
+        self.expires_at: datetime | None = None
+        self._unrecorded = False
+
+    # -- the Update's validator and handler ---------------------------------------------------
+    def validate(self, decision: Decision) -> None:
+        """Refuse a decision by someone without the permission, outside the approver teams
+        and roles, approving their own request (unless allowed), or deciding twice. Whether
+        the request still awaits decisions is the workflow's to check first."""
+        rules, who = self.rules, decision.approver
+        if not who.permitted:
+            raise refuse(f"you do not hold {rules.permission} on {rules.environment}", "Forbidden")
+        teams, roles = set(rules.teams), set(rules.roles)
+        if (teams or roles) and not (set(who.teams) & teams or set(who.roles) & roles):
+            allowed = [f"team {t}" for t in rules.teams] + [f"role {r}" for r in rules.roles]
+            raise refuse(
+                f"only approvers of {rules.environment} may decide ({', '.join(allowed)})",
+                "Forbidden",
+            )
+        if (
+            decision.decision == "approve"
+            and who.user_id == rules.requested_by
+            and not rules.allow_self
+        ):
+            raise refuse(
+                f"you requested this {rules.request}; someone else must approve it", "Forbidden"
+            )
+        earlier = next((d for d in self.decisions if d.user_id == who.user_id), None)
+        if earlier is not None:
+            raise refuse(f"you already decided ({earlier.decision} at {earlier.at.isoformat()})")
+
+    def add(self, decision: Decision) -> DecisionRecord:
+        record = DecisionRecord(
+            user_id=decision.approver.user_id,
+            name=decision.approver.name,
+            decision=decision.decision,
+            comment=decision.comment,
+            via=decision.via,
+            at=workflow.now(),
+        )
+        self.decisions.append(record)
+        self._unrecorded = True
+        return record
+
+    # -- reading them -------------------------------------------------------------------------
+    def count(self) -> int:
+        """Distinct approvers so far."""
+        return len({d.user_id for d in self.decisions if d.decision == "approve"})
+
+    def rejection(self) -> DecisionRecord | None:
+        return next((d for d in self.decisions if d.decision == "reject"), None)
+
+    def reached(self) -> bool:
+        return self.count() >= self.rules.required
+
+    def who(self, decision: str) -> str:
+        """`name (API), name (Slack)` of those who took `decision`."""
+        return ", ".join(
+            f"{d.name} ({VIA.get(d.via, d.via)})" for d in self.decisions if d.decision == decision
+        )
+
+    def waiting_on(self) -> str:
+        rules = self.rules
+        who = [f"team {t}" for t in rules.teams] + [f"role {r}" for r in rules.roles]
+        needed = rules.required - self.count()
+        return f"{needed} more approval(s) from {' or '.join(who) or 'an approver'}"
+
+    def seconds_left(self) -> float | None:
+        if self.expires_at is None:
+            return None
+        return max(0.0, (self.expires_at - workflow.now()).total_seconds())
+
+    # -- the wait -----------------------------------------------------------------------------
+    def open(self) -> datetime:
+        """Start the clock: decisions are due by the returned time."""
+        self.expires_at = workflow.now() + self.rules.timeout
+        return self.expires_at
+
+    async def wait(
+        self,
+        cancelled: Callable[[], bool],
+        progress: Callable[[], None],
+        remind: Callable[[], None],
+    ) -> Outcome:
+        """Until a rejection, the quorum, the expiry or a cancel. `progress` runs after each
+        decision that settles nothing; `remind` every `reminder_every` while waiting."""
+        expires_at = self.expires_at or self.open()
+        every = self.rules.reminder_every
+        reminder = workflow.now() + every if every else None
+        while True:
+            if cancelled():
+                return "cancelled"
+            if self._unrecorded:
+                self._unrecorded = False
+                if self.rejection() is not None:
+                    return "rejected"
+                if self.reached():
+                    return "approved"
+                progress()
+                continue
+            now = workflow.now()
+            if now >= expires_at:
+                return "expired"
+            until = expires_at if reminder is None else min(expires_at, reminder)
+            woke = await wait_for(lambda: self._unrecorded or cancelled(), until - now)
+            due = reminder is not None and reminder <= workflow.now() < expires_at
+            if not woke and due and reminder is not None and every is not None:
+                remind()
+                reminder += every
