@@ -26,6 +26,7 @@ from api.routers import (
     pipeline_runs,
     pipelines,
     promotions,
+    provisioning,
     roles,
     services,
     slack,
@@ -170,6 +171,7 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
         environments.router,
         promotions.router,
         infrastructure.router,
+        provisioning.router,
         pipeline_runs.router,  # before pipelines: /pipelines/runs is not a pipeline id
         pipelines.router,
         health_checks.router,

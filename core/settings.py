@@ -7,6 +7,8 @@ field name (`database_url`) or the variable name (`DATABASE_URL`).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -118,9 +120,18 @@ class Settings(BaseSettings):
     # logs, and how long a new version may take to become healthy (local or a rollout).
     deploy_dir: Path | None = _env("DEPLOY_DIR")  # default: <data dir>/deployments
     deploy_health_timeout: Duration = _env("DEPLOY_HEALTH_TIMEOUT", "60s")
+    # Provisioning (docs/infrastructure.md): the Pulumi state backend (default: a file backend
+    # under the data dir) and the stacks' passphrase (default: derived from ENCRYPTION_KEY).
+    pulumi_backend_url: str | None = _env("PULUMI_BACKEND_URL")
+    pulumi_config_passphrase: SecretStr | None = _env("PULUMI_CONFIG_PASSPHRASE")
     # How long health probe results are kept (uptime is computed over them).
     health_result_retention: Duration = _env("HEALTH_RESULT_RETENTION", "30d")
     prometheus_url: str | None = _env("PROMETHEUS_URL")
+    # Cost collectors (docs/infrastructure.md#costs): the OpenCost API for Kubernetes providers
+    # without `opencost_url` in their config, and the AWS Cost Explorer endpoint (default
+    # AWS's; a proxy or a test stand-in) for AWS providers without `cost_explorer_url`.
+    opencost_url: str | None = _env("OPENCOST_URL")
+    aws_cost_explorer_url: str | None = _env("AWS_COST_EXPLORER_URL")
     grafana_url: str | None = _env("GRAFANA_URL")
 
     # Single sign-on (docs/configuration.md#sso): GitHub when GITHUB_CLIENT_ID/SECRET are set,
@@ -294,6 +305,17 @@ class Settings(BaseSettings):
     @property
     def deploy_root(self) -> Path:
         return (self.deploy_dir or self.resolved_data_dir / "deployments").resolve()
+
+    @property
+    def pulumi_backend(self) -> str:
+        return self.pulumi_backend_url or f"file://{self.resolved_data_dir / 'pulumi'}"
+
+    def pulumi_passphrase(self) -> str:
+        """The passphrase of every stack's secrets provider."""
+        if self.pulumi_config_passphrase is not None:
+            return self.pulumi_config_passphrase.get_secret_value()
+        key = self.encryption_key.get_secret_value() if self.encryption_key else ""
+        return hmac.new(key.encode(), b"idp pulumi passphrase", hashlib.sha256).hexdigest()
 
     @property
     def platform_url(self) -> str:

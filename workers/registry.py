@@ -15,10 +15,12 @@ from activities.health import HealthActivities
 from activities.notifications import NotificationActivities
 from activities.pipelines import GitAccess, PipelineActivities
 from activities.promotions import PromotionActivities
+from activities.provisioning import ProvisioningActivities
 from activities.selfcheck import PingActivities, SelfCheckActivities
 from core.deploy.targets import DeployTargets
 from core.errors import ConfigError
 from core.infrastructure.costs import PriceCatalog
+from core.infrastructure.engine import AutomationEngine
 from core.notifications.dispatch import SenderSettings
 from core.pipelines.artifacts import ArtifactStore
 from core.pipelines.commit_status import CommitStatusReporter, build_host_configs
@@ -31,6 +33,7 @@ from workflows.health_monitor import HealthMonitorWorkflow
 from workflows.notification import NotificationWorkflow, SlackMessageUpdateWorkflow
 from workflows.pipeline_run import PipelineRunWorkflow
 from workflows.promotion import PromotionWorkflow
+from workflows.provisioning import DestroyWorkflow, PreviewExpiryWorkflow, ProvisionWorkflow
 from workflows.selfcheck import SelfCheckWorkflow
 
 ActivityFactory = Callable[[WorkerResources], Sequence[Callable[..., Any]]]
@@ -128,6 +131,18 @@ def _promotions(res: WorkerResources) -> Sequence[Callable[..., Any]]:
     return acts.all()
 
 
+def _provisioning(res: WorkerResources) -> Sequence[Callable[..., Any]]:
+    settings = res.settings
+    return ProvisioningActivities(
+        res.sessions,
+        AutomationEngine(),
+        PriceCatalog.load(),
+        backend_url=settings.pulumi_backend,
+        passphrase=settings.pulumi_passphrase(),
+        platform_url=settings.platform_url,
+    ).all()
+
+
 def _costs(res: WorkerResources) -> Sequence[Callable[..., Any]]:
     return CostActivities(res.sessions, PriceCatalog.load()).all()
 
@@ -136,7 +151,10 @@ BINDINGS: dict[str, QueueBinding] = {
     "platform": QueueBinding(workflows=(SelfCheckWorkflow,), activities=(_selfcheck,)),
     "pipelines": QueueBinding(workflows=(PipelineRunWorkflow,), activities=(_pipelines,)),
     "promotions": QueueBinding(workflows=(PromotionWorkflow,), activities=(_promotions,)),
-    "provisioning": QueueBinding(),
+    "provisioning": QueueBinding(
+        workflows=(ProvisionWorkflow, DestroyWorkflow, PreviewExpiryWorkflow),
+        activities=(_provisioning,),
+    ),
     "notifications": QueueBinding(
         workflows=(NotificationWorkflow, SlackMessageUpdateWorkflow),
         activities=(_notifications,),

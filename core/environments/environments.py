@@ -249,6 +249,7 @@ ENVIRONMENT_PERMISSIONS: tuple[str, ...] = (
     "environments:deploy",
     "promotions:read",
     "promotions:approve",
+    "infrastructure:approve",
 )
 
 

@@ -31,6 +31,7 @@ class Subject:
     public: bool | None = None
     allowed_regions: tuple[str, ...] = ()  # empty: any
     resource_id: str | None = None
+    taggable: bool = True  # False: the resource takes no tags (a role attachment, a route)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class Violation:
 
 
 def _required_tags(s: Subject) -> str | None:
+    if not s.taggable:
+        return None
     missing = [t for t in REQUIRED_TAGS if not s.tags.get(t)]
     return f"missing tags: {', '.join(missing)}" if missing else None
 

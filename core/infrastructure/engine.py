@@ -59,6 +59,7 @@ class DeployedResource:
     parent: str | None
     inputs: Mapping[str, Any]
     outputs: Mapping[str, Any]
+    dependencies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,11 @@ class Engine(Protocol):
 
     async def up(self, ref: StackRef, program: Program, out: Output) -> Deployed: ...
 
-    async def destroy(self, ref: StackRef, program: Program, out: Output) -> None: ...
+    async def destroy(
+        self, ref: StackRef, program: Program, out: Output, targets: list[str] | None = None
+    ) -> list[str]:
+        """Destroy the stack's resources; with `targets` (URNs), those and their dependents.
+        The names of the resources it deleted."""
 
 
 def pulumi_cli() -> str:
@@ -160,16 +165,38 @@ class AutomationEngine:
                     parent=r.get("parent"),
                     inputs=r.get("inputs") or {},
                     outputs=r.get("outputs") or {},
+                    dependencies=tuple(r.get("dependencies") or ()),
                 )
                 for r in state.get("resources", [])
                 if not r["type"].startswith("pulumi:")
             ]
-            return Deployed({k: v.value for k, v in result.outputs.items()}, resources)
+            # a secret output is recorded as a marker, never its value
+            outputs = {k: "[secret]" if v.secret else v.value for k, v in result.outputs.items()}
+            return Deployed(outputs, resources)
 
         return await asyncio.to_thread(run)
 
-    async def destroy(self, ref: StackRef, program: Program, out: Output) -> None:
+    async def destroy(
+        self, ref: StackRef, program: Program, out: Output, targets: list[str] | None = None
+    ) -> list[str]:
+        deleted: list[str] = []
+
+        def on_event(event: Any) -> None:
+            outputs = getattr(event, "res_outputs_event", None)
+            meta = outputs.metadata if outputs is not None else None
+            if meta is None or meta.type.startswith("pulumi:"):
+                return
+            if str(getattr(meta.op, "value", meta.op)) == "delete":
+                deleted.append(_name(meta.urn))
+
         def run() -> None:
-            self._stack(ref, program).destroy(on_output=out)
+            stack = self._stack(ref, program)
+            if targets:
+                stack.destroy(
+                    on_output=out, on_event=on_event, target=targets, target_dependents=True
+                )
+            else:
+                stack.destroy(on_output=out, on_event=on_event)
 
         await asyncio.to_thread(run)
+        return deleted

@@ -46,6 +46,7 @@ from core.models.pipelines import (
     PipelineStep,
 )
 from core.models.promotions import Promotion, ServiceDeployment
+from core.models.provisioning import Provision, ProvisionLogChunk
 
 __all__ = [
     "ApiKey",
@@ -72,6 +73,8 @@ __all__ = [
     "PipelineStep",
     "Promotion",
     "Provider",
+    "Provision",
+    "ProvisionLogChunk",
     "RefreshToken",
     "Resource",
     "ResourceRelationship",

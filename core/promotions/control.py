@@ -7,15 +7,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from core.approvals import CancelRequest, Decision
-from core.errors import AppError, Conflict, Forbidden
 from core.models.promotions import Promotion
 from core.promotions.messages import TERMINAL, PromotionInput, PromotionView
-from core.temporal.client import start_once, temporal_unavailable
+from core.temporal.client import execute_update, start_once
 from workflows.notification import NOTIFICATIONS_QUEUE
 from workflows.promotion import PROMOTIONS_QUEUE, PromotionWorkflow
 
@@ -50,28 +47,18 @@ async def live_view(client: Client, promotion: Promotion) -> PromotionView | Non
         return None
 
 
-def _refusal(exc: WorkflowUpdateFailedError) -> AppError:
-    cause = exc.cause
-    if isinstance(cause, ApplicationError):
-        if cause.type == "Forbidden":
-            return Forbidden(cause.message, code="not_an_approver")
-        return Conflict(cause.message)
-    return Conflict(str(cause or exc))
-
-
 async def _update(
     client: Client, promotion: Promotion, update: Any, arg: Any, doing: str
 ) -> PromotionView:
-    handle = client.get_workflow_handle(promotion.workflow_id)
-    try:
-        view: PromotionView = await handle.execute_update(update, arg)
-        return view
-    except WorkflowUpdateFailedError as exc:
-        raise _refusal(exc) from None
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise Conflict(f"the promotion is {promotion.status}; it cannot {doing}") from None
-        raise temporal_unavailable(exc, doing) from None
+    view: PromotionView = await execute_update(
+        client,
+        promotion.workflow_id,
+        update,
+        arg,
+        doing=doing,
+        gone=f"the promotion is {promotion.status}; it cannot {doing}",
+    )
+    return view
 
 
 async def decide(client: Client, promotion: Promotion, decision: Decision) -> PromotionView:

@@ -268,17 +268,9 @@ class PromotionService:
         requester = (
             await self.session.get(User, promotion.requested_by) if promotion.requested_by else None
         )
-        channels = await team_channel_ids(self.session, service.owner_team_id)
-        for slug in policy.approver_teams:
-            team_id = await self.session.scalar(
-                select(Team.id).where(
-                    Team.org_id == env.org_id, Team.slug == slug, Team.deleted_at.is_(None)
-                )
-            )
-            if team_id is not None:
-                channels += [
-                    c for c in await team_channel_ids(self.session, team_id) if c not in channels
-                ]
+        channels = await approval_channels(
+            self.session, env.org_id, service.owner_team_id, policy.approver_teams
+        )
         rollback = promotion.kind == "rollback"
         return Plan(
             promotion_id=promotion.id,
@@ -324,9 +316,30 @@ class PromotionService:
         return row
 
 
-async def approver(session: AsyncSession, principal: Principal, env: Environment) -> Approver:
-    """The caller as an approver of promotions into `env`: whether they hold
-    promotions:approve there, their teams in its organization, and the roles covering it."""
+async def approval_channels(
+    session: AsyncSession, org_id: uuid.UUID, team_id: uuid.UUID | None, approver_teams: list[str]
+) -> list[uuid.UUID]:
+    """The channels of the requesting team and of every approver team (by slug)."""
+    channels = await team_channel_ids(session, team_id) if team_id else []
+    for slug in approver_teams:
+        found = await session.scalar(
+            select(Team.id).where(
+                Team.org_id == org_id, Team.slug == slug, Team.deleted_at.is_(None)
+            )
+        )
+        if found is not None:
+            channels += [c for c in await team_channel_ids(session, found) if c not in channels]
+    return channels
+
+
+async def approver(
+    session: AsyncSession,
+    principal: Principal,
+    env: Environment,
+    permission: str = "promotions:approve",
+) -> Approver:
+    """The caller as an approver of requests into `env`: whether they hold `permission`
+    there, their teams in its organization, and the roles covering it."""
     resource = environment_resource(env)
     teams = await session.scalars(
         select(Team.slug)
@@ -343,7 +356,7 @@ async def approver(session: AsyncSession, principal: Principal, env: Environment
     return Approver(
         user_id=principal.user_id,
         name=name,
-        permitted=principal.can("promotions:approve", resource),
+        permitted=principal.can(permission, resource),
         teams=sorted(teams),
         roles=roles,
     )

@@ -19,6 +19,7 @@ PERMISSIONS: dict[str, str] = {
     "promotions:approve": "Approve or reject promotions",
     "infrastructure:read": "See infrastructure resources, costs and compliance",
     "infrastructure:provision": "Provision and destroy infrastructure",
+    "infrastructure:approve": "Approve or reject provisioning and destroys that need approval",
     "notifications:read": "See notification channels, templates and deliveries",
     "notifications:write": "Manage channels and templates, send notifications",
     "organizations:read": "See organizations",
@@ -56,7 +57,10 @@ BUILTIN_ROLES: dict[str, tuple[str, list[str]]] = {
         [*_READ, "services:write", "pipelines:write", "pipelines:run", "environments:deploy"],
     ),
     "viewer": ("Reads everything it can see, changes nothing", _READ),
-    "approver": ("Reads, and approves or rejects promotions", [*_READ, "promotions:approve"]),
+    "approver": (
+        "Reads, and approves or rejects promotions and provisioning",
+        [*_READ, "promotions:approve", "infrastructure:approve"],
+    ),
 }
 # Team membership roles grant a built-in role scoped to that team.
 MEMBERSHIP_ROLES: dict[str, str] = {

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, TLSConfig
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
-from core.errors import ConfigError, Unavailable
+from core.errors import AppError, ConfigError, Conflict, Forbidden, Unavailable, ValidationFailed
 from core.security.encryption import KeyRing
 from core.settings import Settings
 from core.temporal.codec import EncryptionCodec
@@ -118,10 +118,20 @@ def find_temporal_cli(settings: Settings | None = None) -> Path:
 
 
 async def start_once(
-    client: Client, run: Any, arg: Any, *, id: str, task_queue: str, doing: str
+    client: Client,
+    run: Any,
+    arg: Any,
+    *,
+    id: str,
+    task_queue: str,
+    doing: str,
+    rerun: bool = False,
 ) -> None:
-    """Start the workflow `id` unless it runs or ran already (a derived id makes a duplicate
-    request harmless). Unavailable (503) when Temporal cannot be reached."""
+    """Start the workflow `id` unless it runs (or, without `rerun`, ran) already: a derived
+    id makes a duplicate request harmless. Unavailable (503) when Temporal cannot be reached."""
+    reuse = (
+        WorkflowIDReusePolicy.ALLOW_DUPLICATE if rerun else WorkflowIDReusePolicy.REJECT_DUPLICATE
+    )
     try:
         await client.start_workflow(
             run,
@@ -129,7 +139,7 @@ async def start_once(
             id=id,
             task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_reuse_policy=reuse,
         )
     except WorkflowAlreadyStartedError:
         log.info("workflow %s already ran", id)
@@ -143,3 +153,32 @@ def temporal_unavailable(exc: RPCError, doing: str) -> Unavailable:
         f"Temporal could not {doing}: {exc.message or exc.status}",
         details={"reason": str(exc.status.name if exc.status else "unknown")},
     )
+
+
+def update_refusal(exc: WorkflowUpdateFailedError) -> AppError:
+    """An Update its validator refused, as the API's error: the validator's `ApplicationError`
+    type `Forbidden` is a 403, `Invalid` a 422, anything else a 409."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        if cause.type == "Forbidden":
+            return Forbidden(cause.message, code="not_an_approver")
+        if cause.type == "Invalid":
+            return ValidationFailed(cause.message)
+        return Conflict(cause.message)
+    return Conflict(str(cause or exc))
+
+
+async def execute_update(
+    client: Client, workflow_id: str, update: Any, arg: Any, *, doing: str, gone: str
+) -> Any:
+    """Send an Update and return its answer; its refusal as the API's error, `gone` (a 409)
+    when the workflow has ended, 503 when Temporal cannot be reached."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        return await handle.execute_update(update, arg)
+    except WorkflowUpdateFailedError as exc:
+        raise update_refusal(exc) from None
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise Conflict(gone) from None
+        raise temporal_unavailable(exc, doing) from None

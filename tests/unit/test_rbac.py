@@ -41,7 +41,7 @@ EXPECTED = {
     },
     "viewer": {p for p in PERMISSIONS if p.endswith(":read") and p != "audit:read"},
     "approver": {p for p in PERMISSIONS if p.endswith(":read") and p != "audit:read"}
-    | {"promotions:approve"},
+    | {"promotions:approve", "infrastructure:approve"},
 }
 
 
