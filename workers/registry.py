@@ -144,7 +144,7 @@ def _provisioning(res: WorkerResources) -> Sequence[Callable[..., Any]]:
 
 
 def _costs(res: WorkerResources) -> Sequence[Callable[..., Any]]:
-    return CostActivities(res.sessions, PriceCatalog.load()).all()
+    return CostActivities(res.sessions, PriceCatalog.load(), settings=res.settings).all()
 
 
 BINDINGS: dict[str, QueueBinding] = {

@@ -8,7 +8,9 @@ from decimal import Decimal
 
 from pydantic import BaseModel, Field
 
-SOURCES: tuple[str, ...] = ("estimate",)
+# The cost collectors' names: those of core.infrastructure.collectors.COLLECTORS (a unit test
+# keeps them equal; a literal here keeps this module free of the collectors' imports).
+SOURCES: tuple[str, ...] = ("estimate", "opencost", "aws")
 
 
 class CostCollectionInput(BaseModel):
@@ -22,13 +24,19 @@ class CostCollectionInput(BaseModel):
 class CollectInput(BaseModel):
     day: date
     source: str
+    providers: list[uuid.UUID] | None = None  # only these providers' records; None: all
 
 
 class CollectResult(BaseModel):
     day: date
     source: str
-    resources: int
+    resources: int  # cost records written
     total: Decimal
+    # Billed items no inventory resource matched (namespaces, tag groups, untagged cost), and
+    # their cost: reported, not stored.
+    skipped: int = 0
+    unattributed: Decimal = Decimal(0)
+    notes: list[str] = Field(default_factory=list)  # what was not collected, and why
 
 
 class BudgetAlert(BaseModel):

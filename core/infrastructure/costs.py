@@ -1,13 +1,15 @@
 """Daily cost records: the price catalog and the `estimate` collector (the inventory times
 the catalog), and writing a day's records so that a rerun replaces them instead of adding.
 
-A collector turns one day into `CostLine`s (resource, cost, usage); `store_day` upserts them
-per resource, day and source: collecting a day twice leaves the same totals."""
+A collector (`core/infrastructure/collectors/`) turns one day into `CostLine`s (resource, cost,
+usage); `store_day` upserts them per resource, day and source: collecting a day twice leaves the
+same totals."""
 
 from __future__ import annotations
 
 import calendar
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.models.infrastructure import CostRecord, Resource
@@ -29,6 +31,7 @@ class CostLine:
     resource_id: uuid.UUID
     cost: Decimal
     usage: dict[str, Any] = field(default_factory=dict)
+    currency: str | None = None  # None: the catalog's
 
 
 @dataclass(frozen=True)
@@ -79,19 +82,28 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-async def estimate_day(session: AsyncSession, catalog: PriceCatalog, day: date) -> list[CostLine]:
-    """The `estimate` collector: every resource that existed on `day` (created before its end
-    and not destroyed before its start) at its monthly price over the month's days."""
-    _, end = day_bounds(day)
-    days = Decimal(calendar.monthrange(day.year, day.month)[1])
+async def resources_on(
+    session: AsyncSession, day: date, *where: ColumnElement[bool]
+) -> list[Resource]:
+    """The resources (matching `where`) that existed on `day`: created before its end, not
+    failed, and not destroyed before its start; oldest first."""
+    start, end = day_bounds(day)
     rows = await session.scalars(
-        select(Resource).where(Resource.created_at < end, Resource.status != "failed")
+        select(Resource)
+        .where(Resource.created_at < end, Resource.status != "failed", *where)
+        .order_by(Resource.created_at, Resource.id)
     )
+    return [r for r in rows if not (r.status == "destroyed" and r.updated_at < start)]
+
+
+async def estimate_day(
+    session: AsyncSession, catalog: PriceCatalog, day: date, *where: ColumnElement[bool]
+) -> list[CostLine]:
+    """The `estimate` collector: every resource that existed on `day` (and matches `where`) at
+    its monthly price over the month's days."""
+    days = Decimal(calendar.monthrange(day.year, day.month)[1])
     lines = []
-    start, _ = day_bounds(day)
-    for row in rows:
-        if row.status == "destroyed" and row.updated_at < start:
-            continue
+    for row in await resources_on(session, day, *where):
         monthly, size = catalog.monthly(row)
         if monthly is None:
             continue
@@ -102,18 +114,29 @@ async def estimate_day(session: AsyncSession, catalog: PriceCatalog, day: date) 
 
 
 async def store_day(
-    session: AsyncSession, day: date, source: str, lines: list[CostLine], currency: str = "USD"
+    session: AsyncSession,
+    day: date,
+    source: str,
+    lines: list[CostLine],
+    currency: str = "USD",
+    *,
+    providers: Collection[uuid.UUID] | None = None,
 ) -> Decimal:
-    """Replace `source`'s records of `day` with `lines`; the day's total."""
-    await session.execute(
-        delete(CostRecord).where(CostRecord.date == day, CostRecord.source == source)
-    )
+    """Replace `source`'s records of `day` with `lines` (at most one per resource); only those of
+    the resources of `providers` when given (the lines must be theirs), so a provider that was
+    not collected keeps its records. The day's total of `lines`."""
+    stale = delete(CostRecord).where(CostRecord.date == day, CostRecord.source == source)
+    if providers is not None:
+        owned = select(Resource.id).where(Resource.provider_id.in_(list(providers)))
+        stale = stale.where(CostRecord.resource_id.in_(owned))
+    if providers is None or providers:
+        await session.execute(stale)
     session.add_all(
         CostRecord(
             resource_id=line.resource_id,
             date=day,
             cost=line.cost,
-            currency=currency,
+            currency=line.currency or currency,
             source=source,
             usage_metrics=line.usage,
         )

@@ -1,0 +1,27 @@
+"""The `estimate` collector: the inventory at the price catalog (`costs.estimate_day`)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.infrastructure.collectors.base import Collected, CollectorContext
+from core.infrastructure.costs import estimate_day
+from core.models.infrastructure import Resource
+
+
+class EstimateCollector:
+    def __init__(self, context: CollectorContext) -> None:
+        self._catalog = context.catalog
+
+    async def day(
+        self, session: AsyncSession, day: date, providers: Sequence[uuid.UUID] | None
+    ) -> Collected:
+        if providers is None:
+            return Collected(await estimate_day(session, self._catalog, day), providers=None)
+        scope = list(providers)
+        lines = await estimate_day(session, self._catalog, day, Resource.provider_id.in_(scope))
+        return Collected(lines, providers=scope)
