@@ -409,6 +409,7 @@ class DestroyWorkflow(_StackRun):
             f"destroyed: {removed}{because}",
             "environment.destroyed",
             resources=result.resources,
+            reason=plan.note,
         )
         return await self._finish()
 

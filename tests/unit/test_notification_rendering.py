@@ -56,6 +56,8 @@ def test_the_events_and_their_variables() -> None:
         "promotion.rolled_back",
         "environment.provisioned",
         "environment.failed",
+        "environment.awaiting_approval",
+        "environment.destroyed",
         "health.changed",
         "budget.exceeded",
         "custom",
@@ -168,6 +170,48 @@ def test_decided_promotion_messages_have_no_buttons() -> None:
             e for b in message.payload["blocks"] if b["type"] == "actions" for e in b["elements"]
         ]
         assert not any("action_id" in e and "value" in e for e in elements)
+
+
+def test_environment_awaiting_approval_slack_message_only_links_to_the_run() -> None:
+    # Provisioning is approved through the API: no Approve or Reject buttons in Slack.
+    event = "environment.awaiting_approval"
+    context = sample(event) | {
+        "provision_id": "3b9e4c1a-0000-4000-8000-000000000002",
+        "provision_url": "https://idp.example.com/provisions/3b9e",
+        "estimate": "1240.00",
+        "currency": "USD",
+        "approvers_needed": 2,
+    }
+    message = render(event, "slack", default_template(event, "slack"), context)
+    assert message.payload is not None
+    assert message.payload["blocks"][0]["text"]["text"].startswith(":hourglass")
+    actions = [b for b in message.payload["blocks"] if b["type"] == "actions"]
+    assert len(actions) == 1
+    (button,) = actions[0]["elements"]
+    assert button["url"] == context["provision_url"] and "action_id" not in button
+    assert button["text"]["text"] == "Open provisioning run"
+    dumped = json.dumps(message.payload)
+    assert "1240.00 USD a month" in dumped and context["provision_id"] in dumped
+    bare = render(event, "slack", default_template(event, "slack"), required_only(event))
+    assert bare.payload is not None
+    assert not [b for b in bare.payload["blocks"] if b["type"] == "actions"]
+
+
+def test_environment_destroyed_lists_the_resources() -> None:
+    event = "environment.destroyed"
+    context = {
+        "environment": "pr-42",
+        "reason": "time to live ran out",
+        "resources": ["db", "cache"],
+    }
+    mail = render(event, "email", default_template(event, "email"), context)
+    assert mail.subject == "Environment pr-42 was destroyed"
+    assert "- db" in mail.text and "- cache" in mail.text and "time to live ran out" in mail.text
+    slack = render(event, "slack", default_template(event, "slack"), context)
+    assert slack.payload is not None
+    assert "• cache" in json.dumps(slack.payload, ensure_ascii=False)
+    hook = render(event, "webhook", default_template(event, "webhook"), context)
+    assert hook.payload is not None and hook.payload["data"]["resources"] == ["db", "cache"]
 
 
 def test_html_is_escaped_and_json_keeps_the_raw_string() -> None:
