@@ -5,6 +5,7 @@ missing-CLI case runs the real `AutomationEngine` on a PATH without `pulumi`."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import uuid
@@ -41,7 +42,8 @@ from core.temporal.client import connect
 from core.topology import Topology
 from tests.helpers import wait_until
 from tests.integration.identity_helpers import Api, assert_error, running_api
-from tests.integration.pipeline_helpers import retire_runs
+from tests.integration.pipeline_helpers import notifications_worker, retire_runs
+from tests.standins.webhook_receiver import WebhookReceiver
 from workers.runner import HEARTBEAT_THROTTLE, sandbox_runner
 from workflows.provisioning import (
     PROVISIONING_QUEUE,
@@ -382,9 +384,29 @@ async def test_provision_records_resources_then_destroy_one_and_its_dependents(
 async def test_a_failed_up_is_compensated_and_says_so(infra: Infra) -> None:
     engine = FakeEngine(fail_up_after=2)
     env_id = await infra.environment("staging")
-    async with provisioning_worker(infra, engine):
-        started = await infra.provision(env_id)
-        done = await infra.finished(started["id"])
+    with WebhookReceiver(secret="hook-signing-secret") as receiver:
+        await infra.created(
+            "/notifications/channels",
+            {
+                "type": "webhook",
+                "name": f"infra-{uuid.uuid4().hex[:6]}",
+                "team_id": infra.team_id,
+                "config": {"url": receiver.url},
+                "secrets": {"signing_secret": "hook-signing-secret"},
+            },
+        )
+        async with (
+            provisioning_worker(infra, engine),
+            notifications_worker(infra.client, infra.settings),
+        ):
+            started = await infra.provision(env_id)
+            done = await infra.finished(started["id"])
+            await wait_until(
+                "the failure notified", lambda: asyncio.sleep(0, bool(receiver.accepted))
+            )
+    [sent] = [d.json() for d in receiver.accepted]
+    assert sent["event"] == "environment.failed"
+    assert "compensated: destroyed what the stack had created" in sent["data"]["error"]
     assert done["status"] == "compensated", done
     reason = done["reason"]
     assert "pulumi up failed" in reason and "AccessDenied" in reason
