@@ -252,12 +252,16 @@ class _StackRun:
         self._records.append(asyncio.ensure_future(write()))
 
     async def _end(
-        self, status: str, reason: str | None, event: str | None, **context: Any
+        self,
+        status: str,
+        reason: str | None,
+        event: str | None,
+        context: dict[str, Any] | None = None,
     ) -> None:
         self._set(status, reason, finished=True)
         await asyncio.gather(*self._records, return_exceptions=True)
         if event is not None:
-            self._notify(event, context)
+            self._notify(event, context or {})
 
     def _notify(self, event: str, context: dict[str, Any]) -> None:
         plan = self._plan
@@ -309,7 +313,7 @@ class ProvisionWorkflow(_StackRun):
         except ActivityError as err:
             what = "cannot provision" if _cli_missing(err) else "the preview failed"
             error = f"{what}: {_reason(err)}; nothing was created"
-            await self._end("failed", error, "environment.failed", error=error)
+            await self._end("failed", error, "environment.failed", {"error": error})
             return await self._finish()
         self._preview = preview
         if preview.blocking:
@@ -317,7 +321,7 @@ class ProvisionWorkflow(_StackRun):
                 f"compliance: {len(preview.blocking)} blocking violation(s), nothing was "
                 f"created: {'; '.join(preview.blocking[:5])}"
             )
-            await self._end("blocked", error, "environment.failed", error=error)
+            await self._end("blocked", error, "environment.failed", {"error": error})
             return await self._finish()
         production = "production environment" if plan.environment_type == "production" else None
         if not await self._gate(plan, production or preview.over_budget):
@@ -334,7 +338,7 @@ class ProvisionWorkflow(_StackRun):
         except ActivityError as err:
             if _cli_missing(err):
                 error = f"cannot provision: {_reason(err)}; nothing was created"
-                await self._end("failed", error, "environment.failed", error=error)
+                await self._end("failed", error, "environment.failed", {"error": error})
                 return
             await self._compensate(f"pulumi up failed: {_reason(err)}")
             return
@@ -359,11 +363,11 @@ class ProvisionWorkflow(_StackRun):
                 f"{error}; the compensating destroy failed too: {_reason(err)}; resources of "
                 f"stack {self._plan.stack if self._plan else '?'} may remain"
             )
-            await self._end("failed", failed, "environment.failed", error=failed)
+            await self._end("failed", failed, "environment.failed", {"error": failed})
             return
         removed = ", ".join(result.resources) or "nothing had been created"
         done = f"{error}; compensated: destroyed what the stack had created ({removed})"
-        await self._end("compensated", done, "environment.failed", error=done)
+        await self._end("compensated", done, "environment.failed", {"error": done})
 
     async def _start_expiry(self, plan: ProvisionPlan, destroy_at: datetime) -> None:
         with contextlib.suppress(WorkflowAlreadyStartedError):  # an earlier run's TTL counts
@@ -400,7 +404,7 @@ class DestroyWorkflow(_StackRun):
             )
         except ActivityError as err:
             error = f"pulumi destroy failed: {_reason(err)}"
-            await self._end("failed", error, "environment.failed", error=error)
+            await self._end("failed", error, "environment.failed", {"error": error})
             return await self._finish()
         removed = ", ".join(result.resources) or "nothing"
         because = f" ({plan.note})" if plan.note else ""
@@ -408,8 +412,7 @@ class DestroyWorkflow(_StackRun):
             "destroyed",
             f"destroyed: {removed}{because}",
             "environment.destroyed",
-            resources=result.resources,
-            reason=plan.note,
+            {"resources": result.resources, "reason": plan.note},
         )
         return await self._finish()
 
