@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -39,6 +39,19 @@ async def wait_for(condition: Callable[[], bool], timeout: timedelta) -> bool:
     return True
 
 
+class _Policy(Protocol):
+    """A workflow's plan as far as approvals go (the promotion's and provisioning's share it)."""
+
+    environment: str
+    required_approvals: int
+    approver_teams: list[str]
+    approver_roles: list[str]
+    allow_self_approval: bool
+    requested_by: uuid.UUID | None
+    approval_timeout: float  # seconds
+    reminder_interval: float | None  # seconds
+
+
 @dataclass(frozen=True)
 class ApprovalRules:
     required: int
@@ -52,6 +65,22 @@ class ApprovalRules:
     environment: str  # its name, for messages
     request: str = "promotion"  # what was requested, for messages
 
+    @classmethod
+    def of(cls, plan: _Policy, *, permission: str, request: str) -> ApprovalRules:
+        every = plan.reminder_interval
+        return cls(
+            required=plan.required_approvals,
+            teams=tuple(plan.approver_teams),
+            roles=tuple(plan.approver_roles),
+            allow_self=plan.allow_self_approval,
+            requested_by=plan.requested_by,
+            timeout=timedelta(seconds=plan.approval_timeout),
+            reminder_every=timedelta(seconds=every) if every else None,
+            permission=permission,
+            environment=plan.environment,
+            request=request,
+        )
+
 
 class Approvals:
     """The decisions on one request, and the wait for them."""
@@ -63,11 +92,13 @@ class Approvals:
         self._unrecorded = False
 
     # -- the Update's validator and handler ---------------------------------------------------
-    def validate(self, decision: Decision) -> None:
-        """Refuse a decision by someone without the permission, outside the approver teams
-        and roles, approving their own request (unless allowed), or deciding twice. Whether
-        the request still awaits decisions is the workflow's to check first."""
+    def validate(self, decision: Decision, *, status: str, awaiting: bool) -> None:
+        """Refuse a decision while the request does not await one (`awaiting`; `status` is
+        what it is), by someone without the permission, outside the approver teams and roles,
+        approving their own request (unless allowed), or deciding twice."""
         rules, who = self.rules, decision.approver
+        if not awaiting:
+            raise refuse(f"the {rules.request} is not awaiting approval (it is {status})")
         if not who.permitted:
             raise refuse(f"you do not hold {rules.permission} on {rules.environment}", "Forbidden")
         teams, roles = set(rules.teams), set(rules.roles)

@@ -91,19 +91,7 @@ class PromotionWorkflow:
         )
         self._plan = plan
         self._approvals = Approvals(
-            ApprovalRules(
-                required=plan.required_approvals,
-                teams=tuple(plan.approver_teams),
-                roles=tuple(plan.approver_roles),
-                allow_self=plan.allow_self_approval,
-                requested_by=plan.requested_by,
-                timeout=timedelta(seconds=plan.approval_timeout),
-                reminder_every=timedelta(seconds=plan.reminder_interval)
-                if plan.reminder_interval
-                else None,
-                permission="promotions:approve",
-                environment=plan.environment,
-            )
+            ApprovalRules.of(plan, permission="promotions:approve", request="promotion")
         )
         if plan.kind == "promote":
             go = await self._gate() and await self._approve()
@@ -285,10 +273,10 @@ class PromotionWorkflow:
 
     @decide.validator
     def _validate_decision(self, decision: Decision) -> None:
-        approvals = self._approvals
-        if approvals is None or self._status != "awaiting_approval" or self._cancel is not None:
+        awaiting = self._status == "awaiting_approval" and self._cancel is None
+        if self._approvals is None:
             raise refuse(f"the promotion is not awaiting approval (it is {self._status})")
-        approvals.validate(decision)
+        self._approvals.validate(decision, status=self._status, awaiting=awaiting)
 
     @workflow.update
     async def cancel(self, request: CancelRequest) -> PromotionView:
