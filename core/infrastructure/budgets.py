@@ -15,6 +15,7 @@ from core.audit import AuditService, snapshot
 from core.errors import ValidationFailed
 from core.identity.organizations import Visibility
 from core.infrastructure.cost_messages import BudgetAlert
+from core.infrastructure.costs import date_window
 from core.models.environments import Environment
 from core.models.identity import Organization, Team
 from core.models.infrastructure import Budget, CostRecord, Provider, Resource
@@ -32,23 +33,15 @@ class BudgetStatus:
         return self.spent > self.budget.amount
 
 
-def month_of(day: date) -> tuple[date, date]:
-    """The first day of `day`'s month and of the next one."""
-    first = day.replace(day=1)
-    return first, date(first.year + first.month // 12, first.month % 12 + 1, 1)
-
-
 async def budget_status(session: AsyncSession, budget: Budget, day: date) -> BudgetStatus:
     """Spending of `day`'s month up to `day`, over the budget's team (tag) and environment."""
-    first, _ = month_of(day)
     stmt = (
         select(func.coalesce(func.sum(CostRecord.cost), 0))
         .join(Resource, Resource.id == CostRecord.resource_id)
         .join(Provider, Provider.id == Resource.provider_id)
         .where(
             Provider.org_id == budget.org_id,  # team slugs are unique per organization only
-            CostRecord.date >= first,
-            CostRecord.date <= day,
+            *date_window(day.replace(day=1), day),
         )
     )
     names = []

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.errors import ValidationFailed
 from core.identity.organizations import Visibility
 from core.infrastructure.budgets import budget_status
+from core.infrastructure.costs import date_window
 from core.models.environments import Environment
 from core.models.infrastructure import Budget, CostRecord, Provider, Resource
 
@@ -148,7 +149,7 @@ class CostAnalysis:
                 func.sum(case((in_window, CostRecord.cost), else_=0)).label("current"),
                 func.sum(case((in_window, 0), else_=CostRecord.cost)).label("previous"),
             )
-            .where(*_window(previous_start, q.end))
+            .where(*date_window(previous_start, q.end))
             .group_by(CostRecord.resource_id)
             .subquery()
         )
@@ -188,7 +189,7 @@ class CostAnalysis:
         other = case((chosen, 0), else_=1).label("other")
         stmt = (
             self._scoped(q, key, other, CostRecord.date, func.sum(CostRecord.cost))
-            .where(*_window(q.start, q.end))
+            .where(*date_window(q.start, q.end))
             .group_by(key, other, CostRecord.date)
         )
         buckets: dict[date, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
@@ -261,15 +262,6 @@ class CostAnalysis:
                 BudgetLine(budget.id, status.scope, budget.amount, status.spent, budget.currency)
             )
         return lines
-
-
-def _window(start: date, end: date) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
-    """The dates as literals: a prepared statement's generic plan would misjudge how many
-    rows a window holds (PostgreSQL then picks a slow index scan over a year)."""
-    return (
-        CostRecord.date >= literal(start, Date).render_literal_execute(),
-        CostRecord.date <= literal(end, Date).render_literal_execute(),
-    )
 
 
 def _text(key: Any) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, Date, delete, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.models.infrastructure import CostRecord, Resource
@@ -144,3 +144,13 @@ async def store_day(
     )
     await session.flush()
     return sum((line.cost for line in lines), Decimal(0))
+
+
+def date_window(start: date, end: date) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """`CostRecord.date` from `start` to `end` (inclusive), the dates as literals: a
+    prepared statement's generic plan would misjudge how many rows a window holds
+    (PostgreSQL then picks a slow index scan over a year)."""
+    return (
+        CostRecord.date >= literal(start, Date).render_literal_execute(),
+        CostRecord.date <= literal(end, Date).render_literal_execute(),
+    )
