@@ -249,7 +249,7 @@ class ProvisioningActivities:
         async with transaction(self._sessions) as session:
             service = ProvisioningService(session)
             stored = await service.get(row.id)
-            count = await service.record_up(stored, deployed)
+            count = await service.record_up(stored, deployed, self._catalog)
         return UpResult(resources=count, outputs=sorted(deployed.outputs))
 
     @activity.defn(name="provisioning.destroy")

@@ -23,6 +23,7 @@ from core.db.types import utcnow
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.identity.organizations import Visibility
 from core.infrastructure.budgets import budget_status
+from core.infrastructure.costs import PriceCatalog
 from core.infrastructure.engine import Deployed
 from core.infrastructure.preview import tags_in
 from core.infrastructure.provision_messages import TERMINAL, ProvisionPlan, ProvisionStatus
@@ -310,9 +311,10 @@ class ProvisioningService:
         await self.session.flush()
         return row
 
-    async def record_up(self, row: Provision, deployed: Deployed) -> int:
-        """Upsert every resource the stack holds (keyed by provider and URN), mark those it
-        no longer holds destroyed, and record parent and dependency relationships."""
+    async def record_up(self, row: Provision, deployed: Deployed, catalog: PriceCatalog) -> int:
+        """Upsert every resource the stack holds (keyed by provider and URN) with its monthly
+        cost from the price catalog, mark those it no longer holds destroyed, and record
+        parent and dependency relationships."""
         provider = await self.session.get(Provider, row.provider_id)
         assert provider is not None
         region = row.spec.get("region")
@@ -338,6 +340,7 @@ class ProvisioningService:
             resource.status = "active"
             resource.stack = row.stack
             resource.properties = {**inputs, "cloud_id": item.id}
+            resource.cost_monthly, _ = catalog.monthly(resource)
             if resource not in self.session:
                 self.session.add(resource)
             by_urn[item.urn] = resource

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -339,6 +340,7 @@ async def test_provision_records_resources_then_destroy_one_and_its_dependents(
         assert set(rows) == {"net", "bucket", "db", "bucket-block"}
         assert all(r.status == "active" and r.stack == done["stack"] for r in rows.values())
         assert set(rows["db"].tags) == set(TAGS) and rows["db"].region == "eu-west-1"
+        assert rows["db"].cost_monthly == Decimal("11.68")  # the catalog's db.t4g.micro
         links = await infra.api.fetch(
             select(ResourceRelationship).where(ResourceRelationship.child_id == rows["db"].id)
         )
