@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from activities.provisioning import ProvisioningActivities
 from core.db.engine import create_engine, session_factory
@@ -459,6 +459,13 @@ async def test_production_waits_for_approval_and_a_blocking_rule_stops_before_up
         done = await infra.finished(started["id"])
         assert done["status"] == "succeeded", done
         assert [d["decision"] for d in done["decisions"]] == ["approve"]
+        # the history (approval Update included) replays on the current code
+        history = await infra.client.get_workflow_handle(done["workflow_id"]).fetch_history()
+        await Replayer(
+            workflows=[ProvisionWorkflow],
+            workflow_runner=sandbox_runner(),
+            data_converter=infra.client.data_converter,
+        ).replay_workflow(history)
 
         # a second run in another environment is rejected by its approver: nothing changes
         prod2 = await infra.environment(
