@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -77,9 +77,14 @@ class _RunLog:
         self._seq = 0
 
     async def start(self) -> None:
+        """Continue after the lines written before (by the preview, or a lost attempt)."""
         async with transaction(self._sessions) as session:
-            chunks = await ProvisioningService(session).log_chunks(self._id, limit=1_000_000)
-        self._seq = max((c.last_seq for c in chunks), default=0)
+            last = await session.scalar(
+                select(func.max(ProvisionLogChunk.last_seq)).where(
+                    ProvisionLogChunk.provision_id == self._id
+                )
+            )
+        self._seq = int(last or 0)
 
     def write(self, text: str) -> None:
         """The engine's output callback (any thread)."""

@@ -142,11 +142,12 @@ async def _authorized(
 
 async def _start(session: AsyncSession, state: State, row: Provision) -> ProvisionOut:
     """Commit the run (the workflow's first activity reads it), then start its workflow; when
-    Temporal cannot be reached it is recorded `failed` with the reason."""
+    Temporal cannot be reached, or the environment's previous workflow is still closing, it is
+    recorded `failed` with the reason."""
     await session.commit()
     try:
         await control.start_run(await state.temporal.client(), row)
-    except Unavailable as exc:
+    except (Unavailable, Conflict) as exc:
         row.status, row.reason, row.finished_at = "failed", exc.message, utcnow()
         await session.commit()
         raise

@@ -127,8 +127,10 @@ async def start_once(
     doing: str,
     rerun: bool = False,
 ) -> None:
-    """Start the workflow `id` unless it runs (or, without `rerun`, ran) already: a derived
-    id makes a duplicate request harmless. Unavailable (503) when Temporal cannot be reached."""
+    """Start the workflow `id` unless it runs or ran already: a derived id makes a duplicate
+    request harmless. With `rerun` (an id that each new run of the same thing reuses) a
+    closed one may run again, and one still running is a Conflict (409). Unavailable (503)
+    when Temporal cannot be reached."""
     reuse = (
         WorkflowIDReusePolicy.ALLOW_DUPLICATE if rerun else WorkflowIDReusePolicy.REJECT_DUPLICATE
     )
@@ -138,10 +140,14 @@ async def start_once(
             arg,
             id=id,
             task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_conflict_policy=(
+                WorkflowIDConflictPolicy.FAIL if rerun else WorkflowIDConflictPolicy.USE_EXISTING
+            ),
             id_reuse_policy=reuse,
         )
     except WorkflowAlreadyStartedError:
+        if rerun:
+            raise Conflict(f"{id} is still running; try again when it has finished") from None
         log.info("workflow %s already ran", id)
     except RPCError as exc:
         raise temporal_unavailable(exc, doing) from None

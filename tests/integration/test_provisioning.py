@@ -377,6 +377,12 @@ async def test_provision_records_resources_then_destroy_one_and_its_dependents(
             f"/infrastructure/resources/{rows['net'].id}", headers=infra.admin
         )
         assert_error(again, 409)
+
+        # provisioning the environment again (the same workflow id) puts back what is missing
+        rerun = await infra.finished((await infra.provision(env_id))["id"])
+        assert rerun["status"] == "succeeded" and rerun["workflow_id"] == done["workflow_id"]
+        statuses = {r.name: r.status for r in await infra.resources(env_id)}
+        assert set(statuses.values()) == {"active"} and len(statuses) == 4
     audited = await infra.api.fetch(
         select(AuditLog.action).where(AuditLog.resource_id.in_([started["id"], gone.json()["id"]]))
     )
