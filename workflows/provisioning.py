@@ -394,6 +394,8 @@ class DestroyWorkflow(_StackRun):
             error = f"pulumi destroy failed: {_reason(err)}"
             await self._end("failed", error, "environment.failed", {"error": error})
             return await self._finish()
+        if plan.whole_stack and not input.from_expiry:
+            await self._stop_expiry(plan)
         removed = ", ".join(result.resources) or "nothing"
         because = f" ({plan.note})" if plan.note else ""
         await self._end(
@@ -403,6 +405,12 @@ class DestroyWorkflow(_StackRun):
             {"resources": result.resources, "reason": plan.note},
         )
         return await self._finish()
+
+    async def _stop_expiry(self, plan: ProvisionPlan) -> None:
+        """Nothing is left for a preview environment's time to live to destroy: end it."""
+        handle = workflow.get_external_workflow_handle(expiry_workflow_id(plan.environment_id))
+        with contextlib.suppress(Exception):  # there is none (not a preview, or it ended)
+            await handle.cancel()
 
 
 def expiry_workflow_id(environment_id: Any) -> str:
@@ -446,7 +454,11 @@ class PreviewExpiryWorkflow:
         )
         await workflow.execute_child_workflow(
             DestroyWorkflow.run,
-            ProvisionInput(provision_id=destroy_id, notifications_queue=input.notifications_queue),
+            ProvisionInput(
+                provision_id=destroy_id,
+                notifications_queue=input.notifications_queue,
+                from_expiry=True,
+            ),
             id=f"destroy-{input.environment_id}",
             task_queue=input.provisioning_queue,
         )

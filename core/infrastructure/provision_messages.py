@@ -31,6 +31,7 @@ ENGINE_FAILED = "EngineFailed"  # the engine ran and failed: not retried
 class ProvisionInput(BaseModel):
     provision_id: uuid.UUID
     notifications_queue: str = "notifications"
+    from_expiry: bool = False  # a destroy its preview environment's time to live started
 
 
 class ProvisionPlan(BaseModel):
@@ -46,6 +47,7 @@ class ProvisionPlan(BaseModel):
     cloud: str
     stack: str
     note: str | None = None  # why it was requested, e.g. a preview's time to live ended
+    whole_stack: bool = True  # False: a destroy of one resource and its dependents
     requested_by: uuid.UUID | None = None
     requested_by_name: str | None = None
     required_approvals: int = 1

@@ -245,6 +245,7 @@ class ProvisioningService:
             cloud=provider.type,
             stack=row.stack,
             note=row.reason,
+            whole_stack=row.resource_id is None,
             requested_by=row.requested_by,
             requested_by_name=(requester.name or requester.email) if requester else None,
             required_approvals=max(1, policy.required_approvals),

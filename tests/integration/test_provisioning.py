@@ -570,5 +570,26 @@ async def test_a_preview_environment_is_destroyed_when_its_time_to_live_ends(
         runs = listed.json()["items"]
         assert [r["action"] for r in runs] == ["destroy", "up"]
         destroy = await infra.finished(runs[0]["id"])
+
+        # destroying a preview environment's stack by hand ends its time to live too
+        other = await infra.environment("preview")
+        kept = await infra.finished((await infra.provision(other, ttl="1h"))["id"])
+        assert kept["status"] == "succeeded", kept
+        [bucket] = [r for r in await infra.resources(other) if r.name == "bucket"]
+        gone = await infra.api.client.delete(
+            f"/infrastructure/resources/{bucket.id}",
+            params={"scope": "stack"},
+            headers=infra.admin,
+        )
+        assert gone.status_code == 202, gone.text
+        assert (await infra.finished(gone.json()["id"]))["status"] == "destroyed"
+        expiry = infra.client.get_workflow_handle(f"preview-expiry-{other}")
+
+        async def ended() -> bool:
+            status = (await expiry.describe()).status
+            return status == WorkflowExecutionStatus.CANCELED
+
+        await wait_until("the time to live ended", ended, timeout=15, every=0.2)
+        assert {r.status for r in await infra.resources(other)} == {"destroyed"}
     assert destroy["status"] == "destroyed", destroy
     assert "time to live ended" in destroy["reason"]
