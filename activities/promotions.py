@@ -13,7 +13,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -24,8 +23,8 @@ from core.deploy.targets import DeployTargets, Place, Release, ReleaseInvalid
 from core.environments.environments import EnvironmentService, reveal
 from core.models.catalog import Service, ServiceVersion
 from core.models.environments import Environment
-from core.models.notifications import Notification
 from core.models.promotions import ServiceDeployment
+from core.notifications.history import delivered_slack_messages
 from core.promotions.messages import (
     DeployInput,
     DeploymentMark,
@@ -226,15 +225,6 @@ class PromotionActivities:
     async def slack_messages(self, input: SlackMessagesInput) -> list[uuid.UUID]:
         """The delivered Slack messages that asked for this promotion's approval."""
         async with transaction(self._sessions) as session:
-            found = await session.scalars(
-                select(Notification.id)
-                .where(
-                    Notification.reference == f"promotion:{input.promotion_id}",
-                    Notification.event == "promotion.awaiting_approval",
-                    Notification.channel_type == "slack",
-                    Notification.status == "delivered",
-                    Notification.remote_id.is_not(None),
-                )
-                .order_by(Notification.created_at)
+            return await delivered_slack_messages(
+                session, f"promotion:{input.promotion_id}", "promotion.awaiting_approval"
             )
-            return list(found)

@@ -41,6 +41,7 @@ from core.infrastructure.provisioning import ProvisioningService
 from core.models.environments import Environment
 from core.models.infrastructure import Provider, Resource
 from core.models.provisioning import Provision, ProvisionLogChunk
+from core.notifications.history import delivered_slack_messages
 from infra.stacks import StackSpec, program_for, stack_config
 
 FLUSH_EVERY = 0.5  # seconds between log writes (and heartbeats) while the engine runs
@@ -154,6 +155,7 @@ class ProvisioningActivities:
             self.up,
             self.destroy,
             self.expiry_destroy,
+            self.slack_messages,
         ]
 
     @activity.defn(name="provisioning.prepare")
@@ -281,6 +283,14 @@ class ProvisioningActivities:
         async with transaction(self._sessions) as session:
             await ProvisioningService(session).mark(await _rows(session, ids), "destroyed")
         return DestroyResult(resources=sorted(set(deleted) | set(names)))
+
+    @activity.defn(name="provisioning.slack_messages")
+    async def slack_messages(self, input: ProvisionInput) -> list[uuid.UUID]:
+        """The delivered Slack messages that asked for this run's approval."""
+        async with transaction(self._sessions) as session:
+            return await delivered_slack_messages(
+                session, f"provision:{input.provision_id}", "environment.awaiting_approval"
+            )
 
     @activity.defn(name="provisioning.expiry_destroy")
     async def expiry_destroy(self, input: ExpiryInput) -> uuid.UUID:

@@ -8,6 +8,9 @@ failed or skipped, with the reason."""
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
@@ -107,3 +110,32 @@ async def notify(request: NotificationRequest, *, task_queue: str = NOTIFICATION
         task_queue=task_queue,
         parent_close_policy=workflow.ParentClosePolicy.ABANDON,
     )
+
+
+def update_slack_messages(
+    chain: list[asyncio.Future[Any]],
+    find: Callable[[], Awaitable[list[uuid.UUID]]],
+    event: str,
+    context: dict[str, Any],
+    *,
+    after: Callable[[], Awaitable[Any]],
+    task_queue: str = NOTIFICATIONS_QUEUE,
+) -> None:
+    """From inside another workflow: re-render the Slack messages `find` returns with `event`
+    and update them in place, after `after` (e.g. the state records) and after the updates
+    already in `chain`, so a message always ends showing the latest decision."""
+    ids = [workflow.uuid4() for _ in range(20)]  # deterministic child ids
+    previous = list(chain)
+
+    async def update() -> None:
+        await after()
+        await asyncio.gather(*previous, return_exceptions=True)  # in the order decided
+        for notification_id, child_id in zip(await find(), ids, strict=False):
+            await workflow.execute_child_workflow(
+                SlackMessageUpdateWorkflow.run,
+                MessageUpdate(notification_id=notification_id, event=event, context=context),
+                id=f"slack-update-{child_id}",
+                task_queue=task_queue,
+            )
+
+    chain.append(asyncio.ensure_future(update()))

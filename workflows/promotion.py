@@ -24,6 +24,7 @@ live view: status, decisions, whom or what it waits for, and the time left."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,7 +36,7 @@ from workflows.approvals import ApprovalRules, Approvals, refuse, wait_for
 with workflow.unsafe.imports_passed_through():
     from activities.promotions import PromotionActivities
     from core.approvals import CancelRequest, Decision, DecisionRecord
-    from core.notifications.messages import MessageUpdate, NotificationRequest
+    from core.notifications.messages import NotificationRequest
     from core.promotions.messages import (
         PENDING,
         DeployInput,
@@ -50,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from core.promotions.promotions import WORKFLOW_ID_PREFIX, workflow_id_for
     from core.temporal.policies import activity_options
-    from workflows.notification import SlackMessageUpdateWorkflow, notify
+    from workflows.notification import notify, update_slack_messages
 
 PROMOTIONS_QUEUE = "promotions"
 VERIFY_MARGIN = timedelta(minutes=1)  # on top of the verification window, for the activity
@@ -396,23 +397,20 @@ class PromotionWorkflow:
         if not plan.channel_ids:
             return
         values = {k: v for k, v in {**self._approval_context(), **context}.items() if v is not None}
-        ids = [workflow.uuid4() for _ in range(20)]  # deterministic child ids
-        previous = list(self._slack)
 
-        async def update() -> None:
-            await self._flush()
-            await asyncio.gather(*previous, return_exceptions=True)  # in the order decided
-            found = await workflow.execute_activity_method(
+        async def find() -> list[uuid.UUID]:
+            found: list[uuid.UUID] = await workflow.execute_activity_method(
                 PromotionActivities.slack_messages,
                 SlackMessagesInput(promotion_id=plan.promotion_id),
                 **_db(),
             )
-            for notification_id, child_id in zip(found, ids, strict=False):
-                await workflow.execute_child_workflow(
-                    SlackMessageUpdateWorkflow.run,
-                    MessageUpdate(notification_id=notification_id, event=event, context=values),
-                    id=f"slack-update-{child_id}",
-                    task_queue=self._input.notifications_queue,
-                )
+            return found
 
-        self._slack.append(asyncio.ensure_future(update()))
+        update_slack_messages(
+            self._slack,
+            find,
+            event,
+            values,
+            after=self._flush,
+            task_queue=self._input.notifications_queue,
+        )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from core.notifications.messages import NotificationRequest
     from core.temporal.policies import activity_options
-    from workflows.notification import notify
+    from workflows.notification import notify, update_slack_messages
 
 PROVISIONING_QUEUE = "provisioning"
 
@@ -88,6 +89,7 @@ class _StackRun:
         self._cancel: CancelRequest | None = None
         self._records: list[asyncio.Future[Any]] = []
         self._side: list[asyncio.Future[Any]] = []
+        self._slack: list[asyncio.Future[Any]] = []
 
     async def _prepare(self) -> ProvisionPlan:
         plan: ProvisionPlan = await workflow.execute_activity_method(
@@ -101,7 +103,7 @@ class _StackRun:
         return plan
 
     async def _finish(self) -> ProvisionView:
-        await asyncio.gather(*self._records, *self._side, return_exceptions=True)
+        await asyncio.gather(*self._records, *self._side, *self._slack, return_exceptions=True)
         return self._view()
 
     # -- approval -------------------------------------------------------------------------
@@ -121,6 +123,7 @@ class _StackRun:
 
         def progress() -> None:
             self._set("awaiting_approval", approvals.waiting_on())
+            self._update_slack(None)
 
         def remind() -> None:
             self._notify(
@@ -131,8 +134,7 @@ class _StackRun:
         outcome = await approvals.wait(lambda: self._cancel is not None, progress, remind)
         if outcome == "cancelled":
             await self._cancelled()
-            return False
-        if outcome == "expired":
+        elif outcome == "expired":
             await self._end(
                 "expired",
                 f"not approved within {approvals.rules.timeout} "
@@ -140,15 +142,46 @@ class _StackRun:
                 "nothing was changed",
                 None,
             )
-            return False
-        if outcome == "rejected":
+        elif outcome == "rejected":
             rejection = approvals.rejection()
             assert rejection is not None
             why_not = f": {rejection.comment}" if rejection.comment else ""
             await self._end("rejected", f"rejected by {rejection.name}{why_not}", None)
-            return False
-        self._set("approved", f"approved by {approvals.who('approve')}")
-        return True
+        else:
+            self._set("approved", f"approved by {approvals.who('approve')}")
+        self._update_slack(self._reason)
+        return outcome == "approved"
+
+    def _update_slack(self, outcome: str | None) -> None:
+        """Re-render the approval requests delivered to Slack in place: the approvals so far,
+        then how it was decided (the buttons go)."""
+        plan, approvals = self._plan, self._approvals
+        assert plan is not None and approvals is not None
+        if not plan.channel_ids:
+            return
+        values = {
+            **self._approval_context(),
+            "decided_by": approvals.who("approve") or None,
+            "outcome": outcome,
+        }
+
+        async def find() -> list[uuid.UUID]:
+            found: list[uuid.UUID] = await workflow.execute_activity_method(
+                ProvisioningActivities.slack_messages, self._input, **_db()
+            )
+            return found
+
+        update_slack_messages(
+            self._slack,
+            find,
+            "environment.awaiting_approval",
+            {k: v for k, v in values.items() if v is not None},
+            after=self._flush,
+            task_queue=self._input.notifications_queue,
+        )
+
+    async def _flush(self) -> None:
+        await asyncio.gather(*self._records, return_exceptions=True)
 
     async def _cancelled(self) -> None:
         assert self._cancel is not None

@@ -1,4 +1,5 @@
-"""Slack's interactive requests: the Approve and Reject buttons of an approval request.
+"""Slack's interactive requests: the Approve and Reject buttons of an approval request (a
+promotion's, or a provisioning run's).
 
 `POST /integrations/slack/interactions` is public (Slack cannot hold a platform token) and is
 trusted only through Slack's signature, checked first: a request not signed with
@@ -11,8 +12,12 @@ updates the original message in place once the decision is recorded."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import State
 from core import context
@@ -22,6 +27,9 @@ from core.db.engine import transaction
 from core.environments.environments import EnvironmentService
 from core.errors import AppError
 from core.identity.grants import load_grants
+from core.infrastructure import provision_control
+from core.infrastructure.provisioning import ProvisioningService
+from core.models.environments import Environment
 from core.promotions import control
 from core.promotions.promotions import PromotionService, approver
 from core.security.authorization import Principal
@@ -29,7 +37,6 @@ from core.slack.interactions import parse, respond_ephemeral, verify
 from core.slack.users import platform_user
 
 router = APIRouter(prefix="/integrations/slack", tags=["integrations"])
-ACTIONS = {"promotion.approve": "approve", "promotion.reject": "reject"}
 NOT_LINKED = (
     "Your Slack account is not linked to a Developer Platform user, so nothing was recorded. "
     "Set your Slack member id in your Slack notification preference, or use the same email "
@@ -37,18 +44,54 @@ NOT_LINKED = (
 )
 
 
+@dataclass(frozen=True)
+class Approvable:
+    """What a button's value names, and how a decision on it is taken."""
+
+    noun: str  # for messages
+    audit: str  # the audit log's resource type, and its actions' prefix
+    permission: str  # what an approver holds on the environment
+    load: Callable[[AsyncSession, uuid.UUID], Awaitable[Any]]  # the row (NotFound if none)
+    decide: Callable[[Any, Any, Decision], Awaitable[Any]]  # (client, row, decision) -> view
+
+
+async def _promotion(session: AsyncSession, row_id: uuid.UUID) -> Any:
+    return await PromotionService(session).get(row_id)
+
+
+async def _provision(session: AsyncSession, row_id: uuid.UUID) -> Any:
+    return await ProvisioningService(session).get(row_id)
+
+
+KINDS = {
+    "promotion": Approvable(
+        "promotion", "promotion", "promotions:approve", _promotion, control.decide
+    ),
+    "provision": Approvable(
+        "provisioning run",
+        "provision",
+        "infrastructure:approve",
+        _provision,
+        provision_control.decide,
+    ),
+}
+DECISIONS = ("approve", "reject")
+
+
 @router.post(
     "/interactions",
     status_code=200,
-    summary="Slack button presses (signed by Slack; approvals and rejections of promotions)",
+    summary="Slack button presses (signed by Slack; approvals and rejections of promotions "
+    "and provisioning runs)",
 )
 async def interactions(request: Request, state: State, background: BackgroundTasks) -> Response:
     body = await request.body()
     secret = state.settings.slack_signing_secret
     verify(request.headers, body, secret.get_secret_value() if secret else "")
     interaction = parse(body)
-    decision = ACTIONS.get(interaction.action_id)
-    if decision is None:  # e.g. the "View promotion" link button: nothing to do
+    kind_name, _, decision = interaction.action_id.partition(".")
+    kind = KINDS.get(kind_name)
+    if kind is None or decision not in DECISIONS:  # e.g. a link button: nothing to do
         return Response(status_code=200)
     context.update(actor_type="webhook", actor_label=f"slack {interaction.slack_user_id}")
 
@@ -58,12 +101,12 @@ async def interactions(request: Request, state: State, background: BackgroundTas
         return Response(status_code=200)
 
     try:
-        promotion_id = uuid.UUID(interaction.value or "")
+        row_id = uuid.UUID(interaction.value or "")
     except ValueError:
-        return tell("This button does not name a promotion.")
+        return tell(f"This button does not name a {kind.noun}.")
     async with transaction(state.sessions) as session:
         user = await platform_user(
-            session, interaction, f"promotion:{promotion_id}", state.settings.slack_api_url
+            session, interaction, f"{kind_name}:{row_id}", state.settings.slack_api_url
         )
         if user is None:
             return tell(NOT_LINKED)
@@ -72,21 +115,21 @@ async def interactions(request: Request, state: State, background: BackgroundTas
             user_id=user.id, label=user.email, grants=await load_grants(session, user.id)
         )
         try:
-            promotion = await PromotionService(session).get(promotion_id)
-            env = await EnvironmentService(session).get(promotion.environment_id)
-            who = await approver(session, principal, env)
+            row = await kind.load(session, row_id)
+            env: Environment = await EnvironmentService(session).get(row.environment_id)
+            who = await approver(session, principal, env, kind.permission)
             comment = "" if decision == "approve" else "Rejected in Slack"
-            view = await control.decide(
+            view = await kind.decide(
                 await state.temporal.client(),
-                promotion,
+                row,
                 Decision(approver=who, decision=decision, comment=comment, via="slack"),
             )
         except AppError as exc:
             return tell(f"Nothing was recorded: {exc.message}")
         await AuditService(session).record(
-            f"promotion.{decision}",
-            "promotion",
-            promotion.id,
+            f"{kind.audit}.{decision}",
+            kind.audit,
+            row.id,
             after={"decision": decision, "via": "slack", "status": view.status},
         )
     return Response(status_code=200)

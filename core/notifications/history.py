@@ -74,3 +74,22 @@ class NotificationHistory:
             .order_by(NotificationAttempt.attempt)
         )
         return (await self.session.scalars(stmt)).all()
+
+
+async def delivered_slack_messages(
+    session: AsyncSession, reference: str, event: str
+) -> list[uuid.UUID]:
+    """The delivered Slack messages of `event` about `reference` (e.g. the approval requests
+    of `promotion:<id>`), oldest first: those a decision updates in place."""
+    found = await session.scalars(
+        select(Notification.id)
+        .where(
+            Notification.reference == reference,
+            Notification.event == event,
+            Notification.channel_type == "slack",
+            Notification.status == "delivered",
+            Notification.remote_id.is_not(None),
+        )
+        .order_by(Notification.created_at)
+    )
+    return list(found)

@@ -38,7 +38,11 @@ from tests.helpers import wait_until
 from tests.integration.identity_helpers import Api, running_api
 from workers.registry import git_access
 from workers.runner import HEARTBEAT_THROTTLE, sandbox_runner
-from workflows.notification import NOTIFICATIONS_QUEUE, NotificationWorkflow
+from workflows.notification import (
+    NOTIFICATIONS_QUEUE,
+    NotificationWorkflow,
+    SlackMessageUpdateWorkflow,
+)
 from workflows.pipeline_run import PIPELINES_QUEUE, PipelineRunWorkflow
 
 SECRET = "webhook-secret-for-tests"
@@ -281,18 +285,22 @@ async def served(api: Api) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def notifications_worker(client: Client, settings: Settings) -> AsyncIterator[None]:
+async def notifications_worker(
+    client: Client, settings: Settings, *, slack_api_url: str | None = None
+) -> AsyncIterator[None]:
     """A worker on the `notifications` queue (the one runs notify through), emptied of other
-    tests' notifications first."""
+    tests' notifications first; Slack through `slack_api_url` when given."""
     await retire_runs(client, NOTIFICATIONS_QUEUE)
     engine = create_engine(settings.effective_database_url)
-    acts = NotificationActivities(session_factory(engine), SenderSettings())
+    acts = NotificationActivities(
+        session_factory(engine), SenderSettings(slack_api_url=slack_api_url)
+    )
     try:
         async with Worker(
             client,
             task_queue=NOTIFICATIONS_QUEUE,
-            workflows=[NotificationWorkflow],
-            activities=[acts.prepare, acts.deliver, acts.mark_failed],
+            workflows=[NotificationWorkflow, SlackMessageUpdateWorkflow],
+            activities=[acts.prepare, acts.deliver, acts.mark_failed, acts.update_message],
             workflow_runner=sandbox_runner(),
         ):
             yield

@@ -78,8 +78,10 @@ def slack_interaction(
     *,
     message_ts: str | None,
     response_url: str,
+    kind: str = "promotion",
 ) -> bytes:
-    """A `block_actions` payload as Slack posts it (form-encoded `payload`)."""
+    """A `block_actions` payload as Slack posts it (form-encoded `payload`); `kind` is what
+    the button decides on (`promotion`, `provision`)."""
     payload = {
         "type": "block_actions",
         "user": {"id": slack_user, "username": slack_user, "team_id": "T0TEAM"},
@@ -91,8 +93,8 @@ def slack_interaction(
         "trigger_id": "1.2.3",
         "actions": [
             {
-                "action_id": f"promotion.{action}",
-                "block_id": f"promotion-{promotion_id}",
+                "action_id": f"{kind}.{action}",
+                "block_id": f"{kind}-{promotion_id}",
                 "value": promotion_id,
                 "type": "button",
             }

@@ -37,6 +37,7 @@ from core.infrastructure.engine import (
 )
 from core.models.audit import AuditLog
 from core.models.infrastructure import Resource, ResourceRelationship
+from core.models.notifications import Notification
 from core.settings import Settings
 from core.temporal import policies
 from core.temporal.client import connect
@@ -44,6 +45,14 @@ from core.topology import Topology
 from tests.helpers import wait_until
 from tests.integration.identity_helpers import Api, assert_error, running_api
 from tests.integration.pipeline_helpers import notifications_worker, retire_runs
+from tests.integration.promotion_helpers import (
+    BOT_TOKEN,
+    SLACK_CHANNEL,
+    slack_headers,
+    slack_interaction,
+    stack_settings,
+)
+from tests.standins.slack_api import SlackApiStandin
 from tests.standins.webhook_receiver import WebhookReceiver
 from workers.runner import HEARTBEAT_THROTTLE, sandbox_runner
 from workflows.provisioning import (
@@ -593,3 +602,76 @@ async def test_a_preview_environment_is_destroyed_when_its_time_to_live_ends(
         assert {r.status for r in await infra.resources(other)} == {"destroyed"}
     assert destroy["status"] == "destroyed", destroy
     assert "time to live ended" in destroy["reason"]
+
+
+async def test_a_production_run_is_approved_with_a_slack_button_and_the_message_says_so(
+    infra: Infra, settings: Settings, topology: Topology, database_url: str
+) -> None:
+    engine = FakeEngine()
+    with SlackApiStandin(tokens={BOT_TOKEN}, channels={SLACK_CHANNEL: "infra"}) as slack:
+        configured = stack_settings(infra.settings, infra.client, slack)
+        async with running_api(configured, topology, database_url) as api:
+            infra.api = api
+            await infra.created(
+                "/notifications/channels",
+                {
+                    "type": "slack",
+                    "name": f"infra-{uuid.uuid4().hex[:6]}",
+                    "team_id": infra.team_id,
+                    "config": {"channel": SLACK_CHANNEL},
+                    "secrets": {"bot_token": BOT_TOKEN},
+                },
+            )
+            prod = await infra.environment(
+                "production", required_approvals=1, approver_teams=[infra.approvers]
+            )
+            bob_id, bob = await api.user("approver")
+            await infra.created(f"/teams/{infra.approvers_id}/members", {"user_id": str(bob_id)})
+            slack.users["U0BOB"] = bob
+            async with (
+                provisioning_worker(infra, engine),
+                notifications_worker(infra.client, configured, slack_api_url=slack.base_url),
+            ):
+                started = await infra.provision(prod)
+                await infra.until(started["id"], "awaiting_approval")
+
+                async def delivered() -> bool:
+                    rows = await api.fetch(
+                        select(Notification.remote_id).where(
+                            Notification.reference == f"provision:{started['id']}",
+                            Notification.status == "delivered",
+                        )
+                    )
+                    return bool(rows)
+
+                await wait_until("the approval request delivered", delivered, timeout=20)
+                [posted] = [r for r in slack.calls("chat.postMessage") if r.ok]
+                assert "Approval needed: provision environment" in (posted.text or "")
+                body = slack_interaction(
+                    "approve",
+                    started["id"],
+                    "U0BOB",
+                    message_ts=posted.ts,
+                    response_url=slack.response_url(uuid.uuid4().hex),
+                    kind="provision",
+                )
+                pressed = await api.client.post(
+                    "/integrations/slack/interactions", content=body, headers=slack_headers(body)
+                )
+                assert pressed.status_code == 200, pressed.text
+                done = await infra.finished(started["id"])
+                assert done["status"] == "succeeded", done
+                assert [(d["name"], d["via"]) for d in done["decisions"]] == [
+                    ("Test User", "slack")
+                ]
+
+                async def updated() -> bool:
+                    return any(
+                        "approved by Test User (Slack)" in str(r.blocks)
+                        for r in slack.calls("chat.update")
+                        if r.ok
+                    )
+
+                await wait_until("the Slack message shows the decision", updated, timeout=20)
+    [last] = [r for r in slack.calls("chat.update") if r.ok][-1:]
+    assert "provision.approve" not in str(last.blocks)  # the buttons are gone

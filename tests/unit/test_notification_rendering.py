@@ -172,8 +172,7 @@ def test_decided_promotion_messages_have_no_buttons() -> None:
         assert not any("action_id" in e and "value" in e for e in elements)
 
 
-def test_environment_awaiting_approval_slack_message_only_links_to_the_run() -> None:
-    # Provisioning is approved through the API: no Approve or Reject buttons in Slack.
+def test_environment_awaiting_approval_slack_message_has_buttons_until_decided() -> None:
     event = "environment.awaiting_approval"
     context = sample(event) | {
         "provision_id": "3b9e4c1a-0000-4000-8000-000000000002",
@@ -182,19 +181,32 @@ def test_environment_awaiting_approval_slack_message_only_links_to_the_run() -> 
         "currency": "USD",
         "approvers_needed": 2,
     }
+    context.pop("outcome", None)
     message = render(event, "slack", default_template(event, "slack"), context)
     assert message.payload is not None
     assert message.payload["blocks"][0]["text"]["text"].startswith(":hourglass")
-    actions = [b for b in message.payload["blocks"] if b["type"] == "actions"]
-    assert len(actions) == 1
-    (button,) = actions[0]["elements"]
-    assert button["url"] == context["provision_url"] and "action_id" not in button
-    assert button["text"]["text"] == "Open provisioning run"
+    [actions] = [b for b in message.payload["blocks"] if b["type"] == "actions"]
+    assert actions["block_id"] == f"provision-{context['provision_id']}"
+    approve, reject, link = actions["elements"]
+    assert (approve["action_id"], approve["value"]) == (
+        "provision.approve",
+        context["provision_id"],
+    )
+    assert (reject["action_id"], reject["value"]) == ("provision.reject", context["provision_id"])
+    assert link["url"] == context["provision_url"]
     dumped = json.dumps(message.payload)
     assert "1240.00 USD a month" in dumped and context["provision_id"] in dumped
-    bare = render(event, "slack", default_template(event, "slack"), required_only(event))
-    assert bare.payload is not None
-    assert not [b for b in bare.payload["blocks"] if b["type"] == "actions"]
+    # once decided, the message says how and keeps only the link
+    decided = render(
+        event,
+        "slack",
+        default_template(event, "slack"),
+        context | {"outcome": "approved by Bob (Slack)", "decided_by": "Bob (Slack)"},
+    )
+    assert decided.payload is not None
+    [after] = [b for b in decided.payload["blocks"] if b["type"] == "actions"]
+    assert [e.get("action_id") for e in after["elements"]] == ["provision.open"]
+    assert "approved by Bob (Slack)" in json.dumps(decided.payload)
 
 
 def test_environment_destroyed_lists_the_resources() -> None:
