@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -260,11 +262,24 @@ def create_admin(
 
 
 def main() -> None:
+    """Run the command, then leave with `os._exit`: a process that used temporalio can crash
+    while the interpreter finalizes (sdk-python issue 300), turning a success into SIGABRT.
+    Every command has cleaned up by then (its own `finally` blocks ran)."""
+    code: int | str | None = 0
     try:
         app()
     except ConfigError as exc:
         print(f"idp: error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
+        code = EXIT_CONFIG
+    except SystemExit as exc:
+        code = exc.code
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":
