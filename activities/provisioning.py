@@ -216,7 +216,8 @@ class ProvisioningActivities:
             provider = await session.get(Provider, row.provider_id)
             assert provider is not None
             found = assess(planned, self._catalog, spec.region, tuple(provider.regions))
-            stored = await ProvisioningService(session).get(row.id)
+            service = ProvisioningService(session)
+            stored = await service.get(row.id)
             stored.plan = {
                 "changes": found.changes,
                 "resources": [{"type": r.type, "name": r.name, "op": r.op} for r in planned],
@@ -233,7 +234,7 @@ class ProvisioningActivities:
                 }
                 for v in found.violations
             ]
-            over = await ProvisioningService(session).over_budget(stored, found.estimate_monthly)
+            over = await service.over_budget(stored, found.estimate_monthly)
         return PreviewResult(
             changes=found.changes,
             estimate_monthly=found.estimate_monthly,

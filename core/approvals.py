@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -42,3 +42,8 @@ class CancelRequest(BaseModel):
     user_id: uuid.UUID
     name: str
     reason: str = ""
+
+
+def approval_count(decisions: list[dict[str, Any]]) -> int:
+    """Distinct approvers among recorded decisions (a row's `decisions` column)."""
+    return len({d["user_id"] for d in decisions if d.get("decision") == "approve"})

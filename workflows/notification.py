@@ -13,7 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, RetryState
+from temporalio.exceptions import ActivityError, RetryState
+
+from workflows.failures import failure_message
 
 with workflow.unsafe.imports_passed_through():
     from activities.notifications import NotificationActivities
@@ -34,8 +36,7 @@ def workflow_id_for(request: NotificationRequest) -> str:
 
 
 def _reason(err: ActivityError) -> str:
-    cause = err.cause
-    message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+    message = failure_message(err)
     if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED:
         return f"gave up after the last allowed attempt: {message}"
     if err.retry_state == RetryState.NON_RETRYABLE_FAILURE:

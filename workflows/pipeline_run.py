@@ -26,8 +26,10 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, CancelledError
 from temporalio.workflow import ActivityCancellationType
+
+from workflows.failures import failure_message
 
 with workflow.unsafe.imports_passed_through():
     from activities.pipelines import PipelineActivities
@@ -64,13 +66,6 @@ __all__ = ["PIPELINES_QUEUE", "WORKFLOW_ID_PREFIX", "PipelineRunWorkflow", "work
 def _cancelled(err: ActivityError) -> bool:
     """The activity ended because the run's workflow is being cancelled."""
     return isinstance(err.cause, CancelledError)
-
-
-def _reason(err: ActivityError) -> str:
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        return cause.message
-    return str(cause or err)
 
 
 @workflow.defn
@@ -126,7 +121,11 @@ class PipelineRunWorkflow:
             if _cancelled(err):  # the cancel met a bookkeeping activity
                 await self._finish(ctx, "cancelled", "cancelled", None)
                 raise asyncio.CancelledError() from err
-            status, error, failed = "failed", f"the run could not go on: {_reason(err)}", None
+            status, error, failed = (
+                "failed",
+                f"the run could not go on: {failure_message(err)}",
+                None,
+            )
         await self._finish(ctx, status, error, failed)
         return self.state()
 
@@ -164,7 +163,7 @@ class PipelineRunWorkflow:
         except ActivityError as err:
             if _cancelled(err):
                 raise asyncio.CancelledError() from err
-            return "failed", _reason(err), ("checkout", "")
+            return "failed", failure_message(err), ("checkout", "")
         self._stages = plan.stages
         self._sha = plan.sha
         for stage in self._stages:
@@ -235,7 +234,7 @@ class PipelineRunWorkflow:
             if _cancelled(err):  # the run is being cancelled
                 step.status = "cancelled"
                 raise asyncio.CancelledError() from err
-            result = StepResult(status="failed", error=_reason(err))
+            result = StepResult(status="failed", error=failure_message(err))
         except asyncio.CancelledError:
             step.status = "cancelled"
             raise

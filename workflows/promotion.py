@@ -29,9 +29,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 from workflows.approvals import ApprovalRules, Approvals, refuse, wait_for
+from workflows.failures import failure_message
 
 with workflow.unsafe.imports_passed_through():
     from activities.promotions import PromotionActivities
@@ -61,11 +62,6 @@ __all__ = ["PROMOTIONS_QUEUE", "WORKFLOW_ID_PREFIX", "PromotionWorkflow", "workf
 
 def _db() -> dict[str, Any]:
     return activity_options("db")
-
-
-def _reason(err: ActivityError) -> str:
-    cause = err.cause
-    return cause.message if isinstance(cause, ApplicationError) else str(cause or err)
 
 
 @workflow.defn
@@ -204,7 +200,9 @@ class PromotionWorkflow:
                 **activity_options("deploy"),
             )
         except ActivityError as err:
-            await self._end("failed", f"the deploy failed: {_reason(err)}", "promotion.failed")
+            await self._end(
+                "failed", f"the deploy failed: {failure_message(err)}", "promotion.failed"
+            )
             return
         self._deployment_id = result.deployment_id
         if not result.ok:
@@ -247,7 +245,7 @@ class PromotionWorkflow:
             except ActivityError as err:
                 await self._end(
                     "failed",
-                    f"{error}; the roll back failed too: {_reason(err)}",
+                    f"{error}; the roll back failed too: {failure_message(err)}",
                     "promotion.failed",
                 )
                 return

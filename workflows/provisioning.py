@@ -34,6 +34,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 from workflows.approvals import ApprovalRules, Approvals, refuse, wait_for
+from workflows.failures import failure_message
 
 with workflow.unsafe.imports_passed_through():
     from activities.provisioning import ProvisioningActivities
@@ -63,11 +64,6 @@ def _db() -> dict[str, Any]:
 
 def _engine() -> dict[str, Any]:
     return activity_options("provisioning")
-
-
-def _reason(err: ActivityError) -> str:
-    cause = err.cause
-    return cause.message if isinstance(cause, ApplicationError) else str(cause or err)
 
 
 def _cli_missing(err: ActivityError) -> bool:
@@ -280,7 +276,7 @@ class _StackRun:
         context: dict[str, Any] | None = None,
     ) -> None:
         self._set(status, reason, finished=True)
-        await asyncio.gather(*self._records, return_exceptions=True)
+        await self._flush()
         if event is not None:
             self._notify(event, context or {})
 
@@ -333,7 +329,7 @@ class ProvisionWorkflow(_StackRun):
             )
         except ActivityError as err:
             what = "cannot provision" if _cli_missing(err) else "the preview failed"
-            error = f"{what}: {_reason(err)}; nothing was created"
+            error = f"{what}: {failure_message(err)}; nothing was created"
             await self._end("failed", error, "environment.failed", {"error": error})
             return await self._finish()
         self._preview = preview
@@ -358,17 +354,17 @@ class ProvisionWorkflow(_StackRun):
             )
         except ActivityError as err:
             if _cli_missing(err):
-                error = f"cannot provision: {_reason(err)}; nothing was created"
+                error = f"cannot provision: {failure_message(err)}; nothing was created"
                 await self._end("failed", error, "environment.failed", {"error": error})
                 return
-            await self._compensate(f"pulumi up failed: {_reason(err)}")
+            await self._compensate(f"pulumi up failed: {failure_message(err)}")
             return
         destroy_at = workflow.now() + timedelta(seconds=plan.ttl) if plan.ttl else None
         summary = f"{up.resources} resource(s) recorded; outputs: {', '.join(up.outputs) or '-'}"
         if destroy_at is not None:
             summary += f"; destroyed at {destroy_at.isoformat()} unless extended"
         self._set("succeeded", summary, finished=True, destroy_at=destroy_at)
-        await asyncio.gather(*self._records, return_exceptions=True)
+        await self._flush()
         self._notify("environment.provisioned", {"resources": up.outputs})
         if destroy_at is not None:
             await self._start_expiry(plan, destroy_at)
@@ -381,8 +377,8 @@ class ProvisionWorkflow(_StackRun):
             )
         except ActivityError as err:
             failed = (
-                f"{error}; the compensating destroy failed too: {_reason(err)}; resources of "
-                f"stack {self._plan.stack if self._plan else '?'} may remain"
+                f"{error}; the compensating destroy failed too: {failure_message(err)}; "
+                f"resources of stack {self._plan.stack if self._plan else '?'} may remain"
             )
             await self._end("failed", failed, "environment.failed", {"error": failed})
             return
@@ -424,7 +420,7 @@ class DestroyWorkflow(_StackRun):
                 ProvisioningActivities.destroy, input, **_engine()
             )
         except ActivityError as err:
-            error = f"pulumi destroy failed: {_reason(err)}"
+            error = f"pulumi destroy failed: {failure_message(err)}"
             await self._end("failed", error, "environment.failed", {"error": error})
             return await self._finish()
         if plan.whole_stack and not input.from_expiry:

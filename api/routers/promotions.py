@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth import require
 from api.deps import DbSession, State
 from api.pagination import PageOut, page_params, page_response
-from core.approvals import CancelRequest, Decision
+from core.approvals import CancelRequest, Decision, approval_count
 from core.audit import AuditService
 from core.catalog.services import authorized_service
 from core.db.types import utcnow
@@ -102,7 +102,7 @@ class PromotionDetailOut(PromotionOut):
 
 def _detail(row: Promotion, view: PromotionView | None) -> PromotionDetailOut:
     base = PromotionOut.model_validate(row).model_dump()
-    approvals = len({d["user_id"] for d in row.decisions if d.get("decision") == "approve"})
+    approvals = approval_count(row.decisions)
     out = PromotionDetailOut(**base, approvals=approvals, live=view is not None)
     if view is None:
         return out

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth import require
 from api.deps import DbSession, State
 from api.pagination import PageOut, page_params, page_response
-from core.approvals import CancelRequest, Decision
+from core.approvals import CancelRequest, Decision, approval_count
 from core.audit import AuditService
 from core.db.types import utcnow
 from core.durations import Duration
@@ -113,7 +113,7 @@ class ProvisionDetailOut(ProvisionOut):
 
 def _detail(row: Provision, view: ProvisionView | None) -> ProvisionDetailOut:
     base = ProvisionOut.model_validate(row).model_dump()
-    approvals = len({d["user_id"] for d in row.decisions if d.get("decision") == "approve"})
+    approvals = approval_count(row.decisions)
     out = ProvisionDetailOut(**base, approvals=approvals, live=view is not None)
     if view is None:
         return out

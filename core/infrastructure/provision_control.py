@@ -66,27 +66,24 @@ async def live_view(client: Client, row: Provision) -> ProvisionView | None:
     return view if view.provision_id == row.id else None
 
 
-async def decide(client: Client, row: Provision, decision: Decision) -> ProvisionView:
-    view: ProvisionView = await execute_update(
+async def _update(client: Client, row: Provision, update: str, arg: Any, doing: str) -> Any:
+    return await execute_update(
         client,
         row.workflow_id,
-        _workflow(row).decide,
-        decision,
-        doing="take a decision",
-        gone=f"the run is {row.status}; it cannot take a decision",
+        getattr(_workflow(row), update),
+        arg,
+        doing=doing,
+        gone=f"the run is {row.status}; it cannot {doing}",
     )
+
+
+async def decide(client: Client, row: Provision, decision: Decision) -> ProvisionView:
+    view: ProvisionView = await _update(client, row, "decide", decision, "take a decision")
     return view
 
 
 async def cancel(client: Client, row: Provision, request: CancelRequest) -> ProvisionView:
-    view: ProvisionView = await execute_update(
-        client,
-        row.workflow_id,
-        _workflow(row).cancel,
-        request,
-        doing="be cancelled",
-        gone=f"the run is {row.status}; it cannot be cancelled",
-    )
+    view: ProvisionView = await _update(client, row, "cancel", request, "be cancelled")
     return view
 
 
