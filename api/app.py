@@ -38,6 +38,7 @@ from api.routers import (
 )
 from api.state import AppState
 from core import __version__
+from core.db import transactions
 from core.db.engine import transaction
 from core.db.migrate import schema_status
 from core.identity.bootstrap import ensure_first_admin
@@ -103,6 +104,7 @@ def default_cors_origins(settings: Settings) -> list[str]:
 def create_app(settings: Settings | None = None, topology: Topology | None = None) -> FastAPI:
     settings = with_local_secrets(settings or load_settings())
     install_keyring(KeyRing.from_settings(settings))  # for encrypted columns
+    transactions.configure(settings.effective_transaction_guard)
     rate_limiter = RateLimiter.from_settings(settings)
     topology = topology or load_topology(settings.temporal_config)
 

@@ -58,6 +58,9 @@ async def _authenticated(
     except Unauthorized as exc:
         exc.headers = exc.headers or _CHALLENGE
         raise
+    # End authentication's transaction now: a route that only talks to Temporal then holds
+    # none, and one that reads further begins its own (core/db/transactions.py).
+    await session.commit()
     # Audit entries and Temporal headers written for this request now name the actor.
     context.update(
         actor_id=principal.user_id, actor_type=principal.kind, actor_label=principal.label

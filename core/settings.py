@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # Database
     database_url: str | None = _env("DATABASE_URL")
     database_echo: bool = _env("IDP_DATABASE_ECHO", False)
+    # A Temporal call made while holding a database transaction (core/db/transactions.py):
+    # `warn` logs it, `raise` fails the call, `off`; unset: `raise` in tests, else `warn`.
+    transaction_guard: Literal["off", "warn", "raise"] | None = _env("IDP_TRANSACTION_GUARD")
     # Rate limits are in-memory by default, in Redis when REDIS_URL is set.
     redis_url: str | None = _env("REDIS_URL")
 
@@ -321,6 +324,12 @@ class Settings(BaseSettings):
     def platform_url(self) -> str:
         """Where people reach the platform, for links in notifications."""
         return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    @property
+    def effective_transaction_guard(self) -> Literal["off", "warn", "raise"]:
+        if self.transaction_guard is not None:
+            return self.transaction_guard
+        return "raise" if self.env == "test" else "warn"
 
     @property
     def effective_database_url(self) -> str:

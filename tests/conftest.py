@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from temporalio.testing import WorkflowEnvironment
 
-from core.db import migrate
+from core.db import migrate, transactions
 from core.db.engine import create_engine
 from core.settings import PROJECT_ROOT, Settings
 from core.temporal.client import find_temporal_cli
@@ -40,6 +40,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     sys.stderr.flush()
     os._exit(_exit_status)
 
+
+# A Temporal call made while holding a database transaction fails the test that made it.
+transactions.configure("raise")
 
 # -- databases -------------------------------------------------------------------------------
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])

@@ -15,11 +15,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.models.catalog import Service
 
 
+class TaskPerRequest(httpx.ASGITransport):
+    """Each request in a task of its own, as a server runs it: what a request holds (its
+    database transactions, core.db.transactions) is then its own, not the test's."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await asyncio.create_task(super().handle_async_request(request))
+
+
 @asynccontextmanager
 async def http_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client speaking to `app` in-process, with its lifespan started."""
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        transport = TaskPerRequest(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
 

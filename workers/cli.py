@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from core.db import transactions
 from core.errors import AppError, ConfigError
 from core.local_secrets import local_secrets_path, with_local_secrets
 from core.logging import configure_logging
@@ -63,6 +64,7 @@ def _load(ctx: typer.Context, **extra: Any) -> tuple[Options, Settings, Topology
     settings = with_local_secrets(options.settings(**extra))
     topology = load_topology(settings.temporal_config)
     configure_logging(settings.log_level, settings.log_format)
+    transactions.configure(settings.effective_transaction_guard)
     return options, settings, topology
 
 

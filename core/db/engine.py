@@ -16,25 +16,19 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from core.db import transactions
 from core.errors import AppError
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # Let SQLAlchemy, not the driver, open transactions, so SAVEPOINTs work (SQLAlchemy's
-    # documented recipe for pysqlite/aiosqlite); see _sqlite_begin.
+    # documented recipe for pysqlite/aiosqlite); see core.db.transactions.
     dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
-
-
-def _sqlite_begin(conn: Any) -> None:
-    # IMMEDIATE: take the write lock at the start. A deferred transaction that reads and then
-    # writes fails at once with "database is locked" when another connection wrote in between
-    # (the busy timeout cannot help it); an immediate one waits its turn instead.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def ensure_sqlite_dir(url: str) -> None:
@@ -44,14 +38,17 @@ def ensure_sqlite_dir(url: str) -> None:
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
+    """An async engine; SQLite gets WAL, foreign keys and a busy timeout on every connection,
+    and transactions that take the write lock only when they write (core.db.transactions)."""
     if make_url(url).get_backend_name() == "sqlite":
         ensure_sqlite_dir(url)
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        transactions.track(engine.sync_engine, sqlite=True)
         return engine
-    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    engine = create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    transactions.track(engine.sync_engine, sqlite=False)
+    return engine
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

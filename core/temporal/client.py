@@ -20,7 +20,7 @@ from core.security.encryption import KeyRing
 from core.settings import Settings
 from core.temporal.codec import EncryptionCodec
 from core.temporal.converter import data_converter
-from core.temporal.interceptors import ContextPropagationInterceptor
+from core.temporal.interceptors import ContextPropagationInterceptor, TransactionGuardInterceptor
 from core.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ async def connect(settings: Settings, topology: Topology, *, lazy: bool = False)
         tls=options.tls,
         api_key=options.api_key,
         data_converter=data_converter(codec),
-        interceptors=[ContextPropagationInterceptor()],
+        interceptors=[ContextPropagationInterceptor(), TransactionGuardInterceptor()],
         lazy=lazy,
     )
 

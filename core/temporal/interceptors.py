@@ -17,6 +17,7 @@ from temporalio import client, converter, worker
 from temporalio.api.common.v1 import Payload
 
 from core import context
+from core.db import transactions
 
 HEADER = "idp-context"
 _payloads = converter.default().payload_converter
@@ -122,3 +123,30 @@ class _WorkflowOutbound(worker.WorkflowOutboundInterceptor):
     async def start_child_workflow(self, input: worker.StartChildWorkflowInput) -> Any:
         input.headers = _with_context(input.headers)
         return await super().start_child_workflow(input)
+
+
+def _guarded(name: str) -> Any:
+    def call(self: client.OutboundInterceptor, input: Any) -> Any:
+        transactions.guard(f"Temporal {name}")
+        return getattr(self.next, name)(input)
+
+    call.__name__ = name
+    return call
+
+
+# Every call the client makes to the server, checked when it is made (coroutines and the
+# async iterators of the list calls alike).
+_GuardedOutbound = type(
+    "_GuardedOutbound",
+    (client.OutboundInterceptor,),
+    {name: _guarded(name) for name in dir(client.OutboundInterceptor) if not name.startswith("_")},
+)
+
+
+class TransactionGuardInterceptor(client.Interceptor):
+    """Refuses (or reports, by the process's guard mode) a Temporal call made while the
+    calling task holds a database transaction: see core.db.transactions."""
+
+    def intercept_client(self, next: client.OutboundInterceptor) -> client.OutboundInterceptor:
+        outbound: client.OutboundInterceptor = _GuardedOutbound(next)
+        return outbound

@@ -24,7 +24,7 @@ from core.ratelimit import MemoryBackend, RateLimiter, RedisBackend, parse_spec
 from core.security.tokens import issue_access_token
 from core.settings import Settings
 from core.topology import Topology
-from tests.helpers import free_port
+from tests.helpers import TaskPerRequest, free_port
 from tests.integration.identity_helpers import JWT_SECRET, PASSWORD, Api, running_api
 
 REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
@@ -61,7 +61,7 @@ class Limited:
         return user_id, {"Authorization": f"Bearer {token}"}
 
     def client_from(self, ip: str) -> httpx.AsyncClient:
-        transport = httpx.ASGITransport(app=self.api.app, client=(ip, 40000))
+        transport = TaskPerRequest(app=self.api.app, client=(ip, 40000))
         return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
 
