@@ -9,6 +9,7 @@ from bench import (
     api_latency,
     catalog_latency,
     cost_latency,
+    db_contention,
     notification_throughput,
     pipeline_latency,
     promotion_latency,
@@ -30,6 +31,7 @@ async def main() -> None:
         await pipeline_latency.run(client, settings)
         await promotion_latency.run(client, settings)
         await asyncio.to_thread(api_latency.run, address)
+        await asyncio.to_thread(db_contention.run, address)
         # PostgreSQL (BENCH_DATABASE_URL); prints one line and goes on when it is not reachable.
         await asyncio.to_thread(catalog_latency.run, address)
         await asyncio.to_thread(cost_latency.run, address)

@@ -31,6 +31,7 @@ from core.catalog.health_starter import (
     stop_monitors,
 )
 from core.catalog.services import authorized_service
+from core.db.compensation import before_image, commit_then_call
 from core.durations import format_duration, parse_duration
 from core.errors import ValidationFailed
 from core.models.catalog import HealthCheck
@@ -290,9 +291,13 @@ async def create_health_check(
 ) -> HealthCheckOut:
     service = await authorized_service(session, service_id, principal, "services:write")
     check = await HealthCheckService(session).create(service, _fields(body))
-    # In the same request: if Temporal cannot start the monitor, this raises Unavailable and
-    # the session rolls back, so no check exists without its monitor.
-    await start_monitor(await state.temporal.client(), monitor_input(check))
+
+    async def start() -> None:
+        await start_monitor(await state.temporal.client(), monitor_input(check))
+
+    # If Temporal cannot start the monitor the check is deleted again (and the answer is a
+    # 503), so no check exists without its monitor.
+    await commit_then_call(session, start, entity=check, before=None, resource_type="health_check")
     return HealthCheckOut.of(check)
 
 
@@ -344,10 +349,17 @@ async def update_health_check(
     service = await authorized_service(session, service_id, principal, "services:write")
     checks = HealthCheckService(session)
     check = await checks.get(service, check_id)
-    before = probe_config(check)
+    before, config = before_image(check), probe_config(check)
     await checks.update(check, service, _fields(body))
-    if probe_config(check) != before:
-        await reconfigure_monitor(await state.temporal.client(), check)
+    if probe_config(check) != config:
+
+        async def reconfigure() -> None:
+            await reconfigure_monitor(await state.temporal.client(), check)
+
+        # A configuration the monitor did not take is set back: the check says what it probes.
+        await commit_then_call(
+            session, reconfigure, entity=check, before=before, resource_type="health_check"
+        )
     return HealthCheckOut.of(check)
 
 
@@ -367,6 +379,7 @@ async def delete_health_check(
     checks = HealthCheckService(session)
     check = await checks.get(service, check_id)
     await checks.delete(check)
+    await session.commit()
     await stop_monitors(state.temporal.client, [check.id])
 
 

@@ -318,13 +318,13 @@ async def cancel_pipeline(
     principal: Principal = require("pipelines:run", ANY_SCOPE),
 ) -> CancelOut:
     pipeline = await _authorized_pipeline(session, pipeline_id, principal, "pipelines:run")
-    client = await state.temporal.client()
     service = RunService(session)
-    cancelled = []
-    for run in await service.unfinished(pipeline.id):
-        if await cancel_run(client, run):
-            cancelled.append(run.id)
-            await service.audit.record("pipeline_run.cancel", "pipeline_run", run.id)
+    unfinished = await service.unfinished(pipeline.id)
+    await session.commit()
+    client = await state.temporal.client()
+    cancelled = [run.id for run in unfinished if await cancel_run(client, run)]
+    for run_id in cancelled:
+        await service.audit.record("pipeline_run.cancel", "pipeline_run", run_id)
     return CancelOut(cancelled=cancelled)
 
 
@@ -342,6 +342,7 @@ async def cancel_one(
     run = await _authorized_run(session, run_id, principal, "pipelines:run")
     if run.status in FINISHED_RUN_STATUSES:
         raise Conflict(f"run #{run.number} already {run.status}")
+    await session.commit()
     if not await cancel_run(await state.temporal.client(), run):
         return CancelOut(cancelled=[])
     await RunService(session).audit.record("pipeline_run.cancel", "pipeline_run", run.id)
@@ -392,6 +393,7 @@ async def get_run(
 ) -> RunDetailOut:
     run = await _authorized_run(session, run_id, principal, "pipelines:read")
     detail = await RunService(session).detail(run)
+    await session.commit()
     return _detail_out(detail, await _live(state, run))
 
 

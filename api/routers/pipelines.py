@@ -9,11 +9,13 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import require
 from api.deps import DbSession, State
 from api.pagination import PageOut, page_params, page_response
 from core.catalog.services import authorized_service
+from core.db.compensation import before_image, commit_then_call
 from core.identity.organizations import Visibility
 from core.models.catalog import Service
 from core.models.pipelines import Pipeline
@@ -102,11 +104,23 @@ def _has_cron(triggers: dict[str, Any] | None) -> bool:
     return bool((triggers or {}).get("cron"))
 
 
-async def _sync_schedule(state: State, pipeline: Pipeline, had_cron: bool) -> None:
-    """Keep the cron schedule in step (before the commit: Temporal down is a 503, and
-    nothing is saved). Pipelines without cron triggers never need Temporal here."""
-    if had_cron or _has_cron(pipeline.triggers):
+async def _sync_schedule(
+    session: AsyncSession,
+    state: State,
+    pipeline: Pipeline,
+    had_cron: bool,
+    before: dict[str, Any] | None,
+) -> None:
+    """Keep the cron schedule in step: the change is committed, then the schedule synced; if
+    Temporal cannot be reached the change is reverted and the answer is a 503, so nothing
+    is saved. Pipelines without cron triggers never need Temporal here."""
+    if not (had_cron or _has_cron(pipeline.triggers)):
+        return
+
+    async def sync() -> None:
         await sync_pipeline_schedule(await state.temporal.client(), pipeline)
+
+    await commit_then_call(session, sync, entity=pipeline, before=before, resource_type="pipeline")
 
 
 async def _pipeline(
@@ -145,7 +159,7 @@ async def create_pipeline(
 ) -> PipelineOut:
     service = await authorized_service(session, body.service_id, principal, "pipelines:write")
     pipeline = await PipelineService(session).create(service, _fields(body))
-    await _sync_schedule(state, pipeline, had_cron=False)
+    await _sync_schedule(session, state, pipeline, had_cron=False, before=None)
     return PipelineOut.model_validate(pipeline)
 
 
@@ -181,9 +195,9 @@ async def update_pipeline(
     principal: Principal = require("pipelines:write", ANY_SCOPE),
 ) -> PipelineOut:
     pipeline, service = await _pipeline(session, pipeline_id, principal, "pipelines:write")
-    had_cron = _has_cron(pipeline.triggers)
+    had_cron, before = _has_cron(pipeline.triggers), before_image(pipeline)
     updated = await PipelineService(session).update(pipeline, service, _fields(body))
-    await _sync_schedule(state, updated, had_cron)
+    await _sync_schedule(session, state, updated, had_cron, before)
     return PipelineOut.model_validate(updated)
 
 
@@ -197,7 +211,7 @@ async def delete_pipeline(
     principal: Principal = require("pipelines:write", ANY_SCOPE),
 ) -> Response:
     pipeline, _ = await _pipeline(session, pipeline_id, principal, "pipelines:write")
-    had_cron = _has_cron(pipeline.triggers)
+    had_cron, before = _has_cron(pipeline.triggers), before_image(pipeline)
     await PipelineService(session).delete(pipeline)
-    await _sync_schedule(state, pipeline, had_cron)
+    await _sync_schedule(session, state, pipeline, had_cron, before)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -228,6 +228,7 @@ async def get_promotion(
     principal: Principal = require("promotions:read", ANY_SCOPE),
 ) -> PromotionDetailOut:
     row, _ = await _authorized(session, promotion_id, principal, "promotions:read")
+    await session.commit()
     return _detail(row, await control.live_view(await state.temporal.client(), row))
 
 
@@ -241,6 +242,7 @@ async def _decide(
 ) -> PromotionDetailOut:
     row, env = await _authorized(session, promotion_id, principal, "promotions:read")
     who = await approver(session, principal, env)
+    await session.commit()
     view = await control.decide(
         await state.temporal.client(),
         row,
@@ -302,6 +304,7 @@ async def cancel(
     authorize(principal, "environments:deploy", environment_resource(env))
     who = await approver(session, principal, env)
     reason = body.reason if body else ""
+    await session.commit()
     view = await control.cancel(
         await state.temporal.client(),
         row,

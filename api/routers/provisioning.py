@@ -253,6 +253,7 @@ async def get_provision(
     principal: Principal = require("infrastructure:read", ANY_SCOPE),
 ) -> ProvisionDetailOut:
     row, _ = await _authorized(session, provision_id, principal, "infrastructure:read")
+    await session.commit()
     return _detail(row, await control.live_view(await state.temporal.client(), row))
 
 
@@ -290,6 +291,7 @@ async def _decide(
 ) -> ProvisionDetailOut:
     row, env = await _authorized(session, provision_id, principal, "infrastructure:read")
     who = await approver(session, principal, env, "infrastructure:approve")
+    await session.commit()
     view = await control.decide(
         await state.temporal.client(),
         row,
@@ -351,6 +353,7 @@ async def cancel(
     authorize(principal, "infrastructure:provision", environment_resource(env))
     who = await approver(session, principal, env, "infrastructure:approve")
     reason = body.reason if body else ""
+    await session.commit()
     view = await control.cancel(
         await state.temporal.client(),
         row,
@@ -379,6 +382,7 @@ async def extend(
         raise ValidationFailed.on("provision_id", "this run gave the environment no time to live")
     who = await approver(session, principal, env, "infrastructure:approve")
     before = row.destroy_at
+    await session.commit()
     view = await control.extend(
         await state.temporal.client(),
         row,

@@ -311,6 +311,7 @@ async def delete_service(
     service = await _service(services, service_id, principal, "services:write")
     await services.delete(service)
     stopped = await HealthCheckService(session).delete_all(service)
+    await session.commit()
     await stop_monitors(state.temporal.client, stopped)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

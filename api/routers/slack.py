@@ -33,8 +33,8 @@ from core.models.environments import Environment
 from core.promotions import control
 from core.promotions.promotions import PromotionService, approver
 from core.security.authorization import Principal
+from core.slack import users as slack_users
 from core.slack.interactions import parse, respond_ephemeral, verify
-from core.slack.users import platform_user
 
 router = APIRouter(prefix="/integrations/slack", tags=["integrations"])
 NOT_LINKED = (
@@ -104,10 +104,14 @@ async def interactions(request: Request, state: State, background: BackgroundTas
         row_id = uuid.UUID(interaction.value or "")
     except ValueError:
         return tell(f"This button does not name a {kind.noun}.")
+    # Three short transactions around the two calls out (Slack's users.info, the Update), so
+    # that no database transaction waits on the network (core/db/transactions.py).
+    reference = f"{kind_name}:{row_id}"
     async with transaction(state.sessions) as session:
-        user = await platform_user(
-            session, interaction, f"{kind_name}:{row_id}", state.settings.slack_api_url
-        )
+        found = await slack_users.lookup(session, interaction, reference)
+    email = await slack_users.slack_email(found, interaction, state.settings.slack_api_url)
+    async with transaction(state.sessions) as session:
+        user = await slack_users.platform_user(session, found, email)
         if user is None:
             return tell(NOT_LINKED)
         context.update(actor_id=user.id, actor_type="user", actor_label=f"{user.email} (Slack)")
@@ -118,14 +122,18 @@ async def interactions(request: Request, state: State, background: BackgroundTas
             row = await kind.load(session, row_id)
             env: Environment = await EnvironmentService(session).get(row.environment_id)
             who = await approver(session, principal, env, kind.permission)
-            comment = "" if decision == "approve" else "Rejected in Slack"
-            view = await kind.decide(
-                await state.temporal.client(),
-                row,
-                Decision(approver=who, decision=decision, comment=comment, via="slack"),
-            )
         except AppError as exc:
             return tell(f"Nothing was recorded: {exc.message}")
+    comment = "" if decision == "approve" else "Rejected in Slack"
+    try:
+        view = await kind.decide(
+            await state.temporal.client(),
+            row,
+            Decision(approver=who, decision=decision, comment=comment, via="slack"),
+        )
+    except AppError as exc:
+        return tell(f"Nothing was recorded: {exc.message}")
+    async with transaction(state.sessions) as session:
         await AuditService(session).record(
             f"{kind.audit}.{decision}",
             kind.audit,

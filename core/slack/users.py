@@ -5,6 +5,8 @@ the message)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,23 +51,39 @@ async def _bot_token(session: AsyncSession, interaction: Interaction, reference:
     return str(token) if token else None
 
 
-async def platform_user(
-    session: AsyncSession, interaction: Interaction, reference: str, slack_api_url: str | None
-) -> User | None:
-    """The active platform user behind the Slack user, or None when none can be found.
-    `reference` is what the message was sent about (e.g. `promotion:<id>`)."""
+@dataclass(frozen=True)
+class Lookup:
+    """What the database says of a Slack user: the linked platform user, or else the bot
+    token to ask Slack for their email with (outside any transaction)."""
+
+    user: User | None
+    bot_token: str | None
+
+
+async def lookup(session: AsyncSession, interaction: Interaction, reference: str) -> Lookup:
+    """`reference` is what the message was sent about (e.g. `promotion:<id>`)."""
     user = await _linked(session, interaction.slack_user_id)
-    if user is None:
-        token = await _bot_token(session, interaction, reference)
-        email = (
-            await user_email(token=token, user_id=interaction.slack_user_id, base_url=slack_api_url)
-            if token
-            else None
+    if user is not None:
+        return Lookup(user, None)
+    return Lookup(None, await _bot_token(session, interaction, reference))
+
+
+async def slack_email(found: Lookup, interaction: Interaction, base_url: str | None) -> str | None:
+    """The email Slack gives for an unlinked user (`users.info`); None when it cannot say."""
+    if found.user is not None or not found.bot_token:
+        return None
+    return await user_email(
+        token=found.bot_token, user_id=interaction.slack_user_id, base_url=base_url
+    )
+
+
+async def platform_user(session: AsyncSession, found: Lookup, email: str | None) -> User | None:
+    """The active platform user behind the Slack user, or None when none can be found."""
+    user = found.user
+    if user is None and email:
+        user = await session.scalar(
+            select(User).where(func.lower(User.email) == email, User.deleted_at.is_(None))
         )
-        if email:
-            user = await session.scalar(
-                select(User).where(func.lower(User.email) == email, User.deleted_at.is_(None))
-            )
     if user is None or user.status != "active":
         return None
     return user

@@ -345,8 +345,23 @@ async def test_without_temporal_a_create_saves_nothing_and_a_delete_still_delete
             base, json={"name": "orphan", "endpoint": ENDPOINT}, headers=admin
         )
         assert "Temporal" in assert_error(refused, 503, "unavailable")["message"]
-        assert await check_count(api, owner.service_id) == 0
-        assert await api.fetch(audited) == [audits_before]  # the audit entry rolled back too
+        [live] = await api.fetch(
+            select(func.count())
+            .select_from(HealthCheck)
+            .where(HealthCheck.service_id == owner.service_id, HealthCheck.deleted_at.is_(None))
+        )
+        assert live == 0
+        # It was saved before Temporal was asked (no transaction waits on the network), then
+        # reverted: the audit log says both, and why.
+        assert await api.fetch(audited) == [audits_before + 1]
+        [revert] = await api.fetch(
+            select(AuditLog)
+            .where(AuditLog.action == "health_check.revert")
+            .order_by(AuditLog.occurred_at.desc())
+            .limit(1)
+        )
+        assert revert.before["name"] == "orphan" and revert.before["deleted_at"] is None
+        assert revert.after["deleted_at"] is not None and "Temporal" in revert.after["reason"]
         # Validation still comes first, with its own answer.
         assert_error(
             await api.client.post(base, json={"name": "x", "endpoint": "nope"}, headers=admin),
@@ -364,4 +379,10 @@ async def test_without_temporal_a_create_saves_nothing_and_a_delete_still_delete
         )
         assert_error(refused_put, 503, "unavailable")
         [stored] = await api.fetch(select(HealthCheck).where(HealthCheck.id == other.id))
-        assert stored.interval_seconds == 30
+        assert stored.interval_seconds == 30  # set back
+        [revert] = await api.fetch(
+            select(AuditLog).where(
+                AuditLog.action == "health_check.revert", AuditLog.resource_id == str(other.id)
+            )
+        )
+        assert (revert.before["interval_seconds"], revert.after["interval_seconds"]) == (60, 30)

@@ -25,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from core.db.engine import create_engine, session_factory
+from core.models.audit import AuditLog
 from core.models.pipelines import Pipeline, PipelineRun
 from core.pipelines.commit_status import CommitStatusReporter, build_host_configs
 from core.pipelines.dispatch import ensure_queued_runs
@@ -605,6 +606,58 @@ async def test_a_delivery_while_temporal_is_down_is_kept_and_its_redelivery_star
             run = await stack.finished(kept["id"])
     assert run["status"] == "succeeded"
     assert await run_count(stack, pipeline["id"]) == 1
+
+
+async def test_a_cron_change_while_temporal_is_down_is_reverted_and_answered_503(
+    settings: Settings,
+    topology: Topology,
+    database_url: str,
+    temporal_env: WorkflowEnvironment,
+    repo: Repo,
+) -> None:
+    repo.init(pipeline=ONE_STEP)
+    up = stack_settings(settings, temporal_env, {repo.url: f"file://{repo.path}"})
+    down = up.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+    async with pipeline_stack(up, topology, database_url) as stack:
+        service = await stack.service(repo.url)
+        pipeline = await stack.pipeline(service["id"], source="repository", triggers={"push": {}})
+        admin = stack.admin
+    cron = {"cron": ["0 3 * * *"]}
+    async with running_api(down, topology, database_url) as api_down:
+        created = await api_down.client.post(
+            "/pipelines",
+            json={
+                "name": "nightly",
+                "service_id": service["id"],
+                "source": "repository",
+                "triggers": cron,
+            },
+            headers=admin,
+        )
+        assert "Temporal" in assert_error(created, 503, "unavailable")["message"]
+        changed = await api_down.client.put(
+            f"/pipelines/{pipeline['id']}", json={"triggers": cron}, headers=admin
+        )
+        assert_error(changed, 503, "unavailable")
+        # Nothing changed: the new pipeline went again, the old one kept its triggers.
+        live = await api_down.fetch(
+            select(Pipeline.name).where(
+                Pipeline.service_id == uuid.UUID(service["id"]), Pipeline.deleted_at.is_(None)
+            )
+        )
+        assert live == [pipeline["name"]]
+        got = await api_down.client.get(f"/pipelines/{pipeline['id']}", headers=admin)
+        assert got.json()["triggers"] == pipeline["triggers"]
+        # Both were saved before Temporal was asked, then reverted, as the audit log says.
+        reverts = [
+            entry
+            for entry in await api_down.fetch(
+                select(AuditLog).where(AuditLog.action == "pipeline.revert")
+            )
+            if entry.before["service_id"] == service["id"]
+        ]
+        assert sorted(e.before["name"] for e in reverts) == sorted(["nightly", pipeline["name"]])
+        assert all("Temporal" in e.after["reason"] for e in reverts)
 
 
 async def test_a_worker_starting_up_starts_the_runs_left_queued(stack: Stack, repo: Repo) -> None:
