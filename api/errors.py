@@ -12,6 +12,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import context
@@ -81,6 +82,20 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    # SQLite's write lock not had within the busy timeout: a writer held it for that long.
+    # The request's transaction rolled back, so asking again is safe.
+    if isinstance(exc, OperationalError) and "database is locked" in str(exc.orig):
+        log.warning("database busy on %s %s: %s", request.method, request.url.path, exc.orig)
+        return error_response(
+            503,
+            "database_busy",
+            "the database was busy for too long; nothing was saved, try again",
+            headers={"Retry-After": "1"},
+        )
+    return await _unhandled(request, exc)
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     # Runs outside the middleware stack (Starlette's ServerErrorMiddleware), after the request
     # context was reset: the id is read from the request state, and the header set here.
@@ -101,6 +116,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(Exception, _unhandled)
 
 

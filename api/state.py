@@ -57,7 +57,11 @@ class AppState:
 
     @classmethod
     def create(cls, settings: Settings, topology: Topology) -> AppState:
-        engine = create_engine(settings.effective_database_url, echo=settings.database_echo)
+        engine = create_engine(
+            settings.effective_database_url,
+            echo=settings.database_echo,
+            busy_timeout=settings.sqlite_busy_timeout,
+        )
         return cls(
             settings,
             topology,

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # A Temporal call made while holding a database transaction (core/db/transactions.py):
     # `warn` logs it, `raise` fails the call, `off`; unset: `raise` in tests, else `warn`.
     transaction_guard: Literal["off", "warn", "raise"] | None = _env("IDP_TRANSACTION_GUARD")
+    # How long a write waits for SQLite's one write lock before the request is a 503.
+    sqlite_busy_timeout: float = _env("IDP_SQLITE_BUSY_TIMEOUT", 30.0, gt=0)
     # Rate limits are in-memory by default, in Redis when REDIS_URL is set.
     redis_url: str | None = _env("REDIS_URL")
 

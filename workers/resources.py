@@ -23,7 +23,11 @@ class WorkerResources:
     def create(cls, settings: Settings, topology: Topology) -> WorkerResources:
         if settings.encryption_key is not None:  # for encrypted columns
             install_keyring(KeyRing.from_settings(settings))
-        engine = create_engine(settings.effective_database_url, echo=settings.database_echo)
+        engine = create_engine(
+            settings.effective_database_url,
+            echo=settings.database_echo,
+            busy_timeout=settings.sqlite_busy_timeout,
+        )
         return cls(settings, topology, engine, session_factory(engine))
 
     async def close(self) -> None:

@@ -417,6 +417,7 @@ async def send_notification(
         team_id=body.team_id,
         reference=body.reference,
     )
+    await session.commit()
     workflow_id = await start_notification(client, request)
     await AuditService(session).record(
         "notification.send",

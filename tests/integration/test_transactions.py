@@ -5,6 +5,7 @@ transaction, and Temporal calls made while holding one are refused (core/db/tran
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,10 +17,13 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from core.db import transactions
+from core.db import migrate, transactions
 from core.db.engine import create_engine, session_factory
+from core.settings import Settings
 from core.temporal.interceptors import TransactionGuardInterceptor
+from core.topology import Topology
 from tests.conftest import BACKENDS, PostgresDatabases
+from tests.integration.identity_helpers import assert_error, running_api
 
 _meta = MetaData()
 counters = Table(
@@ -186,3 +190,29 @@ async def test_temporal_calls_inside_a_transaction_are_refused(
     with pytest.raises(RPCError) as caught:  # reached the server: it does not exist
         await handle.describe()
     assert caught.value.status == RPCStatusCode.NOT_FOUND
+
+
+async def test_a_write_that_cannot_have_the_lock_in_time_is_a_503_that_saves_nothing(
+    settings: Settings, topology: Topology, tmp_path: Path
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'busy.db'}"
+    migrate.upgrade(url)
+    quick = settings.model_copy(update={"sqlite_busy_timeout": 0.2})
+    async with running_api(quick, topology, url) as api:
+        _, admin = await api.token("admin")
+        body = {"name": "Busy", "slug": f"busy-{uuid.uuid4().hex[:6]}"}
+        holder = create_engine(url)
+        async with holder.connect() as conn:
+            await conn.begin()  # another writer, holding on to the lock
+            await conn.exec_driver_sql("UPDATE alembic_version SET version_num = version_num")
+            # Reads go on meanwhile; the write waits its 0.2 s and gives up cleanly.
+            assert (await api.client.get("/organizations", headers=admin)).status_code == 200
+            busy = await api.client.post("/organizations", json=body, headers=admin)
+            await conn.rollback()
+        await holder.dispose()
+        assert "nothing was saved" in assert_error(busy, 503, "database_busy")["message"]
+        assert busy.headers["Retry-After"] == "1"
+        listed = (await api.client.get("/organizations", headers=admin)).json()["items"]
+        assert body["slug"] not in [o["slug"] for o in listed]
+        again = await api.client.post("/organizations", json=body, headers=admin)
+        assert again.status_code == 201, again.text
