@@ -283,7 +283,7 @@ async def _run(base: Settings, slack: SlackApiStandin) -> None:
                     raise RuntimeError(
                         f"the {via} approval was refused: {answer.text} {slack.responses}"
                     )
-                handle = client.get_workflow_handle_for(PromotionWorkflow.run, row["workflow_id"])
+                handle = client.get_workflow_handle(row["workflow_id"], result_type=PromotionView)
                 view: PromotionView = await asyncio.wait_for(handle.result(), 120)
                 if view.status != "succeeded":
                     raise RuntimeError(f"promotion {pid} ended {view.status}: {view.reason}")
