@@ -51,19 +51,26 @@ def _measure(url: str, n: int = REQUESTS, headers: dict[str, str] | None = None)
     return samples
 
 
-def run(temporal_address: str) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="idp-bench-"))
+def api_env(data_dir: Path, temporal_address: str) -> dict[str, str]:
+    """The environment of a benchmarked API: its own SQLite database under `data_dir`, the
+    bench's admin, and a rate limiter that runs (its cost is part of every figure) but never
+    refuses."""
     env = {
         **os.environ,
         "IDP_DATA_DIR": str(data_dir),
         "TEMPORAL_ADDRESS": temporal_address,
         "LOG_LEVEL": "WARNING",
-        # The rate limiter runs (its cost is part of every figure) but never refuses here.
         "RATE_LIMITS": "default=1000000/minute;burst=1000000,auth=1000000/minute;burst=1000000",
         "IDP_ADMIN_EMAIL": BENCH_EMAIL,
         "IDP_ADMIN_PASSWORD": BENCH_PASSWORD,
     }
     env.pop("DATABASE_URL", None)
+    return env
+
+
+def run(temporal_address: str) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="idp-bench-"))
+    env = api_env(data_dir, temporal_address)
     migrate.upgrade(f"sqlite+aiosqlite:///{data_dir / 'idp.db'}")
     floor_port, api_port = free_port(), free_port()
     floor = _serve(

@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 import core.db.engine
-from bench.api_latency import BENCH_EMAIL, BENCH_PASSWORD, _serve
+from bench.api_latency import BENCH_EMAIL, BENCH_PASSWORD, _serve, api_env
 from bench.stats import percentile
 from core.db import migrate
 from core.settings import PROJECT_ROOT
@@ -279,17 +279,7 @@ def run(temporal_address: str) -> None:
     print(f"# db contention (SQLite), code under test: {engine_dir}", flush=True)
     data_dir = Path(tempfile.mkdtemp(prefix="idp-bench-contention-"))
     database = data_dir / "idp.db"
-    env = {
-        **os.environ,
-        "IDP_DATA_DIR": str(data_dir),
-        "TEMPORAL_ADDRESS": temporal_address,
-        "LOG_LEVEL": "WARNING",
-        # The rate limiter runs but never refuses here (as in api_latency).
-        "RATE_LIMITS": "default=1000000/minute;burst=1000000,auth=1000000/minute;burst=1000000",
-        "IDP_ADMIN_EMAIL": BENCH_EMAIL,
-        "IDP_ADMIN_PASSWORD": BENCH_PASSWORD,
-    }
-    env.pop("DATABASE_URL", None)
+    env = api_env(data_dir, temporal_address)
     database_url = f"sqlite+aiosqlite:///{database}"
     migrate.upgrade(database_url)
     port = free_port()
