@@ -74,16 +74,17 @@ class CostActivities:
                 f"no cost collector {input.source!r} (there is: {', '.join(self._collectors)})",
                 non_retryable=True,
             )
-        async with _heartbeating(), transaction(self._sessions) as session:
-            found = await collector.day(session, input.day, input.providers)
-            total = await store_day(
-                session,
-                input.day,
-                input.source,
-                found.lines,
-                self._catalog.currency,
-                providers=found.providers,
-            )
+        async with _heartbeating():
+            found = await collector.day(self._sessions, input.day, input.providers)
+            async with transaction(self._sessions) as session:
+                total = await store_day(
+                    session,
+                    input.day,
+                    input.source,
+                    found.lines,
+                    self._catalog.currency,
+                    providers=found.providers,
+                )
         for note in found.notes:
             activity.logger.warning("%s costs of %s: %s", input.source, input.day, note)
         if found.retry:

@@ -25,12 +25,13 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.db.engine import transaction
 from core.infrastructure.collectors.base import (
     Collected,
     CollectorContext,
     CollectorError,
+    Sessions,
     each_provider,
     http_url,
     money,
@@ -73,9 +74,10 @@ class CostExplorerCollector:
         self._timeout = context.timeout
 
     async def day(
-        self, session: AsyncSession, day: date, providers: Sequence[uuid.UUID] | None
+        self, sessions: Sessions, day: date, providers: Sequence[uuid.UUID] | None
     ) -> Collected:
-        accounts = await providers_of(session, "aws", providers)
+        async with transaction(sessions) as session:
+            accounts = await providers_of(session, "aws", providers)
         if not accounts:
             return Collected(notes=["no AWS provider to collect"])
         async with httpx.AsyncClient(timeout=self._timeout) as http:
@@ -84,7 +86,8 @@ class CostExplorerCollector:
                 tags = cost_tags(provider)
                 url = self._url(provider)
                 groups = [g async for g in tag_groups(http, url, _credentials(provider), day, tags)]
-                rows = await resources_on(session, day, Resource.provider_id == provider.id)
+                async with transaction(sessions) as session:
+                    rows = await resources_on(session, day, Resource.provider_id == provider.id)
                 return _spread_groups(self._catalog, tags, groups, rows)
 
             return await each_provider(accounts, one)

@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.infrastructure.costs import CENT, CostLine, PriceCatalog
 from core.models.infrastructure import Provider
@@ -70,11 +70,16 @@ class Collected:
             )
 
 
+Sessions = async_sessionmaker[AsyncSession]
+
+
 class Collector(Protocol):
     async def day(
-        self, session: AsyncSession, day: date, providers: Sequence[uuid.UUID] | None
+        self, sessions: Sessions, day: date, providers: Sequence[uuid.UUID] | None
     ) -> Collected:
-        """The costs of `day` (UTC) of `providers` (None: every provider it applies to)."""
+        """The costs of `day` (UTC) of `providers` (None: every provider it applies to). A
+        collector reads in short transactions of its own and asks its cost API outside them,
+        so no transaction waits on the network (core/db/transactions.py)."""
         ...
 
 

@@ -6,9 +6,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import date
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from core.infrastructure.collectors.base import Collected, CollectorContext
+from core.db.engine import transaction
+from core.infrastructure.collectors.base import Collected, CollectorContext, Sessions
 from core.infrastructure.costs import estimate_day
 from core.models.infrastructure import Resource
 
@@ -18,10 +17,11 @@ class EstimateCollector:
         self._catalog = context.catalog
 
     async def day(
-        self, session: AsyncSession, day: date, providers: Sequence[uuid.UUID] | None
+        self, sessions: Sessions, day: date, providers: Sequence[uuid.UUID] | None
     ) -> Collected:
-        if providers is None:
-            return Collected(await estimate_day(session, self._catalog, day), providers=None)
-        scope = list(providers)
-        lines = await estimate_day(session, self._catalog, day, Resource.provider_id.in_(scope))
-        return Collected(lines, providers=scope)
+        async with transaction(sessions) as session:
+            if providers is None:
+                return Collected(await estimate_day(session, self._catalog, day), providers=None)
+            scope = list(providers)
+            where = Resource.provider_id.in_(scope)
+            return Collected(await estimate_day(session, self._catalog, day, where), scope)

@@ -18,10 +18,12 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.db.engine import transaction
 from core.infrastructure.collectors.base import (
     Collected,
     CollectorContext,
     CollectorError,
+    Sessions,
     each_provider,
     http_url,
     money,
@@ -59,9 +61,10 @@ class OpenCostCollector:
         self._timeout = context.timeout
 
     async def day(
-        self, session: AsyncSession, day: date, providers: Sequence[uuid.UUID] | None
+        self, sessions: Sessions, day: date, providers: Sequence[uuid.UUID] | None
     ) -> Collected:
-        clusters = await providers_of(session, "kubernetes", providers)
+        async with transaction(sessions) as session:
+            clusters = await providers_of(session, "kubernetes", providers)
         if not clusters:
             return Collected(notes=["no Kubernetes provider to collect"])
         async with httpx.AsyncClient(timeout=self._timeout) as http:
@@ -69,7 +72,8 @@ class OpenCostCollector:
             async def one(provider: Provider) -> Collected:
                 url = self._url(provider)
                 allocations = await fetch_allocations(http, url, day)
-                return await _book(session, provider, day, allocations)
+                async with transaction(sessions) as session:
+                    return await _book(session, provider, day, allocations)
 
             return await each_provider(clusters, one)
 
