@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import text
@@ -41,8 +42,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     os._exit(_exit_status)
 
 
-# A Temporal call made while holding a database transaction fails the test that made it.
+# A Temporal call made while holding a database transaction fails the test that made it, and
+# so does an outbound HTTP request (activities' deliveries, probes, cost APIs, Slack, Git hosts):
+# the product checks Temporal calls itself (TransactionGuardInterceptor); HTTP is checked here,
+# at the transport every httpx client sends through (in-process ASGI calls are not network).
 transactions.configure("raise")
+_send_http = httpx.AsyncHTTPTransport.handle_async_request
+
+
+async def _guarded_send(self: httpx.AsyncHTTPTransport, request: httpx.Request) -> httpx.Response:
+    transactions.guard(
+        f"HTTP {request.method} {request.url.scheme}://{request.url.netloc.decode()}"
+    )
+    return await _send_http(self, request)
+
+
+httpx.AsyncHTTPTransport.handle_async_request = _guarded_send  # type: ignore[method-assign]
 
 # -- databases -------------------------------------------------------------------------------
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
