@@ -127,6 +127,7 @@ class PipelineActivities:
         """Every activity, for a worker to register."""
         return [
             self.admit,
+            self.abandon,
             self.checkout,
             self.run_step,
             self.record_stage,
@@ -150,6 +151,11 @@ class PipelineActivities:
             pipeline = await session.scalar(
                 select(Pipeline).where(Pipeline.id == run.pipeline_id).with_for_update()
             )
+            # Read again under the pipeline's lock: a cancel before admission (`abandon`, which
+            # takes the same lock) may have ended the run since it was read.
+            await session.refresh(run)
+            if run.status in FINISHED_RUN_STATUSES:
+                return Admission(admitted=False, gone=True, reason=f"the run is {run.status}")
             service = await session.get(Service, pipeline.service_id) if pipeline else None
             if pipeline is None or service is None or pipeline.is_deleted or service.is_deleted:
                 run.status, run.error, run.completed_at = "cancelled", "pipeline deleted", utcnow()
@@ -467,6 +473,31 @@ class PipelineActivities:
                     )
                     .values(status=final, completed_at=now)
                 )
+
+    @activity.defn(name="pipelines.abandon")
+    async def abandon(self, input: RunInput) -> FinishResult:
+        """Record as cancelled a run cancelled before it was admitted (queued, or admitted by
+        an attempt that finished after the cancel), under the pipeline's lock as `admit`
+        takes it; name the queued runs that may start if it held a slot."""
+        async with transaction(self._sessions) as session:
+            run = await session.scalar(
+                select(PipelineRun).where(PipelineRun.workflow_id == activity.info().workflow_id)
+            )
+            if run is None:  # a cron firing cancelled before its run was recorded
+                return FinishResult()
+            await session.scalar(
+                select(Pipeline.id).where(Pipeline.id == run.pipeline_id).with_for_update()
+            )
+            await session.refresh(run)
+            if run.status not in FINISHED_RUN_STATUSES:
+                now = utcnow()
+                run.status, run.error, run.completed_at = "cancelled", "cancelled", now
+            waiting = await session.scalars(
+                select(PipelineRun.workflow_id)
+                .where(PipelineRun.pipeline_id == run.pipeline_id, PipelineRun.status == "queued")
+                .order_by(PipelineRun.number)
+            )
+            return FinishResult(waiting=list(waiting))
 
     @activity.defn(name="pipelines.finish")
     async def finish(self, input: FinishInput) -> FinishResult:

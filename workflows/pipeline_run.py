@@ -57,6 +57,8 @@ with workflow.unsafe.imports_passed_through():
 
 PIPELINES_QUEUE = "pipelines"
 ADMISSION_RECHECK = timedelta(seconds=30)
+# Added after runs were in flight: a cancel before admission records the run as cancelled.
+RECORD_CANCEL_BEFORE_ADMISSION = "record-cancel-before-admission"
 STEP_MARGIN = timedelta(minutes=1)  # on top of the step's own timeout, for the activity
 FAILED_STEP_STATUSES = ("failed", "timed_out", "cancelled")
 
@@ -101,7 +103,12 @@ class PipelineRunWorkflow:
 
     @workflow.run
     async def run(self, input: RunInput) -> RunView:
-        admission = await self._admit()
+        try:
+            admission = await self._admit()
+        except asyncio.CancelledError:
+            if workflow.patched(RECORD_CANCEL_BEFORE_ADMISSION):
+                await self._abandon()
+            raise
         if admission.context is None:  # the run or its pipeline is gone
             self._status, self._phase, self._error = "cancelled", "done", admission.reason
             return self.state()
@@ -142,6 +149,17 @@ class PipelineRunWorkflow:
             self._waiting_reason = admission.reason
             with contextlib.suppress(TimeoutError):  # look again every so often anyway
                 await workflow.wait_condition(lambda: self._woken, timeout=ADMISSION_RECHECK)
+
+    async def _abandon(self) -> None:
+        """Cancelled before admission: the record says so too (it said `queued`)."""
+        self._phase = "finishing"
+        abandoned = await workflow.execute_activity_method(
+            PipelineActivities.abandon, self._input, **_db()
+        )
+        self._status, self._error = "cancelled", "cancelled"
+        for workflow_id in abandoned.waiting:
+            if workflow_id != workflow.info().workflow_id:
+                await self._wake(workflow_id)
 
     async def _cancel_superseded(self, workflow_id: str) -> None:
         if workflow_id == workflow.info().workflow_id:

@@ -660,6 +660,23 @@ async def test_a_cron_change_while_temporal_is_down_is_reverted_and_answered_503
         assert all("Temporal" in e.after["reason"] for e in reverts)
 
 
+async def test_a_run_cancelled_before_admission_is_recorded_cancelled(
+    stack: Stack, repo: Repo
+) -> None:
+    repo.init(pipeline=ONE_STEP)
+    service = await stack.service(repo.url)
+    pipeline = await stack.pipeline(service["id"], source="repository")
+    run_id = await stack.start(pipeline["id"])  # no worker yet: its admission waits
+    cancelled = await stack.api.client.post(f"/pipelines/runs/{run_id}/cancel", headers=stack.admin)
+    assert cancelled.status_code == 200 and cancelled.json()["cancelled"] == [run_id]
+    async with pipelines_worker(stack.client, stack.settings):
+        run = await stack.finished(run_id)
+    assert run["status"] == "cancelled" and run["started_at"] is None
+    assert (
+        await stack.api.client.get(f"/pipelines/runs/{run_id}/logs", headers=stack.admin)
+    ).text == ""
+
+
 async def test_a_worker_starting_up_starts_the_runs_left_queued(stack: Stack, repo: Repo) -> None:
     repo.init(pipeline=ONE_STEP)
     service = await stack.service(repo.url)
