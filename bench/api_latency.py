@@ -68,6 +68,18 @@ def api_env(data_dir: Path, temporal_address: str) -> dict[str, str]:
     return env
 
 
+def credentials(base: str) -> tuple[dict[str, str], str]:
+    """The bench admin's Authorization header (a fresh login) and a new API key."""
+    token = httpx.post(
+        f"{base}/auth/login", json={"email": BENCH_EMAIL, "password": BENCH_PASSWORD}
+    ).json()["access_token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    key = httpx.post(
+        f"{base}/api-keys", json={"name": "bench", "permissions": ["users:read"]}, headers=bearer
+    ).json()["key"]
+    return bearer, str(key)
+
+
 def run(temporal_address: str) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="idp-bench-"))
     env = api_env(data_dir, temporal_address)
@@ -102,15 +114,7 @@ def run(temporal_address: str) -> None:
             floor_ms,
         )
         base = f"http://127.0.0.1:{api_port}"
-        token = httpx.post(
-            f"{base}/auth/login", json={"email": BENCH_EMAIL, "password": BENCH_PASSWORD}
-        ).json()["access_token"]
-        bearer = {"Authorization": f"Bearer {token}"}
-        key = httpx.post(
-            f"{base}/api-keys",
-            json={"name": "bench", "permissions": ["users:read"]},
-            headers=bearer,
-        ).json()["key"]
+        bearer, key = credentials(base)
         report(
             "api: GET /auth/me (access token)",
             _measure(f"{base}/auth/me", headers=bearer),

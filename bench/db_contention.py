@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 import core.db.engine
-from bench.api_latency import BENCH_EMAIL, BENCH_PASSWORD, _serve, api_env
+from bench.api_latency import _serve, api_env, credentials
 from bench.stats import percentile
 from core.db import migrate
 from core.settings import PROJECT_ROOT
@@ -286,15 +286,7 @@ def run(temporal_address: str) -> None:
     api = _serve([sys.executable, "-m", "workers.cli", "api", "--port", str(port)], port, env)
     base = f"http://127.0.0.1:{port}"
     try:
-        token = httpx.post(
-            f"{base}/auth/login", json={"email": BENCH_EMAIL, "password": BENCH_PASSWORD}
-        ).json()["access_token"]
-        bearer = {"Authorization": f"Bearer {token}"}
-        key = httpx.post(
-            f"{base}/api-keys",
-            json={"name": "bench", "permissions": ["users:read"]},
-            headers=bearer,
-        ).json()["key"]
+        bearer, key = credentials(base)
         org = httpx.post(
             f"{base}/organizations", json={"name": "Bench", "slug": "bench"}, headers=bearer
         )
@@ -320,7 +312,12 @@ def run(temporal_address: str) -> None:
             report(f"GET /auth/me ({name}), idle", samples)
 
         loads = {
-            f"{API_WRITERS} API writers": ["api-writers", base, token, *team_ids],
+            f"{API_WRITERS} API writers": [
+                "api-writers",
+                base,
+                bearer["Authorization"].removeprefix("Bearer "),
+                *team_ids,
+            ],
             f"{LOG_WRITERS} log writers": [
                 "log-writers",
                 database_url,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from pydantic import SecretStr
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -307,3 +308,13 @@ async def notifications_worker(
     finally:
         await retire_runs(client, NOTIFICATIONS_QUEUE)
         await engine.dispose()
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
+    """The (event, data) pairs of a Server-Sent Events stream, each data decoded from JSON."""
+    event = ""
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            yield event, json.loads(line.removeprefix("data: "))

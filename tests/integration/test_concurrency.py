@@ -14,7 +14,6 @@ the limiter is tested on its own (test_ratelimit_api)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import uuid
@@ -41,6 +40,7 @@ from tests.integration.pipeline_helpers import (
     pipelines_worker,
     retire_runs,
     served,
+    sse_events,
 )
 from tests.integration.pipeline_helpers import stack_settings as pipeline_settings
 from tests.integration.promotion_helpers import (
@@ -174,15 +174,12 @@ async def follow(http: httpx.AsyncClient, run_id: str, headers: dict[str, str]) 
     ) as response:
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
-        event = ""
-        async for line in response.aiter_lines():
-            if line.startswith("event: "):
-                event = line.removeprefix("event: ")
-                events.append(event)
-            elif line.startswith("data: ") and event == "log":
-                texts.extend(entry["text"] for entry in json.loads(line.removeprefix("data: ")))
-            elif line.startswith("data: ") and event == "end":
-                end = json.loads(line.removeprefix("data: "))
+        async for event, data in sse_events(response):
+            events.append(event)
+            if event == "log":
+                texts.extend(entry["text"] for entry in data)
+            elif event == "end":
+                end = data
                 break
     return Followed(run_id, texts, events, end)
 

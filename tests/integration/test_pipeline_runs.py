@@ -45,6 +45,7 @@ from tests.integration.pipeline_helpers import (
     pipelines_worker,
     push_payload,
     served,
+    sse_events,
     stack_settings,
 )
 from tests.standins.git_host_api import GitHostApiStandin
@@ -408,15 +409,11 @@ async def test_live_log_stream_follows_a_running_step_until_the_run_ends(
             http.stream("GET", f"/pipelines/runs/{run_id}/logs?follow=true") as response,
         ):
             assert response.headers["content-type"].startswith("text/event-stream")
-            event = ""
-            async for line in response.aiter_lines():
-                if line.startswith("event: "):
-                    event = line.removeprefix("event: ")
-                    events.append(event)
-                elif line.startswith("data: ") and event == "log":
-                    for entry in json.loads(line.removeprefix("data: ")):
-                        seen.append((loop.time(), entry["text"]))
-                elif line.startswith("data: ") and event == "end":
+            async for event, data in sse_events(response):
+                events.append(event)
+                if event == "log":
+                    seen.extend((loop.time(), entry["text"]) for entry in data)
+                elif event == "end":
                     break
     texts = [t for _, t in seen]
     assert texts == [f"tick-{i}" for i in range(1, 6)]
