@@ -68,6 +68,11 @@ class ValidationFailed(AppError):
         return cls(message, details=[{"field": field, "message": message}])
 
 
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "payload_too_large"
+
+
 class RateLimited(AppError):
     status_code = 429
     code = "rate_limited"

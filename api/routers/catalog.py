@@ -11,6 +11,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.auth import require
+from api.bodies import read_capped
 from api.deps import DbSession, State
 from core.catalog.backstage import (
     BackstageImporter,
@@ -20,7 +21,7 @@ from core.catalog.backstage import (
     load_documents,
 )
 from core.catalog.services import ServiceService, service_resource
-from core.errors import BadRequest, ValidationFailed
+from core.errors import ValidationFailed
 from core.identity.organizations import OrganizationService
 from core.identity.teams import team_resource
 from core.models.identity import Team
@@ -81,9 +82,7 @@ class ImportOut(BaseModel):
 
 async def _import_body(request: Request, org_id: uuid.UUID | None) -> ImportIn:
     """JSON `{org_id, content}`, or the YAML itself with `?org_id=`."""
-    raw = await request.body()
-    if len(raw) > MAX_BYTES:
-        raise BadRequest(f"the catalog file is larger than {MAX_BYTES // (1024 * 1024)} MiB")
+    raw = await read_capped(request, MAX_BYTES)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "application/json":
         try:

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.bodies import read_capped
 from api.deps import State
 from core import context
 from core.approvals import Decision
@@ -85,7 +86,7 @@ DECISIONS = ("approve", "reject")
     "and provisioning runs)",
 )
 async def interactions(request: Request, state: State, background: BackgroundTasks) -> Response:
-    body = await request.body()
+    body = await read_capped(request)
     secret = state.settings.slack_signing_secret
     verify(request.headers, body, secret.get_secret_value() if secret else "")
     interaction = parse(body)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from api.bodies import read_capped
 from api.deps import State
 from core import context
 from core.db.engine import transaction
@@ -60,7 +61,7 @@ def _secret(settings: Settings, host_kind: HostKind) -> str:
     },
 )
 async def receive(host_kind: HostKind, request: Request, state: State) -> JSONResponse:
-    body = await request.body()
+    body = await read_capped(request)
     verify(host_kind, request.headers, body, _secret(state.settings, host_kind))
     delivery = parse(host_kind, request.headers, body, state.settings.git_hosts)
     context.update(actor_type="webhook", actor_label=f"{host_kind} webhook")

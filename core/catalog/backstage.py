@@ -17,6 +17,7 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import bounded_yaml
 from core.audit import AuditService
 from core.catalog.dependencies import DependencyService, DependencySpec
 from core.catalog.repositories import parse_repository_url
@@ -110,7 +111,7 @@ class _Parsed:
 
 def load_documents(text: str) -> list[Any]:
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in bounded_yaml.load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

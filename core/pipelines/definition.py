@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from core import bounded_yaml
 from core.durations import Duration, parse_duration
 from core.errors import ValidationFailed
 
@@ -309,8 +310,8 @@ def parse_definition(text: str) -> PipelineDefinition:
     `details=[{"field": "stages[1].steps[0].timeout", "line": 12, "message": ...}, ...]`,
     sorted by line; YAML that does not parse is one problem with its line and column."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = bounded_yaml.compose(text)
+        data = bounded_yaml.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None

@@ -1,0 +1,100 @@
+"""Hostile input is refused within bounds (issue 15, finding 8): YAML alias bombs and runaway
+nesting in pipeline definitions and catalog files, and oversized bodies on the public routes
+(Git host webhooks, Slack interactions), which are answered before they are read whole."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from core.bounded_yaml import MAX_DEPTH, MAX_NODES
+from core.errors import ValidationFailed
+from core.pipelines.definition import parse_definition
+from tests.integration.identity_helpers import Api, assert_error
+
+# The "billion laughs": ten levels of ten aliases each, 10^10 values from under 1 KiB.
+LAUGHS = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10)
+)
+STEP = "stages:\n  - name: build\n    steps:\n      - name: make\n        run: make\n"
+
+
+def _refusal(text: str) -> dict[str, object]:
+    with pytest.raises(ValidationFailed) as caught:
+        parse_definition(text)
+    [detail] = caught.value.details
+    assert detail["field"] == "definition"
+    return dict(detail)
+
+
+def test_an_alias_bomb_in_a_pipeline_definition_is_refused_at_its_first_anchor() -> None:
+    assert len(LAUGHS) < 1024
+    detail = _refusal(STEP + LAUGHS)
+    assert "anchors and aliases" in str(detail["message"])
+    assert detail["line"] == 6  # the first anchor, after the five lines of the stage
+
+
+def test_a_merge_key_and_a_single_alias_are_refused_too() -> None:
+    merged = "defaults: &d {timeout: 5m}\n" + STEP + "extra:\n  <<: *d\n"
+    assert "anchors and aliases" in str(_refusal(merged)["message"])
+
+
+def test_nesting_and_size_are_capped() -> None:
+    deep = STEP + "env:\n  X: " + "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5) + "\n"
+    assert f"nested more than {MAX_DEPTH}" in str(_refusal(deep)["message"])
+    wide = STEP + "env:\n  X: [" + ", ".join(["1"] * (MAX_NODES + 1)) + "]\n"
+    assert f"more than {MAX_NODES} values" in str(_refusal(wide)["message"])
+    # A plain definition is untouched by the caps.
+    assert parse_definition(STEP).stages[0].steps[0].name == "make"
+
+
+@pytest.fixture
+async def admin(api: Api) -> AsyncIterator[dict[str, str]]:
+    _, headers = await api.token("admin")
+    yield headers
+
+
+async def test_a_catalog_file_with_aliases_is_a_422_that_imports_nothing(
+    api: Api, admin: dict[str, str]
+) -> None:
+    slug = f"bounded-{uuid.uuid4().hex[:6]}"
+    org = await api.client.post(
+        "/organizations", json={"name": "Bounded", "slug": slug}, headers=admin
+    )
+    assert org.status_code == 201, org.text
+    content = (
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: laughs\n"
+        "spec:\n  type: service\n  owner: team-a\n  lifecycle: production\n" + LAUGHS
+    )
+    answer = await api.client.post(
+        "/catalog/import", json={"org_id": org.json()["id"], "content": content}, headers=admin
+    )
+    assert "anchors and aliases" in assert_error(answer, 422, "validation_error")["message"]
+    listed = await api.client.get("/services", params={"q": "laughs"}, headers=admin)
+    assert listed.json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    "path", ["/webhooks/github", "/webhooks/gitlab", "/integrations/slack/interactions"]
+)
+async def test_a_public_route_refuses_a_body_over_5_mib_before_reading_it(
+    api: Api, path: str
+) -> None:
+    # Declared too large: refused from the header alone.
+    declared = await api.client.post(
+        path, content=b"x" * 16, headers={"Content-Length": str(6 * 1024 * 1024)}
+    )
+    assert_error(declared, 413, "payload_too_large")
+
+    # Streamed with no length: refused once it passes the limit.
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(6):
+            yield b"x" * (1024 * 1024)
+
+    streamed = await api.client.post(path, content=chunks())
+    assert_error(streamed, 413, "payload_too_large")
+    # A body within the limit goes on to the route's own checks (the signature here).
+    small = await api.client.post(path, content=b"{}")
+    assert small.status_code == 401, small.text
