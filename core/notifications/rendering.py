@@ -17,7 +17,8 @@ import functools
 import json
 import math
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -48,6 +49,7 @@ COMMON_VARIABLES: tuple[str, ...] = ("event", "platform_url")
 MAX_OUTPUT_CHARS = 512 * 1024
 MAX_SEQUENCE_REPEAT = 100_000  # the length `"x" * n` or `[..] * n` may reach
 MAX_EXPONENT = 1_000
+MAX_LOOP_ITEMS = 10_000  # what every `range()` of one rendering may yield, together
 
 _TEMPLATE_NAME = "<template>"  # the filename Jinja gives frames of a template from a string
 
@@ -215,6 +217,20 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
+# Items `range()` may still yield in the rendering under way (set by _render_part): nested
+# loops multiply, so the budget is one for the whole rendering, not one per loop.
+_range_budget: ContextVar[list[int]] = ContextVar("range_budget")
+
+
+def _bounded_range(*args: int) -> Iterator[int]:
+    items = range(*args)
+    budget = _range_budget.get([MAX_LOOP_ITEMS])
+    if len(items) > budget[0]:
+        raise SecurityError(f"loops over more than {MAX_LOOP_ITEMS} items in all are not allowed")
+    budget[0] -= len(items)
+    return iter(items)
+
+
 def _environment(*, autoescape: bool) -> _Sandbox:
     env = _Sandbox(
         undefined=StrictUndefined,
@@ -223,6 +239,7 @@ def _environment(*, autoescape: bool) -> _Sandbox:
         lstrip_blocks=True,
     )
     env.globals.pop("lipsum", None)  # unbounded output for no use in a notification
+    env.globals["range"] = _bounded_range
     tojson: Callable[..., Any] = env.filters["tojson"]
 
     @pass_eval_context
@@ -388,6 +405,7 @@ def _describe(exc: Exception) -> str:
 
 def _render_part(where: str, part: _Part, context: Mapping[str, Any]) -> str:
     assert part.source is not None
+    budget = _range_budget.set([MAX_LOOP_ITEMS])
     try:
         template = _compile(part.source, part.html)
         chunks: list[str] = []
@@ -401,6 +419,8 @@ def _render_part(where: str, part: _Part, context: Mapping[str, Any]) -> str:
         line = exc.lineno if isinstance(exc, TemplateSyntaxError) else _template_line(exc)
         at = f" (line {line} of {part.name})" if line else f" (in {part.name})"
         raise RenderError(f"{where}: {_describe(exc)}{at}", part=part.name, line=line) from exc
+    finally:
+        _range_budget.reset(budget)
     return "".join(chunks)
 
 

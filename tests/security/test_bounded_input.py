@@ -1,6 +1,7 @@
 """Hostile input is refused within bounds (issue 15, finding 8): YAML alias bombs and runaway
-nesting in pipeline definitions and catalog files, and oversized bodies on the public routes
-(Git host webhooks, Slack interactions), which are answered before they are read whole."""
+nesting in pipeline definitions and catalog files, notification templates whose loops
+multiply, and oversized bodies on the public routes (Git host webhooks, Slack interactions),
+which are answered before they are read whole."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ import pytest
 
 from core.bounded_yaml import MAX_DEPTH, MAX_NODES
 from core.errors import ValidationFailed
+from core.notifications.rendering import (
+    MAX_LOOP_ITEMS,
+    RenderError,
+    TemplateSource,
+    check_template,
+    render,
+)
 from core.pipelines.definition import parse_definition
 from tests.integration.identity_helpers import Api, assert_error
 
@@ -98,3 +106,26 @@ async def test_a_public_route_refuses_a_body_over_5_mib_before_reading_it(
     # A body within the limit goes on to the route's own checks (the signature here).
     small = await api.client.post(path, content=b"{}")
     assert small.status_code == 401, small.text
+
+
+NESTED_LOOPS = (
+    '{"n": "{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}'
+    '{% endfor %}{% endfor %}{% endfor %}"}'
+)
+
+
+def test_a_template_whose_loops_multiply_is_refused_on_save_and_at_send_time() -> None:
+    source = TemplateSource(subject=None, body=NESTED_LOOPS, text_body=None)
+    with pytest.raises(ValidationFailed) as caught:
+        check_template("pipeline.started", "webhook", source)
+    assert f"loops over more than {MAX_LOOP_ITEMS} items" in caught.value.message
+    with pytest.raises(RenderError, match="loops over more than"):
+        render("pipeline.started", "webhook", source, {})
+    # Loops within the budget render, each rendering with a budget of its own.
+    fine = TemplateSource(
+        subject=None,
+        body='{"n": "{% for a in range(100) %}{% for b in range(90) %}{% endfor %}{% endfor %}ok"}',
+        text_body=None,
+    )
+    for _ in range(3):
+        assert render("pipeline.started", "webhook", fine, {}).payload == {"n": "ok"}
