@@ -492,12 +492,7 @@ class PipelineActivities:
             if run.status not in FINISHED_RUN_STATUSES:
                 now = utcnow()
                 run.status, run.error, run.completed_at = "cancelled", "cancelled", now
-            waiting = await session.scalars(
-                select(PipelineRun.workflow_id)
-                .where(PipelineRun.pipeline_id == run.pipeline_id, PipelineRun.status == "queued")
-                .order_by(PipelineRun.number)
-            )
-            return FinishResult(waiting=list(waiting))
+            return FinishResult(waiting=await _queued(session, run.pipeline_id))
 
     @activity.defn(name="pipelines.finish")
     async def finish(self, input: FinishInput) -> FinishResult:
@@ -517,14 +512,9 @@ class PipelineActivities:
                     .where(model.run_id == run.id, model.status.in_(("pending", "running")))
                     .values(status=rest, completed_at=now)
                 )
-            waiting = await session.scalars(
-                select(PipelineRun.workflow_id)
-                .where(PipelineRun.pipeline_id == run.pipeline_id, PipelineRun.status == "queued")
-                .order_by(PipelineRun.number)
-            )
             return FinishResult(
                 duration_seconds=elapsed(run.started_at, run.completed_at),
-                waiting=list(waiting),
+                waiting=await _queued(session, run.pipeline_id),
             )
 
     @activity.defn(name="pipelines.report_status")
@@ -591,6 +581,17 @@ def _planned_step(
         continue_on_error=step.continue_on_error,
         status=status,
     )
+
+
+async def _queued(session: AsyncSession, pipeline_id: uuid.UUID) -> list[str]:
+    """The workflow ids of the pipeline's queued runs, oldest first: the ones to wake when a
+    run ends and may have freed a slot."""
+    waiting = await session.scalars(
+        select(PipelineRun.workflow_id)
+        .where(PipelineRun.pipeline_id == pipeline_id, PipelineRun.status == "queued")
+        .order_by(PipelineRun.number)
+    )
+    return list(waiting)
 
 
 async def _planned(session: AsyncSession, run_id: uuid.UUID) -> list[PlannedStage]:

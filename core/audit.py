@@ -45,10 +45,15 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
+def column_values(entity: Any) -> dict[str, Any]:
+    """The column values of an ORM object, as they are."""
+    mapper = inspect(entity).mapper
+    return {attr.key: getattr(entity, attr.key) for attr in mapper.column_attrs}
+
+
 def snapshot(entity: Any) -> dict[str, Any]:
     """The column values of an ORM object as JSON-safe data, secrets masked (for before/after)."""
-    mapper = inspect(entity).mapper
-    return _json_safe({attr.key: getattr(entity, attr.key) for attr in mapper.column_attrs})
+    return _json_safe(column_values(entity))
 
 
 class AuditService:

@@ -46,7 +46,7 @@ class _BoundedLoader(yaml.SafeLoader):
             )
         self._nodes += 1
         if self._nodes > MAX_NODES:
-            raise Refused(problem=f"more than {MAX_NODES} values", problem_mark=event.start_mark)
+            raise _refused(f"more than {MAX_NODES} values", event)
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
@@ -56,20 +56,13 @@ class _BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
-def compose(text: str) -> yaml.Node | None:
-    """The node tree of a single-document `text` (for line numbers); raises yaml.YAMLError."""
+def compose_and_load(text: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree of a single-document `text` (for line numbers) and its data, from one
+    parse; raises yaml.YAMLError (Refused included)."""
     loader = _BoundedLoader(text)
     try:
-        return loader.get_single_node()
-    finally:
-        loader.dispose()
-
-
-def load(text: str) -> Any:
-    """The data of a single-document `text`; raises yaml.YAMLError (Refused included)."""
-    loader = _BoundedLoader(text)
-    try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        return node, loader.construct_document(node) if node is not None else None
     finally:
         loader.dispose()
 

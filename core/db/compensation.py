@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.audit import AuditService, snapshot
+from core.audit import AuditService, column_values, snapshot
 from core.db.base import SoftDeleteMixin
 from core.errors import AppError
 
@@ -26,8 +26,7 @@ T = TypeVar("T")
 
 def before_image(entity: Any) -> dict[str, Any]:
     """The entity's column values, to set back with `commit_then_call` if the call fails."""
-    mapper = inspect(entity).mapper
-    return {attr.key: getattr(entity, attr.key) for attr in mapper.column_attrs}
+    return column_values(entity)
 
 
 async def _revert(

@@ -310,8 +310,7 @@ def parse_definition(text: str) -> PipelineDefinition:
     `details=[{"field": "stages[1].steps[0].timeout", "line": 12, "message": ...}, ...]`,
     sorted by line; YAML that does not parse is one problem with its line and column."""
     try:
-        node = bounded_yaml.compose(text)
-        data = bounded_yaml.load(text)
+        node, data = bounded_yaml.compose_and_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
