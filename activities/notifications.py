@@ -22,7 +22,7 @@ from core.notifications.messages import (
     NotificationRequest,
     Prepared,
 )
-from core.notifications.rendering import RenderError, render
+from core.notifications.rendering import RenderError, render_async
 from core.notifications.senders import slack
 from core.notifications.senders.errors import DeliveryError, SendResult
 
@@ -124,7 +124,7 @@ class NotificationActivities:
                 session, update.event, "slack", channel.team_id
             )
         try:
-            message = render(
+            message = await render_async(
                 update.event, "slack", source, update.context, platform_url=self._platform_url
             )
         except RenderError as exc:

@@ -33,7 +33,7 @@ from core.notifications.rendering import (
     RenderError,
     TemplateSource,
     default_template,
-    render,
+    render_async,
 )
 from core.notifications.senders import email, slack, webhook
 from core.notifications.senders.errors import DeliveryError, SendResult
@@ -190,7 +190,7 @@ async def _create_records(
                 session, request.event, ctype, request.team_id
             )
             try:
-                fresh = render(
+                fresh = await render_async(
                     request.event, ctype, source, request.context, platform_url=platform_url
                 )
                 rendered[ctype] = (fresh, None, template_id)

@@ -9,13 +9,21 @@ autoescaped; every other part is plain text or JSON (built with `tojson`).
 
 Besides Jinja's own filters, templates may use `mrkdwn` (escape `&`, `<`, `>` for Slack text,
 optionally cut to a length: `error | mrkdwn(2800)`) and `duration` (seconds to `1h 2m 3s`).
+
+A rendering also has a time limit (MAX_RENDER_SECONDS): loops over a context value (a long
+commit message, say) are not counted by the `range()` budget, so the template's own code is
+traced line by line and stopped at the deadline. Async callers render with `render_async`
+and `check_template_async`, on a thread, so the event loop never waits on a template.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import math
+import sys
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -36,6 +44,8 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.nodes import EvalContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from types import FrameType
+
 from core.errors import ConfigError, NotFound, ValidationFailed
 from core.settings import PROJECT_ROOT
 
@@ -50,6 +60,7 @@ MAX_OUTPUT_CHARS = 512 * 1024
 MAX_SEQUENCE_REPEAT = 100_000  # the length `"x" * n` or `[..] * n` may reach
 MAX_EXPONENT = 1_000
 MAX_LOOP_ITEMS = 10_000  # what every `range()` of one rendering may yield, together
+MAX_RENDER_SECONDS = 2.0  # the template code of one part, whatever it loops over
 
 _TEMPLATE_NAME = "<template>"  # the filename Jinja gives frames of a template from a string
 
@@ -403,13 +414,37 @@ def _describe(exc: Exception) -> str:
     return text.splitlines()[0]
 
 
+class _TooSlow(SecurityError):
+    pass
+
+
+def _deadline_tracer(deadline: float) -> Callable[[FrameType, str, Any], Any]:
+    """A trace function that follows only the template's own frames (Jinja compiles a
+    template to Python code whose frames carry `_TEMPLATE_NAME`) and raises once `deadline`
+    (time.monotonic) has passed: every line of a loop body is a check."""
+
+    def in_template(frame: FrameType, event: str, arg: Any) -> Any:
+        if time.monotonic() > deadline:
+            raise _TooSlow(f"rendering took longer than {MAX_RENDER_SECONDS:g} s")
+        return in_template
+
+    def on_call(frame: FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code.co_filename == _TEMPLATE_NAME:
+            return in_template(frame, event, arg)
+        return None
+
+    return on_call
+
+
 def _render_part(where: str, part: _Part, context: Mapping[str, Any]) -> str:
     assert part.source is not None
     budget = _range_budget.set([MAX_LOOP_ITEMS])
+    previous_trace = sys.gettrace()
     try:
         template = _compile(part.source, part.html)
         chunks: list[str] = []
         size = 0
+        sys.settrace(_deadline_tracer(time.monotonic() + MAX_RENDER_SECONDS))
         for chunk in template.generate(context):
             size += len(chunk)
             if size > MAX_OUTPUT_CHARS:
@@ -420,6 +455,7 @@ def _render_part(where: str, part: _Part, context: Mapping[str, Any]) -> str:
         at = f" (line {line} of {part.name})" if line else f" (in {part.name})"
         raise RenderError(f"{where}: {_describe(exc)}{at}", part=part.name, line=line) from exc
     finally:
+        sys.settrace(previous_trace)
         _range_budget.reset(budget)
     return "".join(chunks)
 
@@ -499,3 +535,22 @@ def render(
     return RenderedMessage(
         subject=None, text=text or _block_texts(blocks or []), html=None, payload=payload
     )
+
+
+async def render_async(
+    event: str,
+    channel_type: str,
+    source: TemplateSource,
+    context: Mapping[str, Any],
+    *,
+    platform_url: str = "",
+) -> RenderedMessage:
+    """`render` on a thread: the caller's event loop keeps serving while a template runs."""
+    return await asyncio.to_thread(
+        render, event, channel_type, source, context, platform_url=platform_url
+    )
+
+
+async def check_template_async(event: str, channel_type: str, source: TemplateSource) -> None:
+    """`check_template` on a thread (it renders the template once)."""
+    await asyncio.to_thread(check_template, event, channel_type, source)

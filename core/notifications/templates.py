@@ -15,7 +15,7 @@ from core.audit import AuditService, snapshot
 from core.errors import Conflict, NotFound
 from core.identity.organizations import EVERYTHING, Visibility, flush_unique
 from core.models.notifications import NotificationTemplate
-from core.notifications.rendering import TemplateSource, check_template
+from core.notifications.rendering import TemplateSource, check_template_async
 from core.pagination import Page, PageRequest, paginate
 
 
@@ -80,7 +80,7 @@ class TemplateService:
         team_id: uuid.UUID | None,
         source: TemplateSource,
     ) -> NotificationTemplate:
-        check_template(event, channel_type, source)
+        await check_template_async(event, channel_type, source)
         taken = await self.session.scalar(
             self._query(TemplateFilter(event, channel_type)).where(
                 NotificationTemplate.team_id.is_(None)
@@ -116,7 +116,7 @@ class TemplateService:
     async def update(
         self, template: NotificationTemplate, source: TemplateSource
     ) -> NotificationTemplate:
-        check_template(template.name, template.channel_type, source)
+        await check_template_async(template.name, template.channel_type, source)
         before = snapshot(template)
         template.subject, template.body, template.text_body = (
             source.subject,

@@ -5,6 +5,7 @@ which are answered before they are read whole."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,10 +15,12 @@ from core.bounded_yaml import MAX_DEPTH, MAX_NODES
 from core.errors import ValidationFailed
 from core.notifications.rendering import (
     MAX_LOOP_ITEMS,
+    MAX_RENDER_SECONDS,
     RenderError,
     TemplateSource,
     check_template,
     render,
+    render_async,
 )
 from core.pipelines.definition import parse_definition
 from tests.integration.identity_helpers import Api, assert_error
@@ -129,3 +132,35 @@ def test_a_template_whose_loops_multiply_is_refused_on_save_and_at_send_time() -
     )
     for _ in range(3):
         assert render("pipeline.started", "webhook", fine, {}).payload == {"n": "ok"}
+
+
+async def test_loops_over_a_context_value_stop_at_the_time_limit_off_the_event_loop() -> None:
+    # `range()` is budgeted, but a loop over a variable is not: three nested loops over a
+    # 2,000-character ref are 8 billion iterations. The deadline stops them, and the event
+    # loop keeps running meanwhile (the rendering is on a thread).
+    body = (
+        '{"n": "{% for a in ref %}{% for b in ref %}{% for c in ref %}'
+        '{% endfor %}{% endfor %}{% endfor %}ok"}'
+    )
+    source = TemplateSource(subject=None, body=body, text_body=None)
+    context = {"pipeline": "ci", "service": "api", "run_id": "r", "ref": "x" * 2000}
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        with pytest.raises(RenderError) as caught:
+            await render_async("pipeline.started", "webhook", source, context)
+    finally:
+        ticker.cancel()
+    assert f"rendering took longer than {MAX_RENDER_SECONDS:g} s" in caught.value.message
+    assert ticks > 0
+    # The same template with a short value renders; the deadline is per rendering.
+    short = dict(context, ref="abc")
+    rendered = await render_async("pipeline.started", "webhook", source, short)
+    assert rendered.payload == {"n": "ok"}
