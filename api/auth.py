@@ -11,11 +11,12 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.deps import DbSession, State
+from api.ratelimit import known_keys
 from core import context
 from core.errors import Unauthorized
 from core.identity.authn import authenticate
 from core.security.authorization import GLOBAL, Principal, Resource, _AnyScope, authorize
-from core.security.tokens import ACCESS, API_KEY_PREFIX, CODEC_SESSION
+from core.security.tokens import ACCESS, API_KEY_PREFIX, CODEC_SESSION, token_hash
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 # The Temporal UI's browser session for the codec endpoints (api/routers/temporal_codec.py).
@@ -66,6 +67,8 @@ async def _authenticated(
         actor_id=principal.user_id, actor_type=principal.kind, actor_label=principal.label
     )
     request.state.principal = principal
+    if principal.kind == "api_key" and (keys := known_keys(request.app)) is not None:
+        keys.add(token_hash(credential))  # its requests now get a rate-limit bucket of their own
     return principal
 
 

@@ -17,6 +17,8 @@ If Redis fails at run time, `RateLimiter` fails open: the request is allowed and
 logged at most once a minute.
 
 Callers are grouped by route (`ROUTE_GROUPS`), each group with its own limit and buckets.
+`KnownKeys` remembers which API keys have authenticated here, so that an unknown key is counted
+in its client IP's bucket instead of getting a fresh bucket of its own (api/ratelimit.py).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ Clock = Callable[[], float]
 
 # -- route groups ---------------------------------------------------------------------------
 DEFAULT_GROUP = "default"
+AUTH_GROUP = "auth"  # counted per client IP only, whatever credential is sent
 # Path prefix -> route group (None: exempt). The first match wins; a prefix matches the path
 # itself and anything below it ("/auth/login" matches "/auth/login/", not "/auth/loginx").
 # A domain that needs its own limit adds a row here and a default in DEFAULT_RATE_LIMITS.
@@ -57,6 +60,7 @@ ROUTE_GROUPS: tuple[tuple[str, str | None], ...] = (
     ("/auth/refresh", "auth"),
     ("/auth/sso", "auth"),  # the login redirect flow: as strict as password logins
     ("/auth/logout", "auth"),
+    ("/auth/mfa/disable", "auth"),  # a code guessed with a stolen session
     # The Temporal UI asks to decode each event's payloads separately: a long history is a
     # burst of hundreds of small requests from one operator.
     ("/api/temporal/codec/decode", "codec"),
@@ -351,6 +355,33 @@ class RedisBackend:
         await self.client.aclose()
 
 
+# -- known API keys --------------------------------------------------------------------------
+class KnownKeys:
+    """Hashes of the API keys that authenticated in this process (or were created here), most
+    recent last, at most `max_keys`. Only a key found here gets a rate-limit bucket of its own:
+    a flood of random `idpk_` keys is counted in the sender's IP bucket, and cannot add entries
+    (only a successful authentication adds one)."""
+
+    def __init__(self, max_keys: int = 10_000) -> None:
+        self.max_keys = max_keys
+        self._hashes: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, key_hash: object) -> bool:
+        return key_hash in self._hashes
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    def add(self, key_hash: str) -> None:
+        self._hashes[key_hash] = None
+        self._hashes.move_to_end(key_hash)
+        while len(self._hashes) > self.max_keys:
+            self._hashes.popitem(last=False)
+
+    def discard(self, key_hash: str) -> None:
+        self._hashes.pop(key_hash, None)
+
+
 # -- the limiter -------------------------------------------------------------------------------
 class RateLimiter:
     """Route groups' limits over a backend; fails open (and says so) when the backend fails."""
@@ -370,6 +401,7 @@ class RateLimiter:
             self.limits[DEFAULT_GROUP] = parse_spec(DEFAULT_RATE_LIMITS[DEFAULT_GROUP])
         self.backend = backend
         self.enabled = enabled
+        self.known_keys = KnownKeys()
         self.monotonic = monotonic
         self._next_warning = -math.inf
         self._failures = 0

@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from api.auth import CurrentPrincipal
 from api.deps import DbSession
 from api.pagination import PageOut, page_params, page_response
+from api.ratelimit import known_keys
 from core.errors import Forbidden, NotFound
 from core.identity.api_keys import ApiKeyService
 from core.pagination import PageRequest
@@ -53,11 +54,13 @@ def _user_only(principal: Principal) -> None:
 
 @router.post("", response_model=CreatedApiKeyOut, status_code=201, summary="Create an API key")
 async def create_key(
-    body: ApiKeyIn, principal: CurrentPrincipal, session: DbSession
+    body: ApiKeyIn, request: Request, principal: CurrentPrincipal, session: DbSession
 ) -> CreatedApiKeyOut:
     created = await ApiKeyService(session).create(
         principal, body.name, body.permissions, body.expires_at
     )
+    if (keys := known_keys(request.app)) is not None:
+        keys.add(created.key.key_hash)  # rate-limited in a bucket of its own from the start
     out = ApiKeyOut.model_validate(created.key)
     return CreatedApiKeyOut(**out.model_dump(), key=created.secret)
 
@@ -81,7 +84,7 @@ async def list_keys(
 
 @router.delete("/{key_id}", status_code=204, summary="Revoke an API key")
 async def delete_key(
-    key_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession
+    key_id: uuid.UUID, request: Request, principal: CurrentPrincipal, session: DbSession
 ) -> Response:
     _user_only(principal)
     keys = ApiKeyService(session)
@@ -89,4 +92,6 @@ async def delete_key(
     if key.user_id != principal.user_id and not principal.can("users:admin"):
         raise NotFound(f"API key {key_id} not found")  # do not reveal others' keys
     await keys.revoke(key)
+    if (known := known_keys(request.app)) is not None:
+        known.discard(key.key_hash)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -2,7 +2,11 @@
 
 Public routes (there is no token yet): the browser is sent to `/auth/sso/{provider}/login`,
 goes on to the provider, and comes back to `/auth/sso/{provider}/callback`, which answers with
-the platform's token pair, the same as `POST /auth/login`.
+the platform's token pair, the same as `POST /auth/login` (or, for a privileged user with MFA
+on, `401 mfa_required` with an `mfa_token` to redeem at `POST /auth/sso/mfa`).
+
+A signed-in user links a provider account to their own with `POST /auth/sso/{provider}/link`,
+which starts the same flow for that user: accounts are never linked by e-mail alone.
 """
 
 from __future__ import annotations
@@ -13,14 +17,19 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
+from api.auth import CurrentPrincipal
 from api.deps import DbSession, State
 from api.errors import ErrorResponse
 from api.routers.auth import TokenOut, token_policy
+from core.audit import AuditService
+from core.errors import Forbidden, Unauthorized
 from core.identity.sso import (
     STATE_TTL,
     VERIFIER_COOKIE,
     SsoRegistry,
+    SsoResult,
     SsoService,
+    SsoStart,
     start_login,
 )
 from core.settings import Settings
@@ -116,7 +125,12 @@ async def login(
         return_to=return_to,
     )
     response = RedirectResponse(start.url, status_code=302, headers={"Cache-Control": "no-store"})
-    # The PKCE verifier stays with this browser: only the callback can read it.
+    _keep_verifier(response, start, provider, redirect_uri)
+    return response
+
+
+def _keep_verifier(response: Response, start: SsoStart, provider: str, redirect_uri: str) -> None:
+    """The PKCE verifier stays with this browser: only the callback can read it."""
     response.set_cookie(
         VERIFIER_COOKIE,
         start.code_verifier,
@@ -126,7 +140,99 @@ async def login(
         samesite="lax",
         secure=redirect_uri.startswith("https://"),
     )
-    return response
+
+
+class LinkStartOut(BaseModel):
+    authorization_url: str = Field(
+        description="Send this browser here (it now holds the login cookie) to link the account"
+    )
+
+
+class SsoMfaIn(BaseModel):
+    mfa_token: str = Field(max_length=4096, description="From the callback's mfa_required error")
+    totp_code: str = Field(
+        min_length=6, max_length=20, description="The current code, or a recovery code"
+    )
+
+
+@router.post(
+    "/{provider}/link",
+    response_model=LinkStartOut,
+    summary="Link a provider account to yours: start its login (signed in)",
+    responses={
+        403: {"model": ErrorResponse, "description": "With an API key"},
+        **_ERRORS,
+    },
+)
+async def link(
+    provider: ProviderName,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    state: State,
+    session: DbSession,
+    registry: Registry,
+    return_to: Annotated[
+        str | None,
+        Query(max_length=512, description="A path on this site to hand back after linking"),
+    ] = None,
+) -> LinkStartOut:
+    if principal.kind != "user":
+        raise Forbidden("accounts are linked by their user, signed in, not with an API key")
+    assert state.settings.jwt_secret is not None
+    redirect_uri = _redirect_uri(request, state.settings, provider)
+    start = await start_login(
+        registry,
+        provider,
+        secret=state.settings.jwt_secret.get_secret_value(),
+        redirect_uri=redirect_uri,
+        return_to=return_to,
+        link_user_id=principal.user_id,
+    )
+    await AuditService(session).record(
+        "auth.sso.link_started", "user", principal.user_id, after={"provider": provider}
+    )
+    _keep_verifier(response, start, provider, redirect_uri)
+    response.headers["Cache-Control"] = "no-store"
+    return LinkStartOut(authorization_url=start.url)
+
+
+def _tokens(result: SsoResult, response: Response, settings: Settings) -> SsoTokenOut:
+    if result.pair is None:
+        assert result.mfa_token is not None and result.mfa_token_expires_at is not None
+        raise Unauthorized(
+            "this account uses MFA: send the mfa_token with a code to POST /auth/sso/mfa",
+            code="mfa_required",
+            details={
+                "mfa_token": result.mfa_token,
+                "expires_at": result.mfa_token_expires_at.isoformat(),
+                "verify": "/auth/sso/mfa",
+            },
+            headers={"Cache-Control": "no-store"},
+            keep_changes=True,  # the challenge's audit entry
+        )
+    response.headers["Cache-Control"] = "no-store"
+    tokens = TokenOut.of(result.pair, settings)
+    return SsoTokenOut(**tokens.model_dump(), return_to=result.return_to)
+
+
+@router.post(
+    "/mfa",
+    response_model=SsoTokenOut,
+    summary="Finish a privileged user's SSO login with the platform's MFA code",
+    responses={401: {"model": ErrorResponse, "description": "The token or the code is wrong"}},
+)
+async def sso_mfa(
+    body: SsoMfaIn,
+    response: Response,
+    state: State,
+    session: DbSession,
+    registry: Registry,
+) -> SsoTokenOut:
+    result = await SsoService(session, registry, token_policy(state)).complete_mfa(
+        body.mfa_token, body.totp_code
+    )
+    return _tokens(result, response, state.settings)
 
 
 @router.get(
@@ -134,8 +240,15 @@ async def login(
     response_model=SsoTokenOut,
     summary="Finish a single sign-on login: the platform's tokens",
     responses={
-        401: {"model": ErrorResponse, "description": "Refused by the provider or the platform"},
-        429: {"model": ErrorResponse, "description": "The account is locked"},
+        401: {
+            "model": ErrorResponse,
+            "description": "Refused by the provider or the platform; or mfa_required",
+        },
+        403: {"model": ErrorResponse, "description": "Not on the SSO allow-list"},
+        409: {
+            "model": ErrorResponse,
+            "description": "The e-mail belongs to an account not linked to this provider account",
+        },
         **_ERRORS,
     },
 )
@@ -161,6 +274,4 @@ async def callback(
         error_description=error_description,
     )
     response.delete_cookie(VERIFIER_COOKIE, path=_callback_path(provider), httponly=True)
-    response.headers["Cache-Control"] = "no-store"
-    tokens = TokenOut.of(result.pair, state.settings)
-    return SsoTokenOut(**tokens.model_dump(), return_to=result.return_to)
+    return _tokens(result, response, state.settings)

@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import CurrentPrincipal, require
 from api.deps import DbSession
 from api.pagination import PageOut, page_params, page_response
-from core.errors import Conflict, Forbidden, Unauthorized
+from core.errors import Conflict, Forbidden, NotFound, Unauthorized
 from core.identity.grants import load_grants
-from core.identity.users import UserFilter, UserService
+from core.identity.users import UserFilter, UserService, organization_ids
 from core.pagination import PageRequest
 from core.security.authorization import ANY_SCOPE, Principal, Scope
 from core.security.passwords import verify_password
@@ -97,10 +97,20 @@ async def create_user(
     return UserOut.model_validate(user)
 
 
-@router.get("/{user_id}", response_model=UserOut, summary="A user (yourself, or with users:read)")
+@router.get(
+    "/{user_id}",
+    response_model=UserOut,
+    summary="A user (yourself, or with users:read in an organization you share)",
+)
 async def get_user(user_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession) -> UserOut:
-    if principal.user_id != user_id and not principal.can("users:read", ANY_SCOPE):
-        raise Forbidden("missing permission users:read", details={"permission": "users:read"})
+    if principal.user_id != user_id and not principal.can("users:read"):
+        if not principal.can("users:read", ANY_SCOPE):
+            raise Forbidden("missing permission users:read", details={"permission": "users:read"})
+        # The organization is the tenant boundary: someone else's profile is visible only
+        # where the caller reads users, and otherwise does not exist (the same 404).
+        mine = await organization_ids(session, principal.grants, "users:read")
+        if not mine & await organization_ids(session, await load_grants(session, user_id)):
+            raise NotFound(f"user {user_id} not found")
     return UserOut.model_validate(await UserService(session).get(user_id))
 
 

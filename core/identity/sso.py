@@ -14,9 +14,17 @@ discovery (OIDC_ISSUER, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET). The flow:
    gets the account's subject and verified e-mail: GitHub's user and /user/emails APIs (only
    the primary, verified address counts), or an OIDC ID token whose signature (JWKS), `iss`,
    `aud`, `exp` and `nonce` are verified, with `email_verified` true.
-3. The user is found by the stored identity (provider, subject), else by the verified e-mail
-   (the identity is linked), else created without a password; then `AuthService.login_sso`
-   issues the platform's token pair (a disabled, deleted or locked account is refused).
+3. The provider's answer must pass the allow-list (SSO_ALLOWED_EMAIL_DOMAINS; for GitHub,
+   GITHUB_ALLOWED_ORGS, checked with GitHub's membership API; for OIDC the issuer is pinned to
+   OIDC_ISSUER). The user is found by the stored identity (provider, subject), else created
+   without a password. An account is never matched by e-mail alone: when the verified e-mail
+   belongs to an existing account that is not linked to this provider account, the login is
+   refused (409 `sso_account_exists`) and its owner links it explicitly, signed in, with
+   `POST /auth/sso/{provider}/link` (the state then names the signed-in user).
+4. `AuthService.login_sso` issues the platform's token pair (a disabled or deleted account is
+   refused; the password lock does not apply). A privileged user (`is_privileged`) with MFA
+   on gets a short-lived `mfa_token` instead, redeemed with a TOTP or recovery code at
+   `POST /auth/sso/mfa` (`SsoService.complete_mfa`).
 
 Provider calls use one `httpx.AsyncClient` per login with a timeout; `SsoRegistry` takes an
 optional transport so tests can answer them without a network.
@@ -31,7 +39,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -44,8 +52,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import __version__, context
 from core.audit import AuditService
 from core.db.types import utcnow
-from core.errors import AppError, BadRequest, Conflict, NotFound, Unauthorized
-from core.identity.auth import AuthService, TokenPair, TokenPolicy
+from core.errors import AppError, BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from core.identity.auth import AuthService, TokenPair, TokenPolicy, is_privileged
+from core.identity.grants import load_grants
 from core.identity.users import UserService, normalise_email
 from core.models.identity import User, UserIdentity
 from core.security.tokens import ALGORITHM, ISSUER
@@ -53,11 +62,14 @@ from core.settings import Settings
 
 STATE_TYPE = "sso_state"
 STATE_TTL = timedelta(minutes=10)
+MFA_TOKEN_TYPE = "sso_mfa"
+MFA_TOKEN_TTL = timedelta(minutes=5)
 VERIFIER_COOKIE = "idp_sso_verifier"
 HTTP_TIMEOUT = httpx.Timeout(10.0)
 METADATA_TTL = 3600.0  # seconds a discovery document and its JWKS are reused
 CLOCK_LEEWAY = 60  # seconds of clock skew tolerated on ID token times
 GITHUB_SCOPES = "read:user user:email"
+GITHUB_ORG_SCOPE = "read:org"  # asked for only when GITHUB_ALLOWED_ORGS is set
 # Asymmetric algorithms only: an ID token is never accepted with HS* (the client secret as
 # key) or `none`.
 ID_TOKEN_ALGORITHMS = frozenset(
@@ -118,6 +130,7 @@ class SsoState:
     nonce: str
     code_challenge: str
     return_to: str | None
+    link_user_id: uuid.UUID | None = None  # an explicit link by this signed-in user
 
 
 def issue_state(
@@ -127,6 +140,7 @@ def issue_state(
     nonce: str,
     code_challenge: str,
     return_to: str | None = None,
+    link_user_id: uuid.UUID | None = None,
     ttl: timedelta = STATE_TTL,
 ) -> str:
     now = utcnow()
@@ -142,6 +156,8 @@ def issue_state(
     }
     if return_to:
         claims["return_to"] = return_to
+    if link_user_id:
+        claims["link"] = str(link_user_id)
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -172,12 +188,62 @@ def decode_state(secret: str, token: str, provider: str) -> SsoState:
             f"the state was issued for provider {claims['provider']!r}, not {provider!r}"
         )
     return_to = claims.get("return_to")
+    link = claims.get("link")
+    try:
+        link_user_id = uuid.UUID(link) if isinstance(link, str) else None
+    except ValueError:
+        raise _bad_state("the state parameter is not an SSO state; start the login again") from None
     return SsoState(
         provider=claims["provider"],
         nonce=claims["nonce"],
         code_challenge=claims["pkce"],
         return_to=return_to if isinstance(return_to, str) else None,
+        link_user_id=link_user_id,
     )
+
+
+def issue_mfa_token(
+    secret: str, user_id: uuid.UUID, provider: str, return_to: str | None = None
+) -> tuple[str, datetime]:
+    """What an SSO login of a privileged user with MFA on gets instead of tokens: proof that
+    the provider vouched for `user_id`, redeemed with a code at POST /auth/sso/mfa."""
+    now = utcnow()
+    expires = now + MFA_TOKEN_TTL
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "typ": MFA_TOKEN_TYPE,
+        "sub": str(user_id),
+        "provider": provider,
+        "iat": int(now.timestamp()),
+        "exp": int(expires.timestamp()),
+        "jti": uuid.uuid4().hex,
+    }
+    if return_to:
+        claims["return_to"] = return_to
+    return jwt.encode(claims, secret, algorithm=ALGORITHM), expires
+
+
+def decode_mfa_token(secret: str, token: str) -> tuple[uuid.UUID, str, str | None]:
+    """(user id, provider, return_to) of a valid `mfa_token`; any failure is a 401."""
+    refused = Unauthorized(
+        "the mfa_token is not valid or has expired; sign in with SSO again",
+        code="invalid_mfa_token",
+    )
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "iss", "sub", "jti"]},
+        )
+        if claims.get("typ") != MFA_TOKEN_TYPE or not isinstance(claims.get("provider"), str):
+            raise refused
+        user_id = uuid.UUID(str(claims["sub"]))
+    except (jwt.InvalidTokenError, ValueError):
+        raise refused from None
+    return_to = claims.get("return_to")
+    return user_id, claims["provider"], return_to if isinstance(return_to, str) else None
 
 
 # -- providers -------------------------------------------------------------------------------
@@ -279,12 +345,15 @@ class GitHubProvider:
         oauth_base_url: str = "https://github.com",
         api_base_url: str = "https://api.github.com",
         name: str = "github",
+        allowed_orgs: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.client_id = client_id
         self._client_secret = client_secret
         self.oauth_base_url = oauth_base_url.rstrip("/")
         self.api_base_url = api_base_url.rstrip("/")
+        self.allowed_orgs = tuple(o.lower() for o in allowed_orgs)
+        self.scopes = GITHUB_SCOPES + (f" {GITHUB_ORG_SCOPE}" if self.allowed_orgs else "")
 
     async def authorization_url(
         self,
@@ -300,7 +369,7 @@ class GitHubProvider:
             {
                 "client_id": self.client_id,
                 "redirect_uri": redirect_uri,
-                "scope": GITHUB_SCOPES,
+                "scope": self.scopes,
                 "state": state,
                 "code_challenge": code_challenge,
                 "code_challenge_method": "S256",
@@ -368,6 +437,8 @@ class GitHubProvider:
         )
         if not isinstance(user, dict) or not isinstance(user.get("id"), int | str):
             raise ProviderUnavailable("GitHub's /user answer holds no account id")
+        if self.allowed_orgs:
+            await self._check_membership(http, headers)
         if not isinstance(emails, list):
             raise ProviderUnavailable("GitHub's /user/emails answer is not a list")
         primary = next(
@@ -381,6 +452,33 @@ class GitHubProvider:
             name=(user.get("name") or user.get("login") or None),
             avatar_url=user.get("avatar_url") or None,
         )
+
+    async def _check_membership(self, http: httpx.AsyncClient, headers: dict[str, str]) -> None:
+        for org in self.allowed_orgs:
+            if await _github_member_of(self, http, headers, org):
+                return
+        raise Forbidden(
+            "this GitHub account is not an active member of an organization allowed to sign in "
+            f"here ({', '.join(self.allowed_orgs)}); if it is, grant this app access to the "
+            "organization on GitHub",
+            code="sso_not_allowed",
+            details={"allowed_orgs": list(self.allowed_orgs)},
+        )
+
+
+async def _github_member_of(
+    provider: GitHubProvider, http: httpx.AsyncClient, headers: dict[str, str], org: str
+) -> bool:
+    """GitHub's "get an organization membership for the authenticated user": 200 with
+    state `active` for a member; 404 (or 403 when the org restricts OAuth apps) otherwise."""
+    url = f"{provider.api_base_url}/user/memberships/orgs/{quote(org, safe='')}"
+    response = await _call(
+        http, provider.label, "organization membership", "GET", url, headers=headers
+    )
+    if response.status_code in (403, 404):
+        return False
+    body = _expect_ok(response, provider.label, "organization membership")
+    return isinstance(body, dict) and body.get("state") == "active"
 
 
 @dataclass(frozen=True)
@@ -663,10 +761,23 @@ class SsoRegistry:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout = HTTP_TIMEOUT,
+        allowed_email_domains: tuple[str, ...] = (),
     ) -> None:
         self.providers = {p.name: p for p in providers}
         self.transport = transport
         self.timeout = timeout
+        self.allowed_email_domains = tuple(d.lower() for d in allowed_email_domains)
+
+    def check_email_domain(self, email: str) -> None:
+        """SSO_ALLOWED_EMAIL_DOMAINS (empty: any domain)."""
+        domain = email.rpartition("@")[2].lower()
+        if self.allowed_email_domains and domain not in self.allowed_email_domains:
+            raise Forbidden(
+                f"e-mail addresses at {domain} may not sign in here with SSO "
+                f"(allowed: {', '.join(self.allowed_email_domains)})",
+                code="sso_not_allowed",
+                details={"allowed_email_domains": list(self.allowed_email_domains)},
+            )
 
     @classmethod
     def from_settings(
@@ -680,6 +791,7 @@ class SsoRegistry:
                     settings.github_client_secret.get_secret_value(),
                     oauth_base_url=settings.github_oauth_base_url,
                     api_base_url=settings.github_api_base_url,
+                    allowed_orgs=tuple(settings.github_allowed_orgs),
                 )
             )
         if settings.oidc_issuer and settings.oidc_client_id:
@@ -693,7 +805,11 @@ class SsoRegistry:
                     scopes=settings.oidc_scopes,
                 )
             )
-        return cls(providers, transport=transport)
+        return cls(
+            providers,
+            transport=transport,
+            allowed_email_domains=tuple(settings.sso_allowed_email_domains),
+        )
 
     def get(self, name: str) -> SsoProvider:
         provider = self.providers.get(name)
@@ -729,6 +845,7 @@ async def start_login(
     secret: str,
     redirect_uri: str,
     return_to: str | None = None,
+    link_user_id: uuid.UUID | None = None,
 ) -> SsoStart:
     provider = registry.get(provider_name)
     return_to = safe_return_to(return_to)
@@ -736,7 +853,12 @@ async def start_login(
     challenge = pkce_challenge(verifier)
     nonce = secrets.token_urlsafe(24)
     state = issue_state(
-        secret, provider.name, nonce=nonce, code_challenge=challenge, return_to=return_to
+        secret,
+        provider.name,
+        nonce=nonce,
+        code_challenge=challenge,
+        return_to=return_to,
+        link_user_id=link_user_id,
     )
     async with registry.client() as http:
         url = await provider.authorization_url(
@@ -747,11 +869,13 @@ async def start_login(
 
 @dataclass(frozen=True)
 class SsoResult:
-    pair: TokenPair
+    pair: TokenPair | None  # None: the platform's second factor is needed first
     user: User
     created: bool
     linked: bool
     return_to: str | None
+    mfa_token: str | None = None
+    mfa_token_expires_at: datetime | None = None
 
 
 class SsoService:
@@ -815,13 +939,29 @@ class SsoService:
                 )
             if not 0 < len(profile.subject) <= _SUBJECT_MAX:
                 raise ProviderUnavailable(f"{provider.label} sent an unusable account id")
-            profile = replace(
-                profile, email=normalise_email(profile.email), name=(profile.name or "")[:200]
-            )
+            address = normalise_email(profile.email)
+            profile = replace(profile, email=address, name=(profile.name or "")[:200])
+            self.registry.check_email_domain(address)
             # Everything the login changes is undone if it is refused after all.
             async with self.session.begin_nested():
-                user, created, linked = await self._user_for(provider.name, profile)
+                if checked.link_user_id is not None:
+                    user = await self._link(provider.name, profile, checked.link_user_id)
+                    created, linked = False, True
+                else:
+                    user, created, linked = await self._user_for(provider.name, profile)
                 user_id = user.id
+                if await self.needs_platform_mfa(user):
+                    token, expires = issue_mfa_token(
+                        self.policy.secret, user.id, provider.name, checked.return_to
+                    )
+                    with context.bound(actor_id=user.id, actor_type="user"):
+                        await self.audit.record(
+                            "auth.sso.mfa_challenge",
+                            "user",
+                            user.id,
+                            after={"provider": provider.name},
+                        )
+                    return SsoResult(None, user, created, linked, checked.return_to, token, expires)
                 pair = await AuthService(self.session, self.policy).login_sso(user, provider.name)
             return SsoResult(pair, user, created, linked, checked.return_to)
         except IntegrityError:  # a concurrent first login of the same account won the race
@@ -850,9 +990,70 @@ class SsoService:
             exc.keep_changes = True  # the audit entry; the nested block rolled back the rest
             raise
 
+    async def needs_platform_mfa(self, user: User) -> bool:
+        """A privileged user (`is_privileged`) with MFA on passes the platform's second factor
+        after the provider's login too: a compromised provider account is not enough."""
+        return user.mfa_enabled and is_privileged(await load_grants(self.session, user.id))
+
+    async def complete_mfa(self, mfa_token: str, code: str) -> SsoResult:
+        """The second step of a privileged user's SSO login: the code of the platform's MFA."""
+        user_id, provider, return_to = decode_mfa_token(self.policy.secret, mfa_token)
+        user = await UserService(self.session).get(user_id, include_deleted=True)
+        auth = AuthService(self.session, self.policy)
+        await auth.check_sso_second_factor(user, code)
+        pair = await auth.login_sso(user, provider)
+        return SsoResult(pair, user, False, False, return_to)
+
+    async def _link(self, provider: str, profile: SsoProfile, user_id: uuid.UUID) -> User:
+        """The explicit link that a signed-in user started (POST /auth/sso/{provider}/link)."""
+        assert profile.email is not None
+        users = UserService(self.session)
+        user = await users.get(user_id, include_deleted=True)
+        identity = (
+            await self.session.scalars(
+                select(UserIdentity).where(
+                    UserIdentity.provider == provider, UserIdentity.subject == profile.subject
+                )
+            )
+        ).first()
+        now = utcnow()
+        if identity is not None:
+            if identity.user_id != user.id:
+                raise Conflict(
+                    f"this {provider} account is already linked to another user of the platform",
+                    code="sso_identity_taken",
+                )
+            identity.email, identity.last_login_at = profile.email, now
+            return user
+        identity = UserIdentity(
+            user_id=user.id,
+            provider=provider,
+            subject=profile.subject,
+            email=profile.email,
+            last_login_at=now,
+        )
+        self.session.add(identity)
+        await self.session.flush()
+        with context.bound(actor_id=user.id, actor_type="user", actor_label=user.email):
+            await self.audit.record(
+                "auth.sso.link",
+                "user",
+                user.id,
+                after={
+                    "provider": provider,
+                    "subject": profile.subject,
+                    "email": profile.email,
+                    "identity_id": identity.id,
+                    "new_user": False,
+                    "explicit": True,
+                },
+            )
+        return user
+
     async def _user_for(self, provider: str, profile: SsoProfile) -> tuple[User, bool, bool]:
-        """The platform user of a provider account: by identity, else by verified e-mail (and
-        linked), else created without a password."""
+        """The platform user of a provider account: by identity, else created without a
+        password. Never matched by e-mail: an existing account with the provider's verified
+        e-mail is refused (its owner links it, signed in)."""
         assert profile.email is not None
         now = utcnow()
         identity = (
@@ -867,20 +1068,22 @@ class SsoService:
             user = await users.get(identity.user_id, include_deleted=True)
             identity.email, identity.last_login_at = profile.email, now
             return user, False, False
-        created = False
-        user_or_none = await users.by_email(profile.email)
-        with context.bound(
-            actor_id=user_or_none.id if user_or_none else None,
-            actor_type="user",
-            actor_label=profile.email,
-        ):
-            if user_or_none is None:
-                user = await users.create(profile.email, profile.name or "", None)
-                if profile.avatar_url and len(profile.avatar_url) <= 2048:
-                    user.avatar_url = profile.avatar_url
-                created = True
-            else:
-                user = user_or_none
+        existing = await users.by_email(profile.email)
+        if existing is not None:
+            if existing.is_deleted or existing.status != "active":
+                raise Unauthorized("the account is disabled", code="account_disabled")
+            raise Conflict(
+                f"an account with the e-mail {profile.email} already exists and is not linked "
+                f"to this {provider} account: sign in to it, then link {provider} with "
+                f"POST /auth/sso/{provider}/link",
+                code="sso_account_exists",
+                details={"provider": provider, "link": f"/auth/sso/{provider}/link"},
+            )
+        with context.bound(actor_id=None, actor_type="user", actor_label=profile.email):
+            user = await users.create(profile.email, profile.name or "", None)
+            if profile.avatar_url and len(profile.avatar_url) <= 2048:
+                user.avatar_url = profile.avatar_url
+            created = True
             identity = UserIdentity(
                 user_id=user.id,
                 provider=provider,

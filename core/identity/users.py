@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Select, or_, select, update
@@ -12,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.audit import AuditService, snapshot
 from core.db.types import utcnow
 from core.errors import Conflict, NotFound, ValidationFailed
+from core.models.environments import Environment
 from core.models.identity import ApiKey, Organization, RefreshToken, Role, Team, User, UserRole
 from core.pagination import Page, PageRequest, paginate
-from core.security.authorization import SCOPES
+from core.security.authorization import SCOPES, Grant
 from core.security.passwords import hash_password
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -28,6 +30,28 @@ def normalise_email(email: str) -> str:
             f"{email!r} is not an email address", details=[{"field": "email", "message": "invalid"}]
         )
     return email
+
+
+async def organization_ids(
+    session: AsyncSession, grants: Iterable[Grant], permission: str | None = None
+) -> set[uuid.UUID]:
+    """The organizations `grants` reach (only grants holding `permission`, when given): their
+    organization grants, and the organizations of their team and environment grants."""
+    held = [g for g in grants if g.scope_id and (permission is None or permission in g.permissions)]
+    orgs = {g.scope_id for g in held if g.scope == "organization" and g.scope_id}
+    teams = {g.scope_id for g in held if g.scope == "team"}
+    environments = {g.scope_id for g in held if g.scope == "environment"}
+    if teams:
+        orgs |= set((await session.scalars(select(Team.org_id).where(Team.id.in_(teams)))).all())
+    if environments:
+        orgs |= set(
+            (
+                await session.scalars(
+                    select(Environment.org_id).where(Environment.id.in_(environments))
+                )
+            ).all()
+        )
+    return orgs
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ of an OpenID Connect issuer and of GitHub's OAuth app flow and REST API.
 OpenID Connect (at the root): `/.well-known/openid-configuration`, `/authorize`, `/token`,
 `/jwks` (an RSA key generated when the provider is created), `/userinfo`.
 GitHub: `/github/login/oauth/authorize` and `/github/login/oauth/access_token` (github.com's
-paths), `/github-api/user` and `/github-api/user/emails` (api.github.com's).
+paths), `/github-api/user`, `/github-api/user/emails` and
+`/github-api/user/memberships/orgs/{org}` (api.github.com's; the membership answers only a
+token granted the `read:org` scope, as GitHub does).
 
 There is no login page: `/authorize` approves at once as the account named by `login_as` and
 redirects to the redirect URI with `code` and `state`, as a provider does after the user has
@@ -49,6 +51,8 @@ class Account:
     login: str = "stand-in"
     # GitHub only: further addresses, (email, verified); never primary
     other_emails: list[tuple[str, bool]] = field(default_factory=list)
+    # GitHub only: organizations the account is an active member of
+    orgs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +99,8 @@ class StandInProvider(Running):
         self.token_requests: list[dict[str, Any]] = []
         self._codes: dict[str, Grant] = {}
         self._tokens: dict[str, str] = {}
+        self._scopes: dict[str, str] = {}  # GitHub access token -> the scopes granted
+        self.membership_requests: list[str] = []  # the organizations asked about
         self._lock = threading.Lock()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -150,6 +156,7 @@ class StandInProvider(Running):
                 ),
                 Route("/github-api/user", self.github_user),
                 Route("/github-api/user/emails", self.github_emails),
+                Route("/github-api/user/memberships/orgs/{org}", self.github_membership),
             ]
         )
 
@@ -349,6 +356,7 @@ class StandInProvider(Running):
         access = "gho_" + secrets.token_urlsafe(27)
         with self._lock:
             self._tokens[access] = grant.subject
+            self._scopes[access] = grant.scope
         return answer({"access_token": access, "token_type": "bearer", "scope": grant.scope})
 
     async def github_user(self, request: Request) -> Response:
@@ -382,3 +390,26 @@ class StandInProvider(Running):
             for e, v in account.other_emails
         ]
         return JSONResponse(emails)
+
+    async def github_membership(self, request: Request) -> Response:
+        account = self._bearer(request)
+        if account is None:
+            return JSONResponse({"message": "Bad credentials"}, status_code=401)
+        org = request.path_params["org"]
+        self.membership_requests.append(org)
+        token = request.headers["authorization"].partition(" ")[2].strip()
+        if "read:org" not in self._scopes.get(token, "").split():
+            return JSONResponse(
+                {"message": "You need at least read:org scope or user scope to list your orgs."},
+                status_code=403,
+            )
+        if org.lower() not in {o.lower() for o in account.orgs}:
+            return JSONResponse({"message": "Not Found"}, status_code=404)
+        return JSONResponse(
+            {
+                "state": "active",
+                "role": "member",
+                "organization": {"login": org},
+                "user": {"login": account.login, "id": int(account.subject)},
+            }
+        )

@@ -1,7 +1,8 @@
 """SSO login over HTTP against a stand-in provider on loopback (tests/integration/
 sso_provider.py): OpenID Connect and GitHub, authorization code with state and PKCE; users
-matched by identity, linked by verified e-mail or created; every refusal in the error shape,
-audited, changing nothing else."""
+matched by identity or created, never linked by e-mail alone (an existing account links a
+provider account explicitly, signed in); every refusal in the error shape, audited, changing
+nothing else."""
 
 from __future__ import annotations
 
@@ -214,26 +215,87 @@ async def test_oidc_login_creates_the_user_then_matches_by_identity(
     assert rotated.status_code == 200, rotated.text
 
 
-async def test_existing_user_is_linked_by_verified_email(
+async def link(api: Api, headers: dict[str, str], name: str = "oidc") -> httpx.Response:
+    """A signed-in user links the provider's next account: POST /auth/sso/<name>/link, then
+    the browser round trip; the callback's response."""
+    started = await api.client.post(
+        f"/auth/sso/{name}/link", params={"return_to": "/settings"}, headers=headers
+    )
+    assert started.status_code == 200, started.text
+    assert started.headers["cache-control"] == "no-store"
+    return await api.client.get(await at_provider(started.json()["authorization_url"]))
+
+
+async def test_an_existing_account_is_linked_only_by_its_signed_in_user(
     api: Api, provider: StandInProvider
 ) -> None:
     user_id, address = await api.user("viewer")
-    provider.add_account(address)
-    response = await sso_login(api, return_to="/services?team=core")
-    assert response.status_code == 200, response.text
-    assert response.json()["return_to"] == "/services?team=core"
-    body = await me(api, response.json())
-    assert body["user"]["id"] == str(user_id)
-    assert [g["role"] for g in body["roles"]] == ["viewer"]
+    account = provider.add_account(address)
+    # the same verified e-mail is not enough: refused, nothing linked or created
+    refused = await sso_login(api, return_to="/services?team=core")
+    body = error(refused, 409, "sso_account_exists")
+    assert "POST /auth/sso/oidc/link" in body["message"]
+    assert await api.fetch(select(UserIdentity).where(UserIdentity.user_id == user_id)) == []
     assert len(await users_with(api, address)) == 1
-    [link] = await api.fetch(
+    assert (await failure(api, refused))["reason"] == "sso_account_exists"
+
+    # signed in with the password, the user links the provider account
+    tokens = await api.login(address, PASSWORD)
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    linked = await link(api, headers)
+    assert linked.status_code == 200, linked.text
+    assert linked.json()["return_to"] == "/settings"
+    assert (await me(api, linked.json()))["user"]["id"] == str(user_id)
+    [identity] = await api.fetch(select(UserIdentity).where(UserIdentity.user_id == user_id))
+    assert (identity.provider, identity.subject) == ("oidc", account.subject)
+    [entry] = await api.fetch(
         select(AuditLog).where(
             AuditLog.action == "auth.sso.link", AuditLog.resource_id == str(user_id)
         ),
     )
-    assert link.after is not None and link.after["new_user"] is False
-    assert link.request_id == response.headers["x-request-id"]
-    await api.login(address, PASSWORD)  # the password still works too
+    assert entry.after is not None and entry.after["explicit"] is True
+    assert entry.request_id == linked.headers["x-request-id"]
+    started = await api.fetch(
+        select(AuditLog).where(
+            AuditLog.action == "auth.sso.link_started", AuditLog.actor_id == user_id
+        )
+    )
+    assert len(started) == 1
+
+    # from now on the provider account signs in as that user; the password still works too
+    again = await sso_login(api)
+    assert again.status_code == 200, again.text
+    body = await me(api, again.json())
+    assert body["user"]["id"] == str(user_id)
+    assert [g["role"] for g in body["roles"]] == ["viewer"]
+    await api.login(address, PASSWORD)
+
+
+async def test_linking_needs_a_user_and_a_free_provider_account(
+    api: Api, provider: StandInProvider
+) -> None:
+    assert (await api.client.post("/auth/sso/oidc/link")).status_code == 401
+    owner_id, owner = await api.token("viewer")
+    taken = provider.add_account(email())
+    assert (await link(api, owner)).status_code == 200
+    # another user cannot link the provider account that is already someone's
+    other_id, other = await api.token()
+    provider.login_as = taken.subject
+    response = await link(api, other)
+    error(response, 409, "sso_identity_taken")
+    assert await api.fetch(select(UserIdentity).where(UserIdentity.user_id == other_id)) == []
+    # an API key cannot start a link
+    key = await api.client.post(
+        "/api-keys", json={"name": "k", "permissions": ["services:read"]}, headers=owner
+    )
+    by_key = await api.client.post("/auth/sso/oidc/link", headers={"X-API-Key": key.json()["key"]})
+    error(by_key, 403, "forbidden")
+    [identity] = await api.fetch(
+        select(UserIdentity).where(
+            UserIdentity.provider == "oidc", UserIdentity.subject == taken.subject
+        )
+    )
+    assert identity.user_id == owner_id
 
 
 async def test_public_url_makes_the_redirect_uri(
@@ -417,10 +479,11 @@ async def test_disabled_and_deleted_users_are_401(api: Api, provider: StandInPro
     assert after["reason"] == "account_disabled"
 
     # matched by identity, disabled afterwards
-    other_id, other = await api.user()
+    other = email()
     provider.add_account(other)
     assert (await sso_login(api)).status_code == 200
-    await api.client.patch(f"/users/{other_id}", json={"status": "disabled"}, headers=admin)
+    [other_user] = await users_with(api, other)
+    await api.client.patch(f"/users/{other_user.id}", json={"status": "disabled"}, headers=admin)
     error(await sso_login(api), 401, "account_disabled")
 
     # deleted: refused, and no second account is made for the address
@@ -431,17 +494,19 @@ async def test_disabled_and_deleted_users_are_401(api: Api, provider: StandInPro
     assert len(await users_with(api, gone)) == 1
 
 
-async def test_locked_account_is_refused(api: Api, provider: StandInProvider) -> None:
-    user_id, address = await api.user()
+async def test_a_password_lock_does_not_block_sso(api: Api, provider: StandInProvider) -> None:
+    """Whoever guesses a user's password can lock password logins, not the user's SSO."""
+    address = email()
+    provider.add_account(address)
+    assert (await sso_login(api)).status_code == 200
     await api.run_sql(
         update(User)
-        .where(User.id == user_id)
+        .where(User.email == address)
         .values(locked_until=utcnow() + timedelta(minutes=5), failed_login_count=7),
     )
-    provider.add_account(address)
     response = await sso_login(api)
-    error(response, 429, "rate_limited")
-    assert 1 <= int(response.headers["retry-after"]) <= 301
+    assert response.status_code == 200, response.text
+    assert (await me(api, response.json()))["user"]["email"] == address
 
 
 # -- GitHub -----------------------------------------------------------------------------------

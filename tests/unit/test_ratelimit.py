@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from api.ratelimit import caller_identity
+from api.ratelimit import caller_identity, client_ip
 from core.errors import ConfigError
 from core.ratelimit import (
     DEFAULT_RATE_LIMITS,
     Decision,
+    KnownKeys,
     MemoryBackend,
     RateLimiter,
     RateSpec,
@@ -274,6 +275,10 @@ async def test_backend_follows_redis_url() -> None:
         ("/auth/login/", "auth"),
         ("/auth/refresh", "auth"),
         ("/auth/logout", "auth"),
+        ("/auth/sso/github/callback", "auth"),
+        ("/auth/sso/mfa", "auth"),
+        ("/auth/mfa/disable", "auth"),
+        ("/auth/mfa/setup", "default"),
         ("/auth/loginx", "default"),
         ("/auth/me", "default"),
         ("/users", "default"),
@@ -299,13 +304,20 @@ def test_caller_identity() -> None:
     expired, _ = issue_access_token(SECRET, user_id, timedelta(seconds=-5))
     forged, _ = issue_access_token("other-secret-" + "y" * 32, user_id, timedelta(minutes=5))
 
+    known = KnownKeys()
+    known.add(token_hash(key))
+
     assert caller_identity(scope({"Authorization": f"Bearer {token}"}), SECRET) == (
         f"user:{user_id}"
     )
-    assert caller_identity(scope({"X-API-Key": key}), SECRET) == f"key:{token_hash(key)}"
-    assert caller_identity(scope({"authorization": f"bearer {key}"}), SECRET) == (
+    assert caller_identity(scope({"X-API-Key": key}), SECRET, known) == f"key:{token_hash(key)}"
+    assert caller_identity(scope({"authorization": f"bearer {key}"}), SECRET, known) == (
         f"key:{token_hash(key)}"
     )
+    # a key that has not authenticated here is counted against the IP, as is a random one
+    assert caller_identity(scope({"X-API-Key": key}), SECRET) == "ip:10.1.2.3"
+    random_key = "idpk_" + "r" * 43
+    assert caller_identity(scope({"X-API-Key": random_key}), SECRET, known) == "ip:10.1.2.3"
     for headers in (
         {},
         {"Authorization": f"Bearer {expired}"},
@@ -319,3 +331,22 @@ def test_caller_identity() -> None:
     ):
         assert caller_identity(scope(headers), SECRET) == "ip:10.1.2.3", headers
     assert caller_identity(scope({"Authorization": f"Bearer {token}"}), None) == "ip:10.1.2.3"
+
+
+def test_client_ip_groups_ipv6_by_64_and_unmaps_ipv4() -> None:
+    assert client_ip(scope({}, "2001:db8:1:2:aaaa::1")) == "ip:2001:db8:1:2::/64"
+    assert client_ip(scope({}, "2001:db8:1:2:ffff::9")) == "ip:2001:db8:1:2::/64"
+    assert client_ip(scope({}, "2001:db8:1:3::1")) == "ip:2001:db8:1:3::/64"
+    assert client_ip(scope({}, "::ffff:10.1.2.3")) == "ip:10.1.2.3"
+    assert client_ip(scope({}, "10.1.2.3")) == "ip:10.1.2.3"
+    assert client_ip({"type": "http", "headers": []}) == "ip:unknown"
+
+
+def test_known_keys_are_bounded_and_forgotten_least_recent_first() -> None:
+    known = KnownKeys(max_keys=2)
+    for digest in ("a", "b", "a", "c"):  # "a" used again: "b" is the least recent
+        known.add(digest)
+    assert "a" in known and "c" in known and "b" not in known and len(known) == 2
+    known.discard("a")
+    known.discard("never added")
+    assert "a" not in known and len(known) == 1
