@@ -138,8 +138,11 @@ def migrate(
 ) -> None:
     """Bring the database schema to a revision (default: the latest)."""
     from core.db import migrate as migrations
+    from core.security.encryption import KeyRing, install_keyring
 
     _, settings, _ = _load(ctx)
+    if settings.encryption_key is not None:  # migrations that re-encrypt secret columns
+        install_keyring(KeyRing.from_settings(settings))
     url = settings.effective_database_url
     if downgrade:
         migrations.downgrade(url, revision)

@@ -26,6 +26,7 @@ from types import FrameType
 
 from core.db import migrate
 from core.errors import ConfigError
+from core.security.encryption import KeyRing, install_keyring
 from core.settings import Settings
 from core.temporal.client import connect, find_temporal_cli
 from core.topology import Topology
@@ -175,6 +176,8 @@ class DevStack:
 
     def run(self) -> int:
         temporal_cli = self.preflight()
+        if self.settings.encryption_key is not None:  # migrations that re-encrypt secrets
+            install_keyring(KeyRing.from_settings(self.settings))
         migrate.upgrade(self.settings.effective_database_url)
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)

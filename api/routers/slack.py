@@ -3,14 +3,18 @@ promotion's, or a provisioning run's).
 
 `POST /integrations/slack/interactions` is public (Slack cannot hold a platform token) and is
 trusted only through Slack's signature, checked first: a request not signed with
-`SLACK_SIGNING_SECRET`, or older than five minutes, is a 401 and nothing is read. The Slack
-user is mapped to a platform user, whose permissions are checked by the same Update as an API
-decision. The answer is an empty 200 within Slack's three seconds; a refusal (not linked, not
-an approver, already decided) is shown to that user alone, and nothing changes. The workflow
-updates the original message in place once the decision is recorded."""
+`SLACK_SIGNING_SECRET`, or older than five minutes, is a 401 and nothing is read. A press
+counts only on a message the platform sent about that object, from the Slack workspace pinned
+on the channel that sent it (else it is refused, logged and audited). The Slack user is
+mapped to a platform user through a verified link (core/slack/users.py), whose permissions are
+checked by the same Update as an API decision. The answer is an empty 200 within Slack's
+three seconds; a refusal (not linked, not an approver, already decided, another workspace) is
+shown to that user alone, and nothing changes. The workflow updates the original message in
+place once the decision is recorded."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ from core import context
 from core.approvals import Decision
 from core.audit import AuditService
 from core.db.engine import transaction
+from core.environments.approvers import environment_approver as approver
 from core.environments.environments import EnvironmentService
 from core.errors import AppError
 from core.identity.grants import load_grants
@@ -32,16 +37,18 @@ from core.infrastructure import provision_control
 from core.infrastructure.provisioning import ProvisioningService
 from core.models.environments import Environment
 from core.promotions import control
-from core.promotions.promotions import PromotionService, approver
+from core.promotions.promotions import PromotionService
 from core.security.authorization import Principal
 from core.slack import users as slack_users
-from core.slack.interactions import parse, respond_ephemeral, verify
+from core.slack.interactions import Interaction, parse, respond_ephemeral, verify
+from core.slack.workspaces import pinned_team
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/integrations/slack", tags=["integrations"])
 NOT_LINKED = (
     "Your Slack account is not linked to a Developer Platform user, so nothing was recorded. "
-    "Set your Slack member id in your Slack notification preference, or use the same email "
-    "in Slack and on the platform."
+    "Link it with POST /users/me/slack-links (a code is sent to you here in Slack)."
 )
 
 
@@ -79,6 +86,34 @@ KINDS = {
 DECISIONS = ("approve", "reject")
 
 
+async def _refused(
+    session: AsyncSession, interaction: Interaction, found: slack_users.Lookup
+) -> None:
+    """A press that does not count (another workspace, a message the platform did not send
+    about that object): logged and audited, and nothing else happens."""
+    log.warning(
+        "Slack press refused: %s (team %s, user %s, action %s)",
+        found.refusal,
+        interaction.slack_team_id,
+        interaction.slack_user_id,
+        interaction.action_id,
+    )
+    channel = found.channel
+    await AuditService(session).record(
+        "slack.interaction_refused",
+        "notification_channel" if channel is not None else "slack_interaction",
+        channel.id if channel is not None else None,
+        after={
+            "reason": found.refusal,
+            "slack_team_id": interaction.slack_team_id,
+            "pinned_team_id": pinned_team(channel) if channel is not None else None,
+            "slack_user_id": interaction.slack_user_id,
+            "action_id": interaction.action_id,
+            "value": interaction.value,
+        },
+    )
+
+
 @router.post(
     "/interactions",
     status_code=200,
@@ -109,7 +144,13 @@ async def interactions(request: Request, state: State, background: BackgroundTas
     # that no database transaction waits on the network (core/db/transactions.py).
     reference = f"{kind_name}:{row_id}"
     async with transaction(state.sessions) as session:
-        found = await slack_users.lookup(session, interaction, reference)
+        found = await slack_users.lookup(
+            session, interaction, reference, state.settings.slack_email_lookup_team_ids
+        )
+        if found.refusal:
+            await _refused(session, interaction, found)
+    if found.refusal:
+        return tell(f"Nothing was recorded: {found.refusal}.")
     email = await slack_users.slack_email(found, interaction, state.settings.slack_api_url)
     async with transaction(state.sessions) as session:
         user = await slack_users.platform_user(session, found, email)

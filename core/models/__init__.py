@@ -10,7 +10,13 @@ from core.models.catalog import (
     ServiceTag,
     ServiceVersion,
 )
-from core.models.environments import Environment, EnvironmentAccess, EnvironmentConfig
+from core.models.environments import (
+    Environment,
+    EnvironmentAccess,
+    EnvironmentConfig,
+    KubernetesContext,
+)
+from core.models.git_hosts import GitHostConnection, RepositoryBinding
 from core.models.identity import (
     ApiKey,
     MfaRecoveryCode,
@@ -42,11 +48,13 @@ from core.models.pipelines import (
     Pipeline,
     PipelineLogChunk,
     PipelineRun,
+    PipelineSecret,
     PipelineStage,
     PipelineStep,
 )
 from core.models.promotions import Promotion, ServiceDeployment
 from core.models.provisioning import Provision, ProvisionLogChunk
+from core.models.slack import SlackLink, SlackLinkChallenge
 
 __all__ = [
     "ApiKey",
@@ -57,9 +65,11 @@ __all__ = [
     "Environment",
     "EnvironmentAccess",
     "EnvironmentConfig",
+    "GitHostConnection",
     "HealthCheck",
     "HealthCheckResult",
     "HealthTransition",
+    "KubernetesContext",
     "MfaRecoveryCode",
     "Notification",
     "NotificationAttempt",
@@ -69,6 +79,7 @@ __all__ = [
     "Pipeline",
     "PipelineLogChunk",
     "PipelineRun",
+    "PipelineSecret",
     "PipelineStage",
     "PipelineStep",
     "Promotion",
@@ -76,6 +87,7 @@ __all__ = [
     "Provision",
     "ProvisionLogChunk",
     "RefreshToken",
+    "RepositoryBinding",
     "Resource",
     "ResourceRelationship",
     "Role",
@@ -84,6 +96,8 @@ __all__ = [
     "ServiceDeployment",
     "ServiceTag",
     "ServiceVersion",
+    "SlackLink",
+    "SlackLinkChallenge",
     "Team",
     "TeamMembership",
     "User",

@@ -168,6 +168,12 @@ class KeyRing:
             raise DecryptionError(f"decrypted data under key id {kid} is not UTF-8") from None
 
 
+def row_aad(purpose: str, row_id: object) -> bytes:
+    """Associated data binding a ciphertext to one column (`purpose`) of one row (`row_id`):
+    a value copied into another row, or another column, no longer decrypts."""
+    return f"{purpose}:{row_id}".encode()
+
+
 # -- the process-wide ring for column types -----------------------------------------------------
 # SQLAlchemy column types are built when model modules are imported, long before settings are
 # loaded, and every session of the process shares them: they cannot receive a ring through a

@@ -25,15 +25,19 @@ from activities.notifications import NotificationActivities
 from activities.promotions import PromotionActivities
 from core.db.engine import create_engine, session_factory
 from core.deploy.targets import DeployTargets
+from core.models.pipelines import Pipeline
 from core.notifications.dispatch import SenderSettings
+from core.pipelines.dispatch import event_request
+from core.pipelines.events import GitEvent
+from core.pipelines.runs import RunRequest, RunService
 from core.settings import Settings
 from core.slack.interactions import sign
 from core.temporal.client import connect
 from core.topology import Topology
-from tests.helpers import wait_until
+from tests.helpers import local_egress, wait_until
 from tests.integration.identity_helpers import Api, running_api
 from tests.integration.pipeline_helpers import retire_runs
-from tests.standins.slack_api import SlackApiStandin
+from tests.standins.slack_api import DEFAULT_TEAM, SlackApiStandin
 from workers.runner import HEARTBEAT_THROTTLE, sandbox_runner
 from workflows.notification import (
     NOTIFICATIONS_QUEUE,
@@ -45,6 +49,7 @@ from workflows.promotion import PROMOTIONS_QUEUE, PromotionWorkflow
 SIGNING_SECRET = "slack-signing-secret-for-tests"
 BOT_TOKEN = "xoxb-promotions-test"
 SLACK_CHANNEL = "C0DEPLOYS"
+SLACK_TEAM = DEFAULT_TEAM  # the stand-in's workspace: channels pin it (auth.test)
 FINISHED = ("succeeded", "rolled_back", "failed", "rejected", "expired", "cancelled", "refused")
 Headers = dict[str, str]
 
@@ -79,13 +84,14 @@ def slack_interaction(
     message_ts: str | None,
     response_url: str,
     kind: str = "promotion",
+    team: str = SLACK_TEAM,
 ) -> bytes:
     """A `block_actions` payload as Slack posts it (form-encoded `payload`); `kind` is what
-    the button decides on (`promotion`, `provision`)."""
+    the button decides on (`promotion`, `provision`); `team` the presser's workspace."""
     payload = {
         "type": "block_actions",
-        "user": {"id": slack_user, "username": slack_user, "team_id": "T0TEAM"},
-        "team": {"id": "T0TEAM"},
+        "user": {"id": slack_user, "username": slack_user, "team_id": team},
+        "team": {"id": team},
         "channel": {"id": SLACK_CHANNEL},
         "container": {"type": "message", "channel_id": SLACK_CHANNEL, "message_ts": message_ts},
         "message": {"ts": message_ts},
@@ -218,18 +224,51 @@ class PromotionStack:
             previous = env["id"]
         return world
 
-    async def version(self, world: World, version: str, mode: str = "ok") -> None:
-        await self.created(
-            f"/services/{world.service_id}/versions",
-            {
-                "version": version,
-                "config": {
-                    "command": f"{sys.executable} {self.app_path}",
-                    "env": {"APP_MODE": mode},
-                    "branch": "main",
+    async def version(
+        self, world: World, version: str, mode: str = "ok", *, built_by: str | None = None
+    ) -> dict[str, Any]:
+        """Register `version`; `built_by` links the pipeline run that built it (its
+        provenance), else it is registered by hand (its branch is unknown). The config's
+        `branch` is a claim the platform ignores."""
+        return dict(
+            await self.created(
+                f"/services/{world.service_id}/versions",
+                {
+                    "version": version,
+                    "config": {
+                        "command": f"{sys.executable} {self.app_path}",
+                        "env": {"APP_MODE": mode},
+                        "branch": "main",
+                    },
+                    **({"pipeline_run_id": built_by} if built_by else {}),
                 },
-            },
+            )
         )
+
+    async def build(self, world: World, branch: str, *, pushed: bool = True) -> str:
+        """A succeeded run of a pipeline of the service at `branch`, recorded as the platform
+        records one: started by the Git host's push delivery (`pushed`), or a manual run whose
+        caller named the commit. Returns its id."""
+        sha = uuid.uuid4().hex + uuid.uuid4().hex[:8]
+        async with self.api.session() as session:
+            pipeline = Pipeline(
+                service_id=uuid.UUID(world.service_id),
+                name=f"ci-{uuid.uuid4().hex[:8]}",
+                config={},
+                triggers={},
+            )
+            session.add(pipeline)
+            await session.flush()
+            if pushed:
+                event = GitEvent(
+                    kind="push", ref=f"refs/heads/{branch}", branch=branch, sha=sha, sender="dev"
+                )
+                request = event_request(event, f"delivery-{uuid.uuid4()}")
+            else:
+                request = RunRequest(trigger_type="manual", ref=branch, sha=sha, branch=branch)
+            run, _ = await RunService(session).create(pipeline, request)
+            run.status = "succeeded"
+            return str(run.id)
 
     async def deploy(
         self, world: World, env: str, version: str, headers: Headers | None = None
@@ -296,6 +335,8 @@ def stack_settings(settings: Settings, client: Client, slack: SlackApiStandin) -
             "temporal_address": client.service_client.config.target_host,
             "slack_signing_secret": SecretStr(SIGNING_SECRET),
             "slack_api_url": slack.base_url,
+            # The tests' Slack users are found by their email in the stand-in's workspace.
+            "slack_email_lookup_team_ids": (SLACK_TEAM,),
             "public_url": "http://idp.test",
         }
     )
@@ -333,7 +374,9 @@ async def promotion_workers(
     targets = DeployTargets(settings.deploy_root, health_timeout=health_timeout)
     promotions = PromotionActivities(sessions, targets, platform_url=settings.platform_url)
     notifications = NotificationActivities(
-        sessions, SenderSettings(slack_api_url=stack.slack.base_url), platform_url="http://idp.test"
+        sessions,
+        SenderSettings(slack_api_url=stack.slack.base_url, egress=local_egress()),
+        platform_url="http://idp.test",
     )
     try:
         async with AsyncExitStack() as workers:

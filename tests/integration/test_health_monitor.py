@@ -41,6 +41,7 @@ from core.temporal import policies
 from core.temporal.client import connect
 from core.temporal.converter import data_converter
 from core.topology import Topology
+from tests.helpers import local_egress
 from tests.integration.health_helpers import (
     Owner,
     add_check,
@@ -90,9 +91,11 @@ async def workers(
     """A worker on `queue` with the health monitor (and one for notifications if asked)."""
     engine = create_engine(settings.effective_database_url)
     sessions = session_factory(engine)
-    health = HealthActivities(sessions, platform_url="http://idp.test")
+    health = HealthActivities(sessions, platform_url="http://idp.test", egress=local_egress())
     notify = NotificationActivities(
-        sessions, SenderSettings(slack_api_url=slack_url), platform_url="http://idp.test"
+        sessions,
+        SenderSettings(slack_api_url=slack_url, egress=local_egress()),
+        platform_url="http://idp.test",
     )
     try:
         async with AsyncExitStack() as stack:
@@ -170,7 +173,7 @@ async def test_healthy_degraded_unhealthy_healthy_with_transitions_and_slack_mes
             "type": "slack",
             "name": f"health-{uuid.uuid4().hex[:6]}",
             "team_id": str(owner.team_id),
-            "config": {"channel": "#health"},
+            "config": {"channel": "#health", "team_id": "T0TEAM"},
             "secrets": {"bot_token": TOKEN},
         },
         headers=admin,
@@ -477,7 +480,9 @@ async def test_ensure_monitors_starts_the_missing_ones_once(
 @pytest.fixture
 async def activities(api: Api) -> AsyncIterator[HealthActivities]:
     engine = create_engine(api.settings.effective_database_url)
-    acts = HealthActivities(session_factory(engine), platform_url="http://idp.test")
+    acts = HealthActivities(
+        session_factory(engine), platform_url="http://idp.test", egress=local_egress()
+    )
     yield acts
     await acts.close()
     await engine.dispose()

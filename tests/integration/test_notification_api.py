@@ -15,7 +15,7 @@ from tests.integration.identity_helpers import Api, assert_error
 SLACK = {
     "type": "slack",
     "name": "deploys",
-    "config": {"channel": "#deploys"},
+    "config": {"channel": "#deploys", "team_id": "T0TEAM"},
     "secrets": {"bot_token": "xoxb-test-token-0123456789"},
 }
 EMAIL = {
@@ -44,7 +44,8 @@ async def test_channels_keep_credentials_secret(api: Api) -> None:
     created = await api.client.post("/notifications/channels", json=slack, headers=admin)
     assert created.status_code == 201, created.text
     body = created.json()
-    assert body["secrets_set"] == ["bot_token"] and body["config"] == {"channel": "#deploys"}
+    assert body["secrets_set"] == ["bot_token"]
+    assert body["config"] == {"channel": "#deploys", "team_id": "T0TEAM"}
     assert "xoxb-test-token" not in created.text and body["signing_secret"] is None
 
     mail = await api.client.post("/notifications/channels", json=unique(EMAIL), headers=admin)

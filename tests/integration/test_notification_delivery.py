@@ -29,6 +29,7 @@ from core.settings import Settings
 from core.temporal import policies
 from core.temporal.client import connect
 from core.topology import Topology
+from tests.helpers import local_egress
 from tests.integration.identity_helpers import Api, assert_error, running_api
 from tests.standins.slack_api import SlackApiStandin
 from tests.standins.smtp import SmtpStandin
@@ -94,7 +95,7 @@ async def worker(
     engine = create_engine(api.settings.effective_database_url)
     acts = NotificationActivities(
         session_factory(engine),
-        SenderSettings(slack_api_url=remotes.slack.base_url),
+        SenderSettings(slack_api_url=remotes.slack.base_url, egress=local_egress()),
         platform_url="http://idp.test",
     )
     try:
@@ -114,7 +115,10 @@ async def channel(
     api: Api, headers: dict[str, str], kind: str, remotes: Remotes, **config: Any
 ) -> str:
     bodies: dict[str, dict[str, Any]] = {
-        "slack": {"config": {"channel": "#deploys"}, "secrets": {"bot_token": TOKEN}},
+        "slack": {
+            "config": {"channel": "#deploys", "team_id": "T0TEAM"},
+            "secrets": {"bot_token": TOKEN},
+        },
         "email": {
             "config": {
                 "host": "127.0.0.1",
@@ -347,7 +351,7 @@ async def test_a_worker_killed_during_the_backoff_is_replaced_and_the_message_ar
         event="custom", context={"title": "t", "message": "m"}, channel_ids=[uuid.UUID(hook)]
     )
     engine = create_engine(api.settings.effective_database_url)
-    acts = NotificationActivities(session_factory(engine), SenderSettings())
+    acts = NotificationActivities(session_factory(engine), SenderSettings(egress=local_egress()))
     first = Worker(
         temporal_env.client,
         task_queue=queue,

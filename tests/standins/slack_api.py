@@ -1,5 +1,6 @@
-"""A stand-in for Slack's Web API (chat.postMessage, chat.update, users.info) speaking its wire
-format, and for interaction `response_url`s (what a button press answers its user with).
+"""A stand-in for Slack's Web API (chat.postMessage, chat.update, users.info, auth.test)
+speaking its wire format, and for interaction `response_url`s (what a button press answers its
+user with). A chat.postMessage to a user id of `users` is a direct message (channel `D...`).
 
     with SlackApiStandin(tokens={"xoxb-test"}, channels={"C123": "general"}) as slack:
         await post_message(token="xoxb-test", channel="C123", ..., base_url=slack.base_url)
@@ -24,6 +25,7 @@ from tests.standins import BackgroundHTTPServer, StandinRequestHandler
 
 DEFAULT_TOKEN = "xoxb-standin-token"
 DEFAULT_CHANNELS: Mapping[str, str] = {"C123": "general"}
+DEFAULT_TEAM = "T0TEAM"  # the workspace every token belongs to unless `teams` says otherwise
 MAX_TEXT = 40_000
 
 
@@ -69,11 +71,13 @@ class SlackApiStandin(BackgroundHTTPServer):
         tokens: Iterable[str] = (DEFAULT_TOKEN,),
         channels: Mapping[str, str] = DEFAULT_CHANNELS,
         users: Mapping[str, str] | None = None,
+        teams: Mapping[str, str] | None = None,
         port: int | None = None,
     ) -> None:
         super().__init__(_SlackHandler, port=port)
         self.tokens = set(tokens)
         self.users = dict(users or {})  # Slack user id -> email (users.info)
+        self.teams = dict(teams or {})  # token -> team id (auth.test); else DEFAULT_TEAM
         self.responses: list[dict[str, Any]] = []  # bodies posted to response URLs
         self.channels = dict(channels)  # channel id -> name
         self._lock = threading.Lock()
@@ -136,6 +140,8 @@ class SlackApiStandin(BackgroundHTTPServer):
             raise _Refused("channel_not_found")
         if channel in self.channels:
             return channel
+        if channel in self.users:  # a direct message to a member: their DM channel
+            return "D" + channel[1:]
         name = channel.removeprefix("#")
         for channel_id, known in self.channels.items():
             if known == name:
@@ -182,6 +188,12 @@ class SlackApiStandin(BackgroundHTTPServer):
                 message["blocks"] = blocks
             return {"ok": True, "channel": channel, "ts": ts, "text": text, "message": message}
 
+    def dms(self, user_id: str) -> list[str]:
+        """The texts of the direct messages posted to `user_id`, oldest first."""
+        return [
+            r.text or "" for r in self.calls("chat.postMessage") if r.ok and r.channel == user_id
+        ]
+
 
 class _SlackHandler(StandinRequestHandler):
     METHODS = ("chat.postMessage", "chat.update")
@@ -219,6 +231,22 @@ class _SlackHandler(StandinRequestHandler):
         token = _bearer(self.headers.get("Authorization")) or _str(args.get("token"))
         if method == "users.info":  # slack_sdk posts it, form-encoded
             self._users_info(token, _str(args.get("user")))
+            return
+        if method == "auth.test":  # which workspace (team) and bot a token is
+            if token not in standin.tokens:
+                self.answer_json(200, {"ok": False, "error": "invalid_auth"})
+                return
+            team = standin.teams.get(token, DEFAULT_TEAM)
+            self.answer_json(
+                200,
+                {
+                    "ok": True,
+                    "team_id": team,
+                    "team": "Standin",
+                    "user_id": "U0BOT",
+                    "bot_id": "B0",
+                },
+            )
             return
 
         def record(status: int, error: str | None) -> None:

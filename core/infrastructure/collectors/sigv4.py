@@ -1,17 +1,19 @@
 """AWS Signature Version 4 for the few AWS API calls the platform makes itself (Cost
-Explorer), written from AWS's description of the algorithm: a canonical request (method, path,
-sorted query, sorted signed headers, body hash), a string to sign over the credential scope
-(`<yyyymmdd>/<region>/<service>/aws4_request`) and an HMAC-SHA256 key derived from the secret
-through that scope. Paths are used as given (the callers' are plain)."""
+Explorer), with botocore's signer (`botocore.auth.SigV4Auth`): the canonical request, the
+string to sign, the key derivation and the Authorization header are botocore's, maintained
+with the AWS SDK. This module only adapts it to plain (method, URL, headers, body) requests
+sent with httpx, and lets a caller (a test, a verifying stand-in) choose the signing time."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import urlsplit
+
+from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -24,8 +26,20 @@ class AwsCredentials:
     session_token: str | None = None
 
 
-def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+class _SigV4At(SigV4Auth):
+    """botocore's signer at a given moment instead of the clock (its `add_auth` reads the
+    clock itself); every step of the signature is still botocore's."""
+
+    def __init__(self, credentials: Credentials, service: str, region: str, at: datetime):
+        super().__init__(credentials, service, region)
+        self._at = at
+
+    def add_auth(self, request: AWSRequest) -> None:
+        request.context["timestamp"] = self._at.strftime(SIGV4_TIMESTAMP)
+        self._modify_request_before_signing(request)
+        canonical = self.canonical_request(request)
+        signature = self.signature(self.string_to_sign(request, canonical), request)
+        self._inject_signature_to_request(request, signature)
 
 
 def _host(url: str) -> str:
@@ -35,14 +49,6 @@ def _host(url: str) -> str:
     if parts.port and parts.port != _DEFAULT_PORTS.get(parts.scheme):
         return f"{host}:{parts.port}"
     return host
-
-
-def _canonical_query(query: str) -> str:
-    pairs = sorted(
-        (quote(k, safe="-_.~"), quote(v, safe="-_.~"))
-        for k, v in parse_qsl(query, keep_blank_values=True)
-    )
-    return "&".join(f"{k}={v}" for k, v in pairs)
 
 
 def signed_headers(
@@ -58,33 +64,12 @@ def signed_headers(
 ) -> dict[str, str]:
     """`headers` plus Host, X-Amz-Date, X-Amz-Security-Token (with a session token) and the
     Authorization that signs them all, the path, the query and `body`."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    amz_date = moment.strftime("%Y%m%dT%H%M%SZ")
-    out = {"Host": _host(url), **headers, "X-Amz-Date": amz_date}
-    if credentials.session_token:
-        out["X-Amz-Security-Token"] = credentials.session_token
-    canonical = {k.lower(): " ".join(str(v).split()) for k, v in out.items()}
-    names = sorted(canonical)
-    signed = ";".join(names)
-    parts = urlsplit(url)
-    request = "\n".join(
-        [
-            method.upper(),
-            quote(parts.path or "/", safe="/-_.~"),
-            _canonical_query(parts.query),
-            "".join(f"{name}:{canonical[name]}\n" for name in names),
-            signed,
-            hashlib.sha256(body).hexdigest(),
-        ]
+    keys = Credentials(
+        credentials.access_key_id, credentials.secret_access_key, credentials.session_token
     )
-    scope = f"{amz_date[:8]}/{region}/{service}/aws4_request"
-    to_sign = "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(request.encode()).hexdigest()])
-    key = ("AWS4" + credentials.secret_access_key).encode()
-    for part in (amz_date[:8], region, service, "aws4_request"):
-        key = _hmac(key, part)
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    out["Authorization"] = (
-        f"{ALGORITHM} Credential={credentials.access_key_id}/{scope}, "
-        f"SignedHeaders={signed}, Signature={signature}"
+    request = AWSRequest(
+        method=method.upper(), url=url, headers={"Host": _host(url), **headers}, data=body
     )
-    return out
+    moment = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    _SigV4At(keys, service, region, moment).add_auth(request)
+    return {str(name): str(value) for name, value in request.headers.items()}

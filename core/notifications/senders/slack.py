@@ -133,6 +133,27 @@ async def user_email(
     return str(email).lower() if email else None
 
 
+async def workspace_of(*, token: str, base_url: str | None = None, timeout: float = 5) -> str:
+    """The team id of the workspace a bot token belongs to (`auth.test`). Raises
+    DeliveryError saying why Slack did not tell (a refused token, Slack unreachable)."""
+
+    def call() -> SlackResponse:
+        return _client(token, base_url, timeout).auth_test()
+
+    try:
+        response = await asyncio.to_thread(call)
+    except SlackApiError as exc:
+        raise _api_error(exc, token) from None
+    except (SlackClientError, OSError, TimeoutError) as exc:
+        raise DeliveryError(
+            redact(f"Slack could not be reached: {_describe(exc)}", token), retryable=True
+        ) from None
+    team = response.get("team_id")
+    if not isinstance(team, str) or not team:
+        raise DeliveryError("Slack's auth.test named no team_id", retryable=False)
+    return team
+
+
 def _client(token: str, base_url: str | None, timeout: float) -> WebClient:
     url = base_url or DEFAULT_BASE_URL
     if not url.endswith("/"):
