@@ -29,13 +29,16 @@ from core.db.engine import transaction
 from core.db.types import utcnow
 from core.models.catalog import HealthCheck, HealthCheckResult, HealthTransition, Service
 from core.notifications.channels import team_channel_ids
+from core.security.egress import EgressPolicy, EgressRefused
 
 CHECK_NOT_FOUND = "HealthCheckNotFound"  # the ApplicationError type when the row is missing
 MAX_ERROR_LENGTH = 1000
 USER_AGENT = "idp-health-probe/1"
 
 
-def _describe(exc: httpx.HTTPError, timeout: float) -> str:
+def _describe(exc: httpx.HTTPError | EgressRefused, timeout: float) -> str:
+    if isinstance(exc, EgressRefused):
+        return f"refused by the egress guard: {exc}"
     if isinstance(exc, httpx.TimeoutException):
         return f"no response within {timeout:g}s ({type(exc).__name__})"
     detail = str(exc) or type(exc).__name__
@@ -51,22 +54,23 @@ class HealthActivities:
         *,
         platform_url: str = "",
         retention: timedelta = timedelta(days=30),
-        transport: httpx.AsyncBaseTransport | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
+        """`egress`: what probes may reach (EGRESS_ALLOWED_CIDRS); the default refuses every
+        loopback, link-local and private address."""
         self._sessions = sessions
         self._platform_url = platform_url.rstrip("/")
         self._retention = retention
-        self._transport = transport
+        self._egress = egress or EgressPolicy()
         self._http: httpx.AsyncClient | None = None
 
     def _client(self) -> httpx.AsyncClient:
         """One client per worker: connections are reused between probes of the same target.
-        Redirects are not followed: a check names the URL that must answer."""
+        Redirects are not followed: a check names the URL that must answer. Every connection
+        goes to an address the egress guard vetted (users name the endpoints)."""
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                follow_redirects=False,
-                transport=self._transport,
-                headers={"User-Agent": USER_AGENT},
+            self._http = self._egress.client(
+                follow_redirects=False, headers={"User-Agent": USER_AGENT}
             )
         return self._http
 
@@ -85,7 +89,7 @@ class HealthActivities:
                 request.method, request.endpoint, timeout=request.timeout_seconds
             ) as response:
                 status_code = response.status_code
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, EgressRefused) as exc:
             return ProbeResult(
                 ok=False,
                 checked_at=checked_at,

@@ -59,6 +59,13 @@ async def _guarded_send(self: httpx.AsyncHTTPTransport, request: httpx.Request) 
 
 httpx.AsyncHTTPTransport.handle_async_request = _guarded_send  # type: ignore[method-assign]
 
+# The stand-ins (Slack, Git hosts, SMTP, webhook receivers, OpenCost, Cost Explorer, health
+# targets) listen on loopback, which the egress guard (core/security/egress.py) refuses by
+# default: the tests allow it as an operator allows an internal range. Set in the environment,
+# so every Settings the tests build (and every process they start) has it;
+# tests/security/test_egress_guard.py takes it away again.
+os.environ["EGRESS_ALLOWED_CIDRS"] = "127.0.0.0/8,::1/128"
+
 # -- databases -------------------------------------------------------------------------------
 BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.models.catalog import Service
+from core.security.egress import EgressPolicy
 
 
 class TaskPerRequest(httpx.ASGITransport):
@@ -30,6 +33,12 @@ async def http_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = TaskPerRequest(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
+
+
+def local_egress() -> EgressPolicy:
+    """The tests' egress policy: loopback allowed (EGRESS_ALLOWED_CIDRS, tests/conftest.py),
+    for activities and senders a test builds itself."""
+    return EgressPolicy.parse(os.environ["EGRESS_ALLOWED_CIDRS"])
 
 
 def free_port() -> int:
@@ -53,7 +62,8 @@ async def seed_service(
     session: AsyncSession, name: str = "app", repository_url: str | None = None
 ) -> Service:
     """A new organization and team, and a service the team owns (written directly, for tests
-    and benchmarks that drive workers without the API)."""
+    and benchmarks that drive workers without the API); its repository is bound to the
+    organization without a Git host connection (development's global tokens and secrets)."""
     from core.catalog.services import ServiceFields, ServiceService
     from core.models.identity import Organization, Team
 
@@ -63,7 +73,32 @@ async def seed_service(
     team = Team(org_id=org.id, name="Team", slug="team")
     session.add(team)
     await session.flush()
+    if repository_url:  # held by the organization as the 0013 migration binds (no connection)
+        from core.catalog.repositories import parse_repository_url
+        from core.models.git_hosts import RepositoryBinding
+
+        repo = parse_repository_url(repository_url)
+        session.add(RepositoryBinding(repository=repo.key, host=repo.host, org_id=org.id))
+        await session.flush()
     view = await ServiceService(session).create(
         team, ServiceFields(name=name, repository_url=repository_url)
     )
     return view.service
+
+
+async def add_git_connection(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    org_id: str,
+    host: str = "github.com",
+    **body: Any,
+) -> dict[str, Any]:
+    """A Git host connection of the organization (what binding its repositories needs);
+    the answer includes its webhook secret (shown once)."""
+    response = await client.post(
+        f"/organizations/{org_id}/git-connections",
+        json={"name": host.replace(".", "-").replace(":", "-"), "host": host, **body},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())

@@ -37,6 +37,7 @@ from core.errors import ValidationFailed
 from core.models.catalog import HealthCheck
 from core.pagination import PageRequest
 from core.security.authorization import ANY_SCOPE, Principal
+from core.security.egress import EgressPolicy
 from workflows.health_monitor import workflow_id_for
 
 router = APIRouter(prefix="/services", tags=["health"])
@@ -57,7 +58,8 @@ def _endpoint(default: Any) -> Any:
     return Field(
         default,
         max_length=rules.MAX_ENDPOINT_LENGTH,
-        description="The http(s) URL probed; redirects are not followed",
+        description="The http(s) URL probed; redirects are not followed. Loopback, "
+        "link-local and private addresses are refused unless EGRESS_ALLOWED_CIDRS allows them",
         examples=["https://payments.internal.example.com/healthz"],
     )
 
@@ -289,6 +291,8 @@ async def create_health_check(
     state: State,
     principal: Principal = require("services:write", ANY_SCOPE),
 ) -> HealthCheckOut:
+    # Before any database work: resolving the endpoint's name holds no transaction open.
+    await EgressPolicy.of(state.settings).check_url(body.endpoint, field="endpoint")
     service = await authorized_service(session, service_id, principal, "services:write")
     check = await HealthCheckService(session).create(service, _fields(body))
 
@@ -346,6 +350,8 @@ async def update_health_check(
     state: State,
     principal: Principal = require("services:write", ANY_SCOPE),
 ) -> HealthCheckOut:
+    if body.endpoint is not None:
+        await EgressPolicy.of(state.settings).check_url(body.endpoint, field="endpoint")
     service = await authorized_service(session, service_id, principal, "services:write")
     checks = HealthCheckService(session)
     check = await checks.get(service, check_id)

@@ -34,9 +34,13 @@ NAMESPACE = "kubernetes:core/v1:Namespace"
 
 @asynccontextmanager
 async def activities(api: Api, settings: Settings | None = None) -> AsyncIterator[CostActivities]:
+    """Collectors with `settings` (default the app's: EGRESS_ALLOWED_CIDRS lets the loopback
+    stand-ins through)."""
     engine = create_engine(api.settings.effective_database_url)
     try:
-        yield CostActivities(session_factory(engine), PriceCatalog.load(), settings=settings)
+        yield CostActivities(
+            session_factory(engine), PriceCatalog.load(), settings=settings or api.settings
+        )
     finally:
         await engine.dispose()
 

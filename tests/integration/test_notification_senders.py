@@ -15,7 +15,7 @@ import pytest
 
 from core.notifications.senders import email, slack, webhook
 from core.notifications.senders.errors import DeliveryError, retry_after_seconds
-from tests.helpers import free_port
+from tests.helpers import free_port, local_egress
 from tests.standins.slack_api import SlackApiStandin
 from tests.standins.smtp import SmtpStandin
 from tests.standins.webhook_receiver import WebhookReceiver, signature_is_valid
@@ -200,6 +200,7 @@ async def send(settings: email.SmtpSettings, **overrides: object) -> email.SendR
         "subject": "Déploiement réussi ✓",
         "text": "Deploy of api finished.",
         "html": "<p>Deploy of <b>api</b> finished.</p>",
+        "egress": local_egress(),  # the stand-in listens on loopback
     }
     args.update(overrides)
     return await email.send_email(settings, **args)  # type: ignore[arg-type]
@@ -352,6 +353,7 @@ async def deliver(url: str, **overrides: object) -> webhook.SendResult:
         "delivery_id": "0b7e2c3a-delivery",
         "event": "deploy.succeeded",
         "timeout": 5,
+        "egress": local_egress(),  # the receiver listens on loopback
     }
     args.update(overrides)
     return await webhook.post_webhook(**args)  # type: ignore[arg-type]

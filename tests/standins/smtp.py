@@ -1,7 +1,7 @@
 """A real SMTP server (aiosmtpd) on loopback that keeps what it receives.
 
     with SmtpStandin() as smtp:
-        await send_email(SmtpSettings(host=smtp.host, port=smtp.port, security="none", ...), ...)
+        await send_email(SmtpSettings(host=smtp.host, ...), ..., egress=local_egress())
         smtp.messages[-1].message["Subject"]
 
 `stop()` then `start()` reopens it on the same port (to play "refuses connections for a

@@ -2,7 +2,7 @@
 to, written independently of the sender (it does not import its `verify`).
 
     with WebhookReceiver(secret="whsec-test") as receiver:
-        await post_webhook(url=receiver.url, secret="whsec-test", ...)
+        await post_webhook(url=receiver.url, secret="whsec-test", ..., egress=local_egress())
         assert receiver.deliveries[-1].signature_valid
 
 By default a request whose signature does not check out is answered 401, as a real receiver

@@ -16,6 +16,7 @@ The call is the JSON 1.1 protocol, SigV4-signed (`sigv4`) with the provider's
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -44,9 +46,15 @@ from core.infrastructure.collectors.sigv4 import AwsCredentials, signed_headers
 from core.infrastructure.costs import CostLine, PriceCatalog, resources_on
 from core.infrastructure.providers import credentials_of
 from core.models.infrastructure import Provider, Resource
+from core.security.egress import EgressPolicy
 from core.security.encryption import DecryptionError
 
 COST_EXPLORER_URL = "https://ce.us-east-1.amazonaws.com/"
+_AWS_ENDPOINT = re.compile(r"ce\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
+COST_EXPLORER_HINT = (
+    "a provider's cost_explorer_url must be https://ce.<region>.amazonaws.com/ or an address "
+    "within EGRESS_ALLOWED_CIDRS: "
+)
 SIGNING_REGION = "us-east-1"  # Cost Explorer's one endpoint (aws partition)
 TARGET = "AWSInsightsIndexService.GetCostAndUsage"
 METRIC = "UnblendedCost"
@@ -72,6 +80,7 @@ class CostExplorerCollector:
         self._catalog = context.catalog
         self._fallback_url = context.aws_cost_explorer_url
         self._timeout = context.timeout
+        self._egress = context.egress
 
     async def day(
         self, sessions: Sessions, day: date, providers: Sequence[uuid.UUID] | None
@@ -80,21 +89,50 @@ class CostExplorerCollector:
             accounts = await providers_of(session, "aws", providers)
         if not accounts:
             return Collected(notes=["no AWS provider to collect"])
-        async with httpx.AsyncClient(timeout=self._timeout) as http:
+        # AWS's endpoint and AWS_COST_EXPLORER_URL are the operator's; a provider's own URL
+        # gets the signed request (and session token): through the guard, `cost_explorer_egress`.
+        async with httpx.AsyncClient(timeout=self._timeout) as platform:
 
             async def one(provider: Provider) -> Collected:
                 tags = cost_tags(provider)
-                url = self._url(provider)
-                groups = [g async for g in tag_groups(http, url, _credentials(provider), day, tags)]
+                own = (provider.config or {}).get("cost_explorer_url")
+                if own:
+                    url = http_url(own, "cost_explorer_url")
+                    guard = cost_explorer_egress(url, self._egress)
+                    async with guard.client(timeout=self._timeout) as guarded:
+                        groups = await _groups(guarded, url, provider, day, tags)
+                else:
+                    url = http_url(self._fallback_url or COST_EXPLORER_URL, "cost_explorer_url")
+                    groups = await _groups(platform, url, provider, day, tags)
                 async with transaction(sessions) as session:
                     rows = await resources_on(session, day, Resource.provider_id == provider.id)
                 return _spread_groups(self._catalog, tags, groups, rows)
 
             return await each_provider(accounts, one)
 
-    def _url(self, provider: Provider) -> str:
-        url = (provider.config or {}).get("cost_explorer_url") or self._fallback_url
-        return http_url(url, "cost_explorer_url") if url else COST_EXPLORER_URL
+
+async def _groups(
+    http: httpx.AsyncClient, url: str, provider: Provider, day: date, tags: tuple[str, ...]
+) -> list[TagGroup]:
+    return [g async for g in tag_groups(http, url, _credentials(provider), day, tags)]
+
+
+def cost_explorer_egress(url: str, egress: EgressPolicy) -> EgressPolicy:
+    """What a provider's own `cost_explorer_url` may reach. It receives a signed request and the
+    session token, so it must be an AWS Cost Explorer endpoint over https (a public address),
+    or else an address an operator allowed in EGRESS_ALLOWED_CIDRS (a proxy, a test stand-in);
+    an operator's proxy elsewhere is AWS_COST_EXPLORER_URL."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and _AWS_ENDPOINT.fullmatch(parts.hostname or ""):
+        return egress
+    return egress.only_allowed()
+
+
+async def check_cost_explorer_url(url: str, egress: EgressPolicy) -> None:
+    """The creation check of a provider's `config.cost_explorer_url` (422 `egress_refused`)."""
+    await cost_explorer_egress(url, egress).check_url(
+        url, field="config.cost_explorer_url", hint=COST_EXPLORER_HINT
+    )
 
 
 def cost_tags(provider: Provider) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.infrastructure.costs import CENT, CostLine, PriceCatalog
 from core.models.infrastructure import Provider
+from core.security.egress import EgressPolicy, EgressRefused
 from core.settings import Settings
 
 K = TypeVar("K", bound=Hashable)
@@ -30,18 +31,27 @@ DEFAULT_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class CollectorContext:
-    """What collectors are built from: the price catalog and the endpoint settings."""
+    """What collectors are built from: the price catalog and the endpoint settings. The
+    settings' endpoints are the operator's and are called as they are; a provider's own URL
+    (`config.opencost_url`, `config.cost_explorer_url`) is a user's and goes through `egress`
+    (EGRESS_ALLOWED_CIDRS)."""
 
     catalog: PriceCatalog
     opencost_url: str | None = None  # OPENCOST_URL
     aws_cost_explorer_url: str | None = None  # AWS_COST_EXPLORER_URL
     timeout: float = DEFAULT_TIMEOUT
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
     @classmethod
     def of(cls, catalog: PriceCatalog, settings: Settings | None) -> CollectorContext:
         if settings is None:
             return cls(catalog)
-        return cls(catalog, settings.opencost_url, settings.aws_cost_explorer_url)
+        return cls(
+            catalog,
+            settings.opencost_url,
+            settings.aws_cost_explorer_url,
+            egress=EgressPolicy.of(settings),
+        )
 
 
 @dataclass
@@ -150,9 +160,12 @@ def money(value: Any) -> Decimal:
 
 
 async def send(http: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
-    """`request` sent; an unreachable or timed-out endpoint is a retryable CollectorError."""
+    """`request` sent; an unreachable or timed-out endpoint is a retryable CollectorError, a
+    provider URL the egress guard refuses a permanent one."""
     try:
         return await http.send(request)
+    except EgressRefused as exc:
+        raise CollectorError(f"refused by the egress guard: {exc}") from None
     except httpx.TransportError as exc:
         raise CollectorError(
             f"{request.url.host} did not answer ({type(exc).__name__}: {exc})", retryable=True

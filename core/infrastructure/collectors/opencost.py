@@ -59,6 +59,7 @@ class OpenCostCollector:
     def __init__(self, context: CollectorContext) -> None:
         self._fallback_url = context.opencost_url
         self._timeout = context.timeout
+        self._egress = context.egress
 
     async def day(
         self, sessions: Sessions, day: date, providers: Sequence[uuid.UUID] | None
@@ -67,24 +68,30 @@ class OpenCostCollector:
             clusters = await providers_of(session, "kubernetes", providers)
         if not clusters:
             return Collected(notes=["no Kubernetes provider to collect"])
-        async with httpx.AsyncClient(timeout=self._timeout) as http:
+        # OPENCOST_URL is the operator's; a provider's own URL is reached through the guard.
+        async with (
+            httpx.AsyncClient(timeout=self._timeout) as platform,
+            self._egress.client(timeout=self._timeout) as guarded,
+        ):
 
             async def one(provider: Provider) -> Collected:
-                url = self._url(provider)
-                allocations = await fetch_allocations(http, url, day)
+                url, own = self._url(provider)
+                allocations = await fetch_allocations(guarded if own else platform, url, day)
                 async with transaction(sessions) as session:
                     return await _book(session, provider, day, allocations)
 
             return await each_provider(clusters, one)
 
-    def _url(self, provider: Provider) -> str:
-        url = (provider.config or {}).get("opencost_url") or self._fallback_url
+    def _url(self, provider: Provider) -> tuple[str, bool]:
+        """The API root, and whether it is the provider's own (a user's) URL."""
+        own = (provider.config or {}).get("opencost_url")
+        url = own or self._fallback_url
         if not url:
             raise CollectorError(
                 "no OpenCost API to ask: set `opencost_url` in the provider's config "
                 "(e.g. http://opencost.opencost:9003) or OPENCOST_URL"
             )
-        return http_url(url, "opencost_url")
+        return http_url(url, "opencost_url"), bool(own)
 
 
 async def _book(

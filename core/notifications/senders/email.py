@@ -13,6 +13,7 @@ from email.utils import formatdate, make_msgid, parseaddr
 from typing import Literal
 
 from core.notifications.senders.errors import DeliveryError, SendResult, redact
+from core.security.egress import EgressPolicy, EgressRefused
 
 Security = Literal["none", "starttls", "tls"]
 
@@ -59,11 +60,14 @@ async def send_email(
     html: str | None,
     message_id_domain: str | None = None,
     headers: dict[str, str] | None = None,
+    egress: EgressPolicy | None = None,
 ) -> SendResult:
     """Send one message (text, plus an HTML alternative when given) to `to`.
 
     Returns the Message-ID as remote_id. Invalid addresses are refused before connecting.
     Recipients the server refused while accepting others are listed in details["refused"].
+    The SMTP host is a user's: the connection goes to the address the egress guard `egress`
+    vetted (default: no loopback, link-local or private address), TLS verifying the name.
     """
     if smtp.security not in ("none", "starttls", "tls"):
         raise DeliveryError(
@@ -93,7 +97,11 @@ async def send_email(
 
     addresses = [address for _, address in recipients]
     try:
-        refused = await asyncio.to_thread(_deliver, smtp, message, sender, addresses)
+        pinned = await (egress or EgressPolicy()).connect_address(smtp.host, smtp.timeout)
+        refused = await asyncio.to_thread(_deliver, smtp, message, sender, addresses, pinned)
+    except EgressRefused as exc:
+        # Permanent until the channel's host or the operator's allow-list changes.
+        raise DeliveryError(f"the SMTP host was refused: {exc}", retryable=False) from None
     except DeliveryError:
         raise
     except Exception as exc:
@@ -109,15 +117,46 @@ async def send_email(
     return SendResult(remote_id=message_id, details=details)
 
 
+class _PinnedSMTP(smtplib.SMTP):
+    """smtplib.SMTP connecting to `address` (vetted by the egress guard) while naming `host`:
+    the name is not resolved again, and STARTTLS verifies the certificate for the name."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        self._address = address
+        super().__init__(host, port, timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # smtplib's hook for making the socket; `host` is the name, never resolved here.
+        return socket.create_connection((self._address, port), timeout, self.source_address)
+
+
+class _PinnedSMTPSSL(smtplib.SMTP_SSL):
+    """smtplib.SMTP_SSL, pinned like `_PinnedSMTP` (TLS's server name stays `host`)."""
+
+    def __init__(
+        self, host: str, port: int, address: str, timeout: float, context: ssl.SSLContext
+    ) -> None:
+        self._address = address
+        super().__init__(host, port, timeout=timeout, context=context)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        raw = socket.create_connection((self._address, port), timeout, self.source_address)
+        return self.context.wrap_socket(raw, server_hostname=host)
+
+
 def _deliver(
-    smtp: SmtpSettings, message: EmailMessage, sender: str, recipients: list[str]
+    smtp: SmtpSettings,
+    message: EmailMessage,
+    sender: str,
+    recipients: list[str],
+    address: str,
 ) -> dict[str, tuple[int, bytes]]:
     context = ssl.create_default_context()
     connection: smtplib.SMTP
     if smtp.security == "tls":
-        connection = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=context)
+        connection = _PinnedSMTPSSL(smtp.host, smtp.port, address, smtp.timeout, context)
     else:
-        connection = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
+        connection = _PinnedSMTP(smtp.host, smtp.port, address, smtp.timeout)
     with connection:
         connection.ehlo()
         if smtp.security == "starttls":

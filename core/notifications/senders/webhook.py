@@ -23,6 +23,7 @@ from core.notifications.senders.errors import (
     redact,
     retry_after_seconds,
 )
+from core.security.egress import EgressPolicy, EgressRefused
 
 SIGNATURE_HEADER = "X-IDP-Signature"
 TIMESTAMP_HEADER = "X-IDP-Timestamp"
@@ -83,8 +84,13 @@ async def post_webhook(
     event: str,
     timeout: float = 10,
     client: httpx.AsyncClient | None = None,
+    egress: EgressPolicy | None = None,
 ) -> SendResult:
-    """POST `payload` to `url`. Redirects are not followed. Raises DeliveryError."""
+    """POST `payload` to `url`. Redirects are not followed. Raises DeliveryError.
+
+    The URL is a user's: it is reached through the egress guard, `egress` (default: no
+    loopback, link-local or private address) or `client`, which must be one of its clients
+    (`EgressPolicy.client`)."""
     target = _target(url)
     try:
         body = encode_payload(payload)
@@ -105,10 +111,14 @@ async def post_webhook(
 
     try:
         if client is None:
-            async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as own:
+            guard = egress or EgressPolicy()
+            async with guard.client(timeout=timeout, follow_redirects=False) as own:
                 status, location, retry_after = await _post(own, url, body, headers, timeout)
         else:
             status, location, retry_after = await _post(client, url, body, headers, timeout)
+    except EgressRefused as exc:
+        # Permanent until the channel's URL or the operator's allow-list changes.
+        raise DeliveryError(f"the webhook URL was refused: {exc}", retryable=False) from None
     except httpx.TimeoutException:
         raise DeliveryError(
             f"webhook receiver {_where(target)} did not answer within {timeout:g}s",
