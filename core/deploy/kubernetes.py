@@ -5,14 +5,22 @@ the environment's limits as a ResourceQuota and a LimitRange.
 `manifests()` builds the objects (pure, tested for content); `KubernetesTarget.apply()`
 creates each or replaces the one of the same name, and `wait_rollout()` waits until the
 Deployment's new pods are all updated and available (or says why not in time). The official
-client's blocking calls run in threads."""
+client's blocking calls run in threads.
+
+Ownership: every object carries the environment's id and its organization's id as labels
+(`idp.dev/environment-id`, `idp.dev/organization-id`). `apply()` reads every object it would
+replace first and refuses the whole deploy (`ObjectNotOwned`, nothing written) when one exists
+without this environment's label: an object someone else made, or another environment's, is
+never taken over. Namespaces of the cluster itself (`kube-*`, `default`) are never written."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s
@@ -22,8 +30,41 @@ from pydantic import BaseModel, Field
 from core.environments.policy import ResourceLimits
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "idp"}
+ENVIRONMENT_LABEL = "idp.dev/environment-id"
+ORGANIZATION_LABEL = "idp.dev/organization-id"
 QUOTA_NAME = "idp-quota"
 LIMIT_RANGE_NAME = "idp-defaults"
+NAMESPACE_MAX = 63
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def namespace_problem(namespace: str) -> str | None:
+    """Why `namespace` may not be written by the platform (None when it may): a DNS-1123
+    label of at most 63 characters, and not one of the cluster's own namespaces."""
+    if len(namespace) > NAMESPACE_MAX or not _DNS_LABEL.fullmatch(namespace):
+        return (
+            f"namespace {namespace!r} must be 1 to {NAMESPACE_MAX} lower-case letters, digits "
+            "or hyphens, starting and ending with a letter or digit"
+        )
+    if namespace == "default" or namespace.startswith("kube-"):
+        return f"namespace {namespace!r} belongs to the cluster itself (default, kube-*)"
+    return None
+
+
+class ObjectNotOwned(Exception):
+    """An object the deploy would replace exists without this environment's label."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose objects these are: written as labels on every object, checked before a patch."""
+
+    environment_id: str
+    organization_id: str
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {ENVIRONMENT_LABEL: self.environment_id, ORGANIZATION_LABEL: self.organization_id}
 
 
 class KubernetesRelease(BaseModel):
@@ -35,8 +76,8 @@ class KubernetesRelease(BaseModel):
     health_path: str = "/health"
 
 
-def _labels(release: KubernetesRelease) -> dict[str, str]:
-    return {**MANAGED_BY, "app.kubernetes.io/name": release.service}
+def _labels(release: KubernetesRelease, owner: Owner) -> dict[str, str]:
+    return {**MANAGED_BY, **owner.labels, "app.kubernetes.io/name": release.service}
 
 
 def manifests(
@@ -45,9 +86,11 @@ def manifests(
     config: Mapping[str, str],
     secrets: Mapping[str, str],
     limits: ResourceLimits,
+    owner: Owner,
 ) -> list[dict[str, Any]]:
-    """ConfigMap, Secret, Deployment, and the quota and defaults when limits are set."""
-    meta = {"namespace": namespace, "labels": _labels(release)}
+    """ConfigMap, Secret, Deployment, and the quota and defaults when limits are set, each
+    labelled with its `owner`."""
+    meta = {"namespace": namespace, "labels": _labels(release, owner)}
     name = release.service
     objects: list[dict[str, Any]] = [
         {
@@ -65,7 +108,7 @@ def manifests(
         },
     ]
     probe = {"httpGet": {"path": release.health_path, "port": release.port}}
-    pod_labels = {**_labels(release), "app.kubernetes.io/version": release.version}
+    pod_labels = {**_labels(release, owner), "app.kubernetes.io/version": release.version}
     objects.append(
         {
             "apiVersion": "apps/v1",
@@ -103,6 +146,7 @@ def manifests(
             },
         }
     )
+    owned = {**MANAGED_BY, **owner.labels}
     hard = {
         key: value
         for key, value in (
@@ -117,7 +161,7 @@ def manifests(
             {
                 "apiVersion": "v1",
                 "kind": "ResourceQuota",
-                "metadata": {"namespace": namespace, "name": QUOTA_NAME, "labels": MANAGED_BY},
+                "metadata": {"namespace": namespace, "name": QUOTA_NAME, "labels": owned},
                 "spec": {"hard": hard},
             }
         )
@@ -132,7 +176,7 @@ def manifests(
                 "metadata": {
                     "namespace": namespace,
                     "name": LIMIT_RANGE_NAME,
-                    "labels": MANAGED_BY,
+                    "labels": owned,
                 },
                 "spec": {
                     "limits": [
@@ -155,6 +199,23 @@ def _without_stale_keys(existing: dict[str, Any], wanted: dict[str, Any]) -> dic
     if wanted["kind"] == "Secret" and stale:
         body["data"] = dict.fromkeys(sorted(stale))
     return body
+
+
+def _check_owner(obj: dict[str, Any], existing: dict[str, Any] | None) -> None:
+    """ObjectNotOwned when `existing` (the object of `obj`'s name) lacks `obj`'s environment."""
+    if existing is None:
+        return
+    meta = obj["metadata"]
+    ours = meta["labels"][ENVIRONMENT_LABEL]
+    theirs = ((existing.get("metadata") or {}).get("labels") or {}).get(ENVIRONMENT_LABEL)
+    if theirs == ours:
+        return
+    whose = f"its {ENVIRONMENT_LABEL} is {theirs}" if theirs else f"no {ENVIRONMENT_LABEL} label"
+    raise ObjectNotOwned(
+        f"{obj['kind']} {meta['namespace']}/{meta['name']} already exists and is not this "
+        f"environment's ({whose}); the platform does not take it over: delete or rename "
+        f"it, or label it {ENVIRONMENT_LABEL}={ours} if it is this environment's"
+    )
 
 
 class KubernetesTarget:
@@ -194,22 +255,49 @@ class KubernetesTarget:
         }
         return calls[kind]
 
+    def _existing(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The object of the same kind, namespace and name as `obj`, or None."""
+        kind, ns, name = obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]
+        _, read, _ = self._calls(kind)
+        try:
+            data: dict[str, Any] = json.loads(read(name, ns, _preload_content=False).data)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return data
+
+    def _check(self, obj: dict[str, Any]) -> None:
+        """ObjectNotOwned unless `obj` may be written: its namespace is not the cluster's
+        own, and it is new or the existing one carries the same environment label."""
+        problem = namespace_problem(obj["metadata"]["namespace"])
+        if problem is not None:
+            raise ObjectNotOwned(f"refused to write: {problem}")
+        _check_owner(obj, self._existing(obj))
+
     def _apply_one(self, obj: dict[str, Any]) -> None:
         """Create; when it exists, patch it to the wanted content (keys of a ConfigMap or
         Secret that are no longer wanted are removed with nulls, as a merge patch does)."""
         kind, ns, name = obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]
-        create, read, patch = self._calls(kind)
+        create, _, patch = self._calls(kind)
         try:
             create(ns, obj)
             return
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        existing = json.loads(read(name, ns, _preload_content=False).data)
+        existing = self._existing(obj)
+        if existing is None:  # deleted since the create: create it again
+            create(ns, obj)
+            return
+        _check_owner(obj, existing)  # someone may have made it since `apply` checked
         patch(name, ns, _without_stale_keys(existing, obj))
 
     async def apply(self, objects: list[dict[str, Any]]) -> None:
-        """Create each object, or replace the existing one of the same name."""
+        """Create each object, or replace the existing one of the same name when it carries
+        the same environment label; ObjectNotOwned before anything is written otherwise."""
+        for obj in objects:
+            await asyncio.to_thread(self._check, obj)
         for obj in objects:
             await asyncio.to_thread(self._apply_one, obj)
 

@@ -17,13 +17,21 @@ from typing import Any
 from kubernetes import client as k8s
 from pydantic import ValidationError
 
-from core.deploy.kubernetes import KubernetesRelease, KubernetesTarget, manifests
+from core.deploy.kubernetes import (
+    KubernetesRelease,
+    KubernetesTarget,
+    ObjectNotOwned,
+    Owner,
+    manifests,
+    namespace_problem,
+)
 from core.deploy.local import LocalRelease, LocalTarget, RunningRelease
 from core.environments.policy import ResourceLimits
 
 
 class ReleaseInvalid(Exception):
-    """The version's configuration cannot be deployed to this target (not worth retrying)."""
+    """The version's configuration cannot be deployed to this target, or the target refuses
+    it (a namespace of the cluster's own, an object another owner holds): not worth retrying."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,8 @@ class Place:
     namespace: str | None = None
     cluster_id: str | None = None
     limits: dict[str, Any] = field(default_factory=dict)
+    environment_id: str = ""  # labels every Kubernetes object (ownership)
+    organization_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,9 +127,19 @@ class DeployTargets:
     async def _deploy_kubernetes(self, place: Place, release: Release) -> Applied:
         spec: KubernetesRelease = _release(KubernetesRelease, release)
         namespace = place.namespace or place.name
+        problem = namespace_problem(namespace)
+        if problem is not None:
+            raise ReleaseInvalid(f"refused to deploy: {problem}")
+        if not place.environment_id or not place.organization_id:
+            raise ReleaseInvalid("a Kubernetes deploy needs its environment and organization")
         limits = ResourceLimits.model_validate(place.limits or {})
+        owner = Owner(place.environment_id, place.organization_id)
+        objects = manifests(namespace, spec, release.config, release.secrets, limits, owner)
         target = await self._kubernetes(place)
-        await target.apply(manifests(namespace, spec, release.config, release.secrets, limits))
+        try:
+            await target.apply(objects)
+        except ObjectNotOwned as exc:
+            raise ReleaseInvalid(str(exc)) from None
         error = await target.wait_rollout(namespace, spec.service, self.health_timeout)
         details = {"namespace": namespace, "deployment": spec.service, "image": spec.image}
         return Applied(ok=error is None, switched=True, details=details, error=error)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.audit import AuditService, snapshot
 from core.db.types import utcnow
+from core.environments.kubernetes import placement
 from core.environments.policy import (
     EnvironmentType,
     ProtectionPolicy,
@@ -122,7 +123,12 @@ class EnvironmentService:
             )
         return previous
 
-    async def create(self, org: Organization, fields: EnvironmentFields) -> Environment:
+    async def create(
+        self, org: Organization, fields: EnvironmentFields, principal: Principal
+    ) -> Environment:
+        """A Kubernetes environment gets its derived namespace (another one only from a
+        platform admin) and a context on the organization's allow-list (core.environments.
+        kubernetes)."""
         name = check_slug(fields.name, "name", 63)
         if fields.type not in ENVIRONMENT_TYPES:
             raise ValidationFailed.on("type", f"type must be one of {', '.join(ENVIRONMENT_TYPES)}")
@@ -130,16 +136,27 @@ class EnvironmentService:
             raise ValidationFailed.on("target", f"target must be one of {', '.join(TARGETS)}")
         limits = validate_model(ResourceLimits, fields.limits, "limits")
         policy = validate_model(ProtectionPolicy, fields.policy, "policy")
-        namespace = fields.namespace
-        if namespace is not None or fields.target == "kubernetes":
-            namespace = check_slug(namespace or name, "namespace", 63)
+        namespace = cluster_id = None
+        if fields.target == "kubernetes":
+            cluster_id = fields.cluster_id
+            namespace = await placement(
+                self.session,
+                org,
+                name,
+                namespace=fields.namespace,
+                cluster_id=cluster_id,
+                principal=principal,
+            )
+        elif fields.namespace is not None or fields.cluster_id is not None:
+            field = "namespace" if fields.namespace is not None else "cluster_id"
+            raise ValidationFailed.on(field, "only a kubernetes environment has one")
         env = Environment(
             org_id=org.id,
             name=name,
             description=fields.description,
             type=fields.type,
             target=fields.target,
-            cluster_id=fields.cluster_id,
+            cluster_id=cluster_id,
             namespace=namespace,
             limits=limits.model_dump(mode="json", exclude_none=True),
             policy=policy.model_dump(mode="json"),

@@ -18,10 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.audit import AuditService, snapshot
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.identity.organizations import Visibility, check_slug, flush_unique
+from core.infrastructure.kubeconfig import kubeconfig_problem
 from core.models.identity import Organization
 from core.models.infrastructure import Provider
 from core.pagination import Page, PageRequest, paginate
-from core.security.encryption import installed_keyring
+from core.security.encryption import installed_keyring, row_aad
 
 PROVIDER_TYPES: tuple[str, ...] = ("aws", "gcp", "azure", "kubernetes")
 # The credential names each type takes (Pulumi's provider settings of the same meaning).
@@ -32,7 +33,8 @@ CREDENTIAL_NAMES: dict[str, tuple[str, ...]] = {
     "kubernetes": ("kubeconfig",),
 }
 _REGION = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
-_AAD = b"providers.credentials"
+# Bound to the row (row_aad): credentials copied into another provider's row do not decrypt.
+CREDENTIALS_PURPOSE = "providers.credentials"
 
 
 @dataclass
@@ -55,7 +57,8 @@ def credentials_of(provider: Provider) -> dict[str, str]:
     """The decrypted credentials: only for the activities that call the cloud."""
     if not provider.credentials:
         return {}
-    return dict(json.loads(installed_keyring().decrypt_str(provider.credentials, aad=_AAD)))
+    aad = row_aad(CREDENTIALS_PURPOSE, provider.id)
+    return dict(json.loads(installed_keyring().decrypt_str(provider.credentials, aad=aad)))
 
 
 def _check(fields: ProviderFields) -> None:
@@ -76,6 +79,11 @@ def _check(fields: ProviderFields) -> None:
     for name, value in fields.credentials.items():
         if not isinstance(value, str) or not value:
             raise ValidationFailed.on(f"credentials.{name}", "must be a non-empty string")
+    kubeconfig = fields.credentials.get("kubeconfig")
+    if fields.type == "kubernetes" and kubeconfig is not None:
+        problem = kubeconfig_problem(kubeconfig, "credentials.kubeconfig")
+        if problem is not None:
+            raise ValidationFailed.on(*problem)
 
 
 class ProviderService:
@@ -100,7 +108,9 @@ class ProviderService:
         message = f"the organization already has a provider named {name}"
         if taken is not None:
             raise Conflict(message)
+        row_id = uuid.uuid4()  # before encrypting: the credentials are bound to it
         row = Provider(
+            id=row_id,
             org_id=org.id,
             name=name,
             type=fields.type,
@@ -108,7 +118,9 @@ class ProviderService:
             config=fields.config,
             credential_names=sorted(fields.credentials),
             credentials=(
-                installed_keyring().encrypt_str(json.dumps(fields.credentials), aad=_AAD)
+                installed_keyring().encrypt_str(
+                    json.dumps(fields.credentials), aad=row_aad(CREDENTIALS_PURPOSE, row_id)
+                )
                 if fields.credentials
                 else None
             ),

@@ -26,6 +26,7 @@ TERMINAL = (
 PENDING = ("pending", "previewing", "awaiting_approval")
 PULUMI_MISSING = "PulumiMissing"  # the ApplicationError type when the CLI is not installed
 ENGINE_FAILED = "EngineFailed"  # the engine ran and failed: not retried
+CREDENTIALS_REFUSED = "CredentialsRefused"  # stored credentials the engine must not use
 
 
 class ProvisionInput(BaseModel):

@@ -63,3 +63,15 @@ class EnvironmentAccess(Base):
     permissions: Mapped[list[str]] = mapped_column(JSON, default=list)
     granted_at: Mapped[datetime] = mapped_column(default=utcnow)
     granted_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+
+
+class KubernetesContext(Entity):
+    """A kubeconfig context (a cluster) an organization's environments may deploy to: the
+    allow-list a platform admin keeps. No row for an organization: only the worker's default
+    cluster (no context named)."""
+
+    __tablename__ = "kubernetes_contexts"
+    __table_args__ = (UniqueConstraint("org_id", "context"),)
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"), index=True)
+    context: Mapped[str] = mapped_column(String(255))

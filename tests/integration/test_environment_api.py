@@ -46,6 +46,12 @@ async def test_a_promotion_order_with_a_protected_production(api: Api) -> None:
         limits={"cpu": "4", "memory": "8Gi", "pods": 20},
     )
     assert staging.status_code == 201, staging.text
+    contexts = await api.client.put(  # a platform admin allows the organization its cluster
+        f"/organizations/{org['id']}/kubernetes-contexts",
+        json={"contexts": ["prod-eu"]},
+        headers=admin,
+    )
+    assert contexts.status_code == 200, contexts.text
     production = await create(
         api,
         admin,
@@ -67,7 +73,7 @@ async def test_a_promotion_order_with_a_protected_production(api: Api) -> None:
     )
     assert production.status_code == 201, production.text
     prod = production.json()
-    assert prod["position"] == 2 and prod["namespace"] == "production"
+    assert prod["position"] == 2 and prod["namespace"] == f"{org['slug']}-production"
     assert prod["policy"]["required_approvals"] == 2
     assert prod["policy"]["soak_time"] == "1h" and prod["policy"]["approval_timeout"] == "1d"
     assert prod["policy"]["allow_self_approval"] is False

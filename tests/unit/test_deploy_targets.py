@@ -19,6 +19,8 @@ PLACE = Place(
     namespace="shop-prod",
     cluster_id="test-context",
     limits={"cpu": "2", "memory": "4Gi", "pods": 10},
+    environment_id="5b0e2a64-prod",
+    organization_id="c2d9f1aa-shop",
 )
 RELEASE = {"image": "registry/shop:2.0.0", "replicas": 2, "health_path": "/ready"}
 

@@ -10,12 +10,20 @@ from typing import Any
 from kmock import KubernetesEmulator
 from kubernetes import client as k8s
 
-from core.deploy.kubernetes import KubernetesRelease, KubernetesTarget, manifests
+from core.deploy.kubernetes import (
+    ENVIRONMENT_LABEL,
+    ORGANIZATION_LABEL,
+    KubernetesRelease,
+    KubernetesTarget,
+    Owner,
+    manifests,
+)
 from core.environments.policy import ResourceLimits
 
 NS = "shop-staging"
 RELEASE = KubernetesRelease(service="shop", version="1.4.0", image="registry/shop:1.4.0")
 LIMITS = ResourceLimits(cpu="4", memory="8Gi", pods=20, default_cpu="250m", default_memory="256Mi")
+OWNER = Owner(environment_id="3c1f0e9e-env", organization_id="9a7d52b4-org")
 
 
 def target(kmock: KubernetesEmulator) -> KubernetesTarget:
@@ -28,8 +36,13 @@ def stored(kmock: KubernetesEmulator, resource: str, name: str) -> dict[str, Any
 
 
 async def test_objects_have_the_expected_content(kmock: KubernetesEmulator) -> None:
-    objects = manifests(NS, RELEASE, {"LOG_LEVEL": "info"}, {"DB_PASSWORD": "hunter2"}, LIMITS)
+    config, secrets = {"LOG_LEVEL": "info"}, {"DB_PASSWORD": "hunter2"}
+    objects = manifests(NS, RELEASE, config, secrets, LIMITS, OWNER)
     await target(kmock).apply(objects)
+    for obj in objects:  # every object says whose it is
+        labels = obj["metadata"]["labels"]
+        assert labels[ENVIRONMENT_LABEL] == OWNER.environment_id, obj["kind"]
+        assert labels[ORGANIZATION_LABEL] == OWNER.organization_id, obj["kind"]
 
     secret = stored(kmock, "v1/secrets", "shop-secrets")
     assert secret["stringData"] == {"DB_PASSWORD": "hunter2"} and secret["type"] == "Opaque"
@@ -63,9 +76,10 @@ async def test_objects_have_the_expected_content(kmock: KubernetesEmulator) -> N
 
 async def test_a_second_deploy_replaces_the_objects(kmock: KubernetesEmulator) -> None:
     deploy = target(kmock)
-    await deploy.apply(manifests(NS, RELEASE, {"OLD": "x"}, {"OLD_TOKEN": "y"}, ResourceLimits()))
+    old = manifests(NS, RELEASE, {"OLD": "x"}, {"OLD_TOKEN": "y"}, ResourceLimits(), OWNER)
+    await deploy.apply(old)
     newer = RELEASE.model_copy(update={"version": "1.5.0", "image": "registry/shop:1.5.0"})
-    await deploy.apply(manifests(NS, newer, {"A": "1"}, {}, ResourceLimits()))
+    await deploy.apply(manifests(NS, newer, {"A": "1"}, {}, ResourceLimits(), OWNER))
     deployment = stored(kmock, "apps/v1/deployments", "shop")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":1.5.0")
     config = stored(kmock, "v1/configmaps", "shop-config")["data"]
@@ -76,7 +90,8 @@ async def test_a_second_deploy_replaces_the_objects(kmock: KubernetesEmulator) -
 
 async def test_the_rollout_wait_reads_the_deployment_status(kmock: KubernetesEmulator) -> None:
     deploy = target(kmock)
-    await deploy.apply(manifests(NS, RELEASE.model_copy(update={"replicas": 2}), {}, {}, LIMITS))
+    two = RELEASE.model_copy(update={"replicas": 2})
+    await deploy.apply(manifests(NS, two, {}, {}, LIMITS, OWNER))
     waiting = await deploy.wait_rollout(NS, "shop", timeout=0.3)
     assert waiting == "shop not rolled out within 0.3s (0/2 updated, 0/2 available)"
     kmock.objects["apps/v1/deployments", NS, "shop"].patch(
