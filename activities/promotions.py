@@ -17,10 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from core.approvals import Approver, ApproverCheck
 from core.db.engine import transaction
 from core.db.types import utcnow
 from core.deploy.targets import DeployTargets, Place, Release, ReleaseInvalid
+from core.environments.approvers import checked_approver
 from core.environments.environments import EnvironmentService, reveal
+from core.environments.kubernetes import context_problem
 from core.models.catalog import Service, ServiceVersion
 from core.models.environments import Environment
 from core.models.promotions import ServiceDeployment
@@ -50,6 +53,8 @@ def place_of(env: Environment) -> Place:
         namespace=env.namespace,
         cluster_id=env.cluster_id,
         limits=dict(env.limits or {}),
+        environment_id=str(env.id),
+        organization_id=str(env.org_id),
     )
 
 
@@ -90,7 +95,15 @@ class PromotionActivities:
             self.verify,
             self.mark_deployment,
             self.slack_messages,
+            self.check_approver,
         ]
+
+    @activity.defn(name="promotions.check_approver")
+    async def check_approver(self, check: ApproverCheck) -> Approver:
+        """The approver of a `decide` Update as the database says now (their grants and
+        teams): the workflow trusts this, never the Update's own claim."""
+        async with transaction(self._sessions) as session:
+            return await checked_approver(session, check)
 
     @activity.defn(name="promotions.prepare")
     async def prepare(self, input: PromotionInput) -> Plan:
@@ -142,6 +155,10 @@ class PromotionActivities:
                 promotion.status = "deploying"
             place, service_name, release = place_of(env), service.name, dict(version.config)
             version_name = version.version
+            refused = await context_problem(session, env)
+        if refused is not None:
+            await self._settle(deployment_id, None, "failed", {}, refused)
+            raise ApplicationError(refused, non_retryable=True)
         try:
             async with _heartbeating():
                 applied = await self._targets.deploy(

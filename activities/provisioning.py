@@ -20,13 +20,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from core.approvals import Approver, ApproverCheck
 from core.db.engine import transaction
 from core.db.types import utcnow
+from core.environments.approvers import checked_approver
 from core.infrastructure.costs import PriceCatalog
 from core.infrastructure.engine import Engine, Program, PulumiMissing, StackRef
+from core.infrastructure.kubeconfig import kubeconfig_problem
 from core.infrastructure.preview import assess
 from core.infrastructure.providers import credentials_of
 from core.infrastructure.provision_messages import (
+    CREDENTIALS_REFUSED,
     ENGINE_FAILED,
     PULUMI_MISSING,
     DestroyResult,
@@ -156,7 +160,15 @@ class ProvisioningActivities:
             self.destroy,
             self.expiry_destroy,
             self.slack_messages,
+            self.check_approver,
         ]
+
+    @activity.defn(name="provisioning.check_approver")
+    async def check_approver(self, check: ApproverCheck) -> Approver:
+        """The approver of a `decide` Update as the database says now; see
+        `core.environments.approvers`."""
+        async with transaction(self._sessions) as session:
+            return await checked_approver(session, check)
 
     @activity.defn(name="provisioning.prepare")
     async def prepare(self, input: ProvisionInput) -> ProvisionPlan:
@@ -178,6 +190,9 @@ class ProvisioningActivities:
             assert provider is not None
             credentials = credentials_of(provider)
             settings = dict(provider.config or {})
+            refused = _refused_credentials(provider.name, credentials)
+        if refused is not None:
+            raise ApplicationError(refused, type=CREDENTIALS_REFUSED, non_retryable=True)
         spec = StackSpec.model_validate({k: v for k, v in row.spec.items() if k != "ttl_seconds"})
         names = CREDENTIAL_CONFIG[spec.cloud]
         plain = PLAIN_CONFIG.get(spec.cloud, {})
@@ -315,6 +330,22 @@ class ProvisioningActivities:
             assert env is not None and provider is not None
             row = await service.request_destroy(env, provider, None, reason=reason)
             return row.id
+
+
+def _refused_credentials(provider: str, credentials: dict[str, str]) -> str | None:
+    """Why stored credentials may not be used (a row stored before the kubeconfig check),
+    checked before the engine starts: an `exec` plugin must never run on this worker."""
+    kubeconfig = credentials.get("kubeconfig")
+    if kubeconfig is None:
+        return None
+    problem = kubeconfig_problem(kubeconfig, "credentials.kubeconfig")
+    if problem is None:
+        return None
+    field, why = problem
+    return (
+        f"provider {provider}: {field}: {why}; the credentials were stored before this was "
+        "checked: store them again without it (nothing was run)"
+    )
 
 
 async def _rows(session: AsyncSession, ids: list[uuid.UUID]) -> list[Resource]:

@@ -12,14 +12,25 @@ from pydantic import BaseModel, Field
 
 
 class Approver(BaseModel):
-    """Who decides, as the API resolved them (the workflow cannot read the database): their
-    permission on the environment, and their teams and roles there."""
+    """Who decides: their permission on the environment, and their teams and roles there.
+    In a `decide` Update this is the caller's claim (the API's answer, narrowed by an API
+    key), used only for an immediate refusal; the workflow then reads the approver again
+    from the database in an activity (`ApproverCheck`) and decides on that."""
 
     user_id: uuid.UUID
     name: str
     permitted: bool = Field(description="Holds the approve permission on the environment")
     teams: list[str] = Field(default_factory=list, description="Team slugs in the organization")
     roles: list[str] = Field(default_factory=list, description="Roles covering the environment")
+
+
+class ApproverCheck(BaseModel):
+    """What the workflow asks the database about a decision's approver (an activity's input):
+    the approver's own word in the Update is never trusted."""
+
+    user_id: uuid.UUID
+    environment_id: uuid.UUID
+    permission: str
 
 
 class Decision(BaseModel):

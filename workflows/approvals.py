@@ -4,12 +4,19 @@ the durable wait for a quorum with reminders and an expiry.
 
 The workflow owns the Update itself (`@workflow.update decide`) and calls `validate` from its
 validator and `add` from its handler; `wait` returns how the wait ended, and the workflow
-records, notifies and updates messages for each outcome in its own way."""
+records, notifies and updates messages for each outcome in its own way.
+
+The validator only sees the caller's word (the approver as the API resolved them), so it can
+refuse at once but never decides alone: the handler reads the approver again from the
+database in an activity (`checked`) and validates that answer before the decision counts.
+Anyone who reaches Temporal can send a `decide` Update; what the named user may decide is
+only what the database says. Workflows that took decisions before this check existed replay
+without it (`APPROVER_CHECKED`, a `workflow.patched` marker)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -18,8 +25,9 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from core.approvals import Decision, DecisionRecord
+    from core.approvals import Approver, ApproverCheck, Decision, DecisionRecord
 
+APPROVER_CHECKED = "approver-checked-by-activity"
 Outcome = Literal["approved", "rejected", "expired", "cancelled"]
 VIA = {"api": "API", "slack": "Slack"}
 
@@ -43,6 +51,7 @@ class _Policy(Protocol):
     """A workflow's plan as far as approvals go (the promotion's and provisioning's share it)."""
 
     environment: str
+    environment_id: uuid.UUID
     required_approvals: int
     approver_teams: list[str]
     approver_roles: list[str]
@@ -64,6 +73,7 @@ class ApprovalRules:
     permission: str  # what an approver must hold on the environment, e.g. promotions:approve
     environment: str  # its name, for messages
     request: str = "promotion"  # what was requested, for messages
+    environment_id: uuid.UUID | None = None  # whose grants an approver's are checked against
 
     @classmethod
     def of(cls, plan: _Policy, *, permission: str, request: str) -> ApprovalRules:
@@ -79,6 +89,7 @@ class ApprovalRules:
             permission=permission,
             environment=plan.environment,
             request=request,
+            environment_id=plan.environment_id,
         )
 
 
@@ -119,6 +130,24 @@ class Approvals:
         earlier = next((d for d in self.decisions if d.user_id == who.user_id), None)
         if earlier is not None:
             raise refuse(f"you already decided ({earlier.decision} at {earlier.at.isoformat()})")
+
+    async def checked(
+        self, decision: Decision, check: Callable[[ApproverCheck], Awaitable[Approver]]
+    ) -> Decision:
+        """`decision` with its approver as the database says (`check` runs the activity that
+        reads their grants and teams now), in place of the caller's claim. Unchanged when
+        replaying a history from before the check (no `APPROVER_CHECKED` marker there)."""
+        rules = self.rules
+        if rules.environment_id is None or not workflow.patched(APPROVER_CHECKED):
+            return decision
+        found = await check(
+            ApproverCheck(
+                user_id=decision.approver.user_id,
+                environment_id=rules.environment_id,
+                permission=rules.permission,
+            )
+        )
+        return decision.model_copy(update={"approver": found})
 
     def add(self, decision: Decision) -> DecisionRecord:
         record = DecisionRecord(

@@ -36,7 +36,7 @@ from workflows.failures import failure_message
 
 with workflow.unsafe.imports_passed_through():
     from activities.promotions import PromotionActivities
-    from core.approvals import CancelRequest, Decision, DecisionRecord
+    from core.approvals import Approver, ApproverCheck, CancelRequest, Decision, DecisionRecord
     from core.notifications.messages import NotificationRequest
     from core.promotions.messages import (
         PENDING,
@@ -99,6 +99,7 @@ class PromotionWorkflow:
         if go:
             await self._deploy()
         await asyncio.gather(*self._records, *self._side, *self._slack, return_exceptions=True)
+        await workflow.wait_condition(workflow.all_handlers_finished)  # a decision being checked
         return self._view()
 
     async def _gate(self) -> bool:
@@ -261,8 +262,12 @@ class PromotionWorkflow:
     # -- Updates and the query ------------------------------------------------------------
     @workflow.update
     async def decide(self, decision: Decision) -> PromotionView:
+        """The validator answered on the caller's word; the decision counts only if the
+        approver the database returns (an activity) passes the same checks, now."""
         approvals = self._approvals
         assert approvals is not None
+        decision = await approvals.checked(decision, self._check_approver)
+        self._validate_decision(decision)
         approvals.add(decision)
         if decision.decision == "reject":
             self._status = "rejected"
@@ -276,6 +281,12 @@ class PromotionWorkflow:
         if self._approvals is None:
             raise refuse(f"the promotion is not awaiting approval (it is {self._status})")
         self._approvals.validate(decision, status=self._status, awaiting=awaiting)
+
+    async def _check_approver(self, check: ApproverCheck) -> Approver:
+        found: Approver = await workflow.execute_activity_method(
+            PromotionActivities.check_approver, check, **_db()
+        )
+        return found
 
     @workflow.update
     async def cancel(self, request: CancelRequest) -> PromotionView:
@@ -369,6 +380,7 @@ class PromotionWorkflow:
             "decided_by": approvals.who("approve") or None,
             "expires_at": approvals.expires_at.isoformat() if approvals.expires_at else None,
             "comment": plan.comment or None,
+            "provenance": plan.provenance or None,
         }
 
     def _notify(self, event: str, context: dict[str, Any]) -> None:

@@ -38,7 +38,7 @@ from workflows.failures import failure_message
 
 with workflow.unsafe.imports_passed_through():
     from activities.provisioning import ProvisioningActivities
-    from core.approvals import CancelRequest, Decision
+    from core.approvals import Approver, ApproverCheck, CancelRequest, Decision
     from core.infrastructure.provision_messages import (
         PENDING,
         PULUMI_MISSING,
@@ -100,6 +100,7 @@ class _StackRun:
 
     async def _finish(self) -> ProvisionView:
         await asyncio.gather(*self._records, *self._side, *self._slack, return_exceptions=True)
+        await workflow.wait_condition(workflow.all_handlers_finished)  # a decision being checked
         return self._view()
 
     # -- approval -------------------------------------------------------------------------
@@ -203,8 +204,12 @@ class _StackRun:
 
     @workflow.update
     async def decide(self, decision: Decision) -> ProvisionView:
+        """Counts only if the approver the database returns passes the checks (see
+        workflows/approvals.py)."""
         approvals = self._approvals
         assert approvals is not None
+        decision = await approvals.checked(decision, self._check_approver)
+        self._validate_decision(decision)
         approvals.add(decision)
         return self._view()
 
@@ -214,6 +219,12 @@ class _StackRun:
         if self._approvals is None:
             raise refuse(f"the run is not awaiting approval (it is {self._status})")
         self._approvals.validate(decision, status=self._status, awaiting=awaiting)
+
+    async def _check_approver(self, check: ApproverCheck) -> Approver:
+        found: Approver = await workflow.execute_activity_method(
+            ProvisioningActivities.check_approver, check, **_db()
+        )
+        return found
 
     @workflow.update
     async def cancel(self, request: CancelRequest) -> ProvisionView:

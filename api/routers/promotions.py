@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import require
@@ -20,6 +21,7 @@ from core.approvals import CancelRequest, Decision, approval_count
 from core.audit import AuditService
 from core.catalog.services import authorized_service
 from core.db.types import utcnow
+from core.environments.approvers import environment_approver as approver
 from core.environments.environments import authorized_environment, environment_resource
 from core.errors import Unavailable
 from core.identity.organizations import Visibility
@@ -28,20 +30,31 @@ from core.models.promotions import Promotion
 from core.pagination import PageRequest
 from core.promotions import control
 from core.promotions.messages import PromotionKind, PromotionView
-from core.promotions.promotions import PromotionFilter, PromotionService, approver
+from core.promotions.promotions import PromotionFilter, PromotionService
 from core.security.authorization import ANY_SCOPE, Principal, authorize
 
 router = APIRouter(tags=["promotions"])
 
 
 class DeployIn(BaseModel):
+    """The branch is not the caller's to say: it is the version's provenance (the pipeline run
+    that built it), so a body that still names one is refused rather than ignored."""
+
     model_config = ConfigDict(extra="forbid")
     service_id: uuid.UUID
     version: str = Field(max_length=100, examples=["1.4.2"])
-    branch: str | None = Field(
-        None, max_length=255, description="Where the version was built (default: its config)"
-    )
     comment: str = Field("", max_length=2000, description="A note for the approvers")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_branch(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "branch" in data:
+            raise PydanticCustomError(
+                "branch_not_accepted",
+                "branch is not accepted: it is read from the version's provenance (the "
+                "pipeline run that built it; see the version's pipeline_run_id)",
+            )
+        return data
 
 
 class RollbackIn(BaseModel):
@@ -81,7 +94,13 @@ class PromotionOut(BaseModel):
     status: str
     reason: str | None
     requested_by: uuid.UUID | None
-    branch: str | None
+    branch: str | None = Field(description="From the version's provenance; null when unknown")
+    git_sha: str | None = Field(description="The commit its pipeline run built")
+    pipeline_run_id: uuid.UUID | None = Field(description="The pipeline run that built it")
+    provenance: str = Field(
+        description='Where the branch comes from, e.g. "main (from pipeline '
+        'run …)" or "no provenance (…)"'
+    )
     comment: str
     required_approvals: int
     decisions: list[dict[str, Any]]
@@ -143,13 +162,9 @@ async def _request(
     promotions = PromotionService(session)
     if isinstance(body, RollbackIn):
         target = await promotions.rollback_version(env, service, body.version)
-        branch = None
     else:
         target = await promotions.version(service, body.version)
-        branch = body.branch
-    row = await promotions.request(
-        env, service, target, principal, kind=kind, branch=branch, comment=body.comment
-    )
+    row = await promotions.request(env, service, target, principal, kind=kind, comment=body.comment)
     await session.commit()
     try:
         await control.start_promotion(await state.temporal.client(), row)

@@ -23,6 +23,7 @@ from core.approvals import CancelRequest, Decision, approval_count
 from core.audit import AuditService
 from core.db.types import utcnow
 from core.durations import Duration
+from core.environments.approvers import environment_approver as approver
 from core.environments.environments import authorized_environment, environment_resource
 from core.errors import Conflict, Unavailable, ValidationFailed
 from core.identity.organizations import Visibility
@@ -34,7 +35,6 @@ from core.infrastructure.provisioning import ProvisionFilter, ProvisioningServic
 from core.models.environments import Environment
 from core.models.provisioning import Provision
 from core.pagination import PageRequest
-from core.promotions.promotions import approver
 from core.security.authorization import ANY_SCOPE, Principal, authorize
 
 router = APIRouter(prefix="/infrastructure", tags=["provisioning"])

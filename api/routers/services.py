@@ -26,6 +26,7 @@ from core.catalog.services import (
 )
 from core.catalog.versions import VersionService
 from core.errors import ValidationFailed
+from core.git_hosts.bindings import prove
 from core.identity.organizations import Visibility
 from core.identity.teams import TeamService, team_resource
 from core.models.catalog import Service, ServiceVersion
@@ -141,6 +142,11 @@ class VersionIn(BaseModel):
     )
     dockerfile_path: str | None = Field(None, max_length=1024, examples=["Dockerfile"])
     config: dict[str, Any] = Field(default_factory=dict)
+    pipeline_run_id: uuid.UUID | None = Field(
+        None,
+        description="The succeeded run of this service's pipeline that built it: its "
+        "provenance (the branch and commit promotions are checked against)",
+    )
 
 
 class VersionOut(BaseModel):
@@ -151,6 +157,7 @@ class VersionOut(BaseModel):
     git_sha: str | None
     dockerfile_path: str | None
     config: dict[str, Any]
+    pipeline_run_id: uuid.UUID | None
     created_at: datetime
     created_by: uuid.UUID | None
 
@@ -262,11 +269,13 @@ async def list_services(
 async def create_service(
     body: ServiceIn,
     session: DbSession,
-    services: ServiceService = Depends(_services),
+    state: State,
     principal: Principal = require("services:write", ANY_SCOPE),
 ) -> ServiceOut:
     team = await TeamService(session).get(body.owner_team_id)
     authorize(principal, "services:write", team_resource(team))
+    proven = await prove(session, team.org_id, [body.repository_url], state.settings)
+    services = ServiceService(session, git_hosts=state.settings.git_hosts, proven=proven)
     return ServiceOut.of(await services.create(team, _fields(body)))
 
 
@@ -285,6 +294,7 @@ async def update_service(
     service_id: uuid.UUID,
     body: ServicePut,
     session: DbSession,
+    state: State,
     services: ServiceService = Depends(_services),
     principal: Principal = require("services:write", ANY_SCOPE),
 ) -> ServiceOut:
@@ -293,6 +303,9 @@ async def update_service(
     if body.owner_team_id is not None and body.owner_team_id != service.owner_team_id:
         owner = await TeamService(session).get(body.owner_team_id)
         authorize(principal, "services:write", team_resource(owner))
+    if body.repository_url:
+        proven = await prove(session, service.org_id, [body.repository_url], state.settings)
+        services = ServiceService(session, git_hosts=state.settings.git_hosts, proven=proven)
     return ServiceOut.of(await services.update(service, _fields(body), owner=owner))
 
 
@@ -355,6 +368,7 @@ async def create_version(
         git_sha=body.git_sha,
         dockerfile_path=body.dockerfile_path,
         config=body.config,
+        pipeline_run_id=body.pipeline_run_id,
     )
     return VersionOut.model_validate(row)
 

@@ -34,6 +34,8 @@ from core.identity.users import UserService
 from core.security.authorization import Principal
 from core.security.encryption import DecryptionError, installed_keyring
 from core.security.tokens import CODEC_SESSION, issue_access_token
+from core.settings import Settings
+from core.temporal.client import plaintext_allowed
 from core.temporal.codec import EncryptionCodec
 
 PREFIX = "/api/temporal/codec"
@@ -59,9 +61,10 @@ class CodecSessionOut(BaseModel):
     expires_at: datetime
 
 
-def _codec() -> EncryptionCodec:
-    # The ring create_app installed at start-up: no key derivation per request.
-    return EncryptionCodec(installed_keyring())
+def _codec(settings: Settings) -> EncryptionCodec:
+    # The ring create_app installed at start-up: no key derivation per request. Production
+    # refuses unencrypted payloads here as the workers do.
+    return EncryptionCodec(installed_keyring(), allow_plaintext=plaintext_allowed(settings))
 
 
 def _parse(body: PayloadsBody) -> list[Payload]:
@@ -76,16 +79,16 @@ def _render(payloads: list[Payload]) -> PayloadsBody:
 
 
 @router.post("/decode", response_model=PayloadsBody, summary="Decrypt payloads for the Temporal UI")
-async def decode(body: PayloadsBody, _: Principal = decoder) -> PayloadsBody:
+async def decode(body: PayloadsBody, state: State, _: Principal = decoder) -> PayloadsBody:
     try:
-        return _render(await _codec().decode(_parse(body)))
+        return _render(await _codec(state.settings).decode_strict(_parse(body)))
     except DecryptionError as exc:
-        raise BadRequest(exc.message, details=exc.details) from None
+        raise BadRequest(exc.message, details=exc.details, code=exc.code) from None
 
 
 @router.post("/encode", response_model=PayloadsBody, summary="Encrypt payloads (Temporal UI)")
-async def encode(body: PayloadsBody, _: Principal = decoder) -> PayloadsBody:
-    return _render(await _codec().encode(_parse(body)))
+async def encode(body: PayloadsBody, state: State, _: Principal = decoder) -> PayloadsBody:
+    return _render(await _codec(state.settings).encode(_parse(body)))
 
 
 @cache

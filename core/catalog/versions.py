@@ -16,6 +16,7 @@ from core.audit import AuditService, snapshot
 from core.errors import Conflict, ValidationFailed
 from core.identity.organizations import flush_unique
 from core.models.catalog import Service, ServiceVersion
+from core.models.pipelines import Pipeline, PipelineRun
 from core.pagination import Page, PageRequest, paginate
 
 _SHA = re.compile(r"^[0-9a-f]{7,40}$")
@@ -83,9 +84,12 @@ class VersionService:
         git_sha: str | None = None,
         dockerfile_path: str | None = None,
         config: dict[str, Any] | None = None,
+        pipeline_run_id: uuid.UUID | None = None,
     ) -> ServiceVersion:
         normalised = str(parse_version(version))
         sha = check_sha(git_sha)
+        if pipeline_run_id is not None:
+            sha = await self._built_by(service, pipeline_run_id, sha)
         if dockerfile_path is not None and (
             dockerfile_path.startswith("/") or ".." in dockerfile_path.split("/")
         ):
@@ -106,6 +110,7 @@ class VersionService:
             git_sha=sha,
             dockerfile_path=dockerfile_path,
             config=config or {},
+            pipeline_run_id=pipeline_run_id,
         )
         self.session.add(row)
         await flush_unique(self.session, conflict, {"version": normalised})
@@ -113,6 +118,29 @@ class VersionService:
             "service.version.create", "service", service.id, after=snapshot(row)
         )
         return row
+
+    async def _built_by(self, service: Service, run_id: uuid.UUID, sha: str | None) -> str | None:
+        """The commit of the run that built the version (its provenance): a succeeded run of
+        one of this service's pipelines; a `git_sha` given as well must be that commit."""
+        run = await self.session.get(PipelineRun, run_id)
+        pipeline = await self.session.get(Pipeline, run.pipeline_id) if run else None
+        if run is None or pipeline is None or pipeline.service_id != service.id:
+            raise ValidationFailed.on(
+                "pipeline_run_id",
+                f"pipeline run {run_id} is not a run of {service.name}'s pipelines",
+            )
+        if run.status != "succeeded":
+            raise ValidationFailed.on(
+                "pipeline_run_id",
+                f"pipeline run {run_id} is {run.status}; only a succeeded run builds a version",
+            )
+        if sha is not None and not (run.git_sha or "").startswith(sha):
+            raise ValidationFailed.on(
+                "git_sha",
+                f"pipeline run {run_id} built commit {(run.git_sha or 'unknown')[:12]}, not {sha}; "
+                "leave git_sha out to take the run's",
+            )
+        return run.git_sha
 
     async def versions_of(self, service_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
         """Every registered version of each service, as stored."""

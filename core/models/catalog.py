@@ -64,6 +64,11 @@ class ServiceVersion(Entity):
     git_sha: Mapped[str | None] = mapped_column(String(40))
     dockerfile_path: Mapped[str | None] = mapped_column(String(1024))
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The pipeline run that built it (its provenance: branch and commit as the platform
+    # recorded them); None for a version registered by hand.
+    pipeline_run_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("pipeline_runs.id"), index=True, default=None
+    )
 
 
 class ServiceDependency(Entity):

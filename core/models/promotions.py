@@ -29,7 +29,14 @@ class Promotion(Entity):
     # | failed | rejected | expired | cancelled | refused
     status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
     requested_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    # Where the version came from, read from its provenance when requested (never from the
+    # request): the branch and commit its pipeline run recorded, and how approvers see it.
     branch: Mapped[str | None] = mapped_column(String(255))
+    git_sha: Mapped[str | None] = mapped_column(String(40), default=None)
+    pipeline_run_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("pipeline_runs.id"), default=None
+    )
+    provenance: Mapped[str] = mapped_column(Text, default="no provenance")
     comment: Mapped[str] = mapped_column(Text, default="")
     required_approvals: Mapped[int] = mapped_column(Integer, default=0)
     # [{user_id, name, decision, comment, via, at}] in the order they were given

@@ -39,6 +39,7 @@ class Plan(BaseModel):
     requested_by: uuid.UUID | None = None
     requested_by_name: str | None = None
     comment: str = ""
+    provenance: str = Field("", description="Where the version's branch comes from, for approvers")
     required_approvals: int = 0
     approver_teams: list[str] = Field(default_factory=list)
     approver_roles: list[str] = Field(default_factory=list)

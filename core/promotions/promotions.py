@@ -15,21 +15,20 @@ from typing import Any
 from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.approvals import Approver
 from core.audit import AuditService, snapshot
 from core.catalog.versions import parse_version
 from core.db.types import utcnow
-from core.environments.environments import environment_resource
 from core.environments.policy import ProtectionPolicy
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.identity.organizations import Visibility
 from core.models.catalog import Service, ServiceVersion
 from core.models.environments import Environment
-from core.models.identity import Team, TeamMembership, User
+from core.models.identity import Team, User
 from core.models.promotions import Promotion, ServiceDeployment
 from core.notifications.channels import team_channel_ids
 from core.pagination import Page, PageRequest, paginate
 from core.promotions.messages import PENDING, Gate, Plan, PromotionKind, StatusUpdate
+from core.promotions.provenance import provenance_of
 from core.security.authorization import Principal
 
 WORKFLOW_ID_PREFIX = "promotion-"
@@ -82,11 +81,11 @@ class PromotionService:
         principal: Principal,
         *,
         kind: PromotionKind = "promote",
-        branch: str | None = None,
         comment: str = "",
     ) -> Promotion:
         """A new promotion (or roll back) of `version` into `env`; 409 while one of the same
-        service into the same environment is still pending."""
+        service into the same environment is still pending. Its branch and commit are the
+        version's provenance (the pipeline run that built it), never the caller's word."""
         if service.org_id != env.org_id:
             raise ValidationFailed.on(
                 "service_id", f"{service.name} is not in the environment's organization"
@@ -105,6 +104,7 @@ class PromotionService:
                 details={"promotion_id": str(open_one.id)},
             )
         current = await self.current(env.id, service.id)
+        origin = await provenance_of(self.session, version)
         promotion_id = uuid.uuid4()
         row = Promotion(
             id=promotion_id,
@@ -116,7 +116,10 @@ class PromotionService:
             kind=kind,
             status="pending",
             requested_by=principal.user_id,
-            branch=branch or version.config.get("branch"),
+            branch=origin.branch,
+            git_sha=origin.git_sha,
+            pipeline_run_id=origin.pipeline_run_id,
+            provenance=origin.label,
             comment=comment,
             required_approvals=0 if kind == "rollback" else policy_of(env).required_approvals,
             workflow_id=workflow_id_for(promotion_id),
@@ -229,8 +232,14 @@ class PromotionService:
         policy = policy_of(env)
         if not policy.branch_allowed(promotion.branch):
             allowed = ", ".join(policy.allowed_branches)
+            if promotion.branch is None:
+                return Gate(
+                    refused=f"{promotion.version} has {promotion.provenance}, so its branch is "
+                    f"unknown and it may not go to {env.name} (allowed: {allowed}); register "
+                    "the version with the pipeline_run_id of the run that built it"
+                )
             return Gate(
-                refused=f"branch {promotion.branch or '(unknown)'} may not go to {env.name} "
+                refused=f"branch {promotion.provenance} may not go to {env.name} "
                 f"(allowed: {allowed})"
             )
         if env.previous_id is not None:
@@ -286,6 +295,7 @@ class PromotionService:
             requested_by=promotion.requested_by,
             requested_by_name=(requester.name or requester.email) if requester else None,
             comment=promotion.comment,
+            provenance=promotion.provenance,
             required_approvals=0 if rollback else policy.required_approvals,
             approver_teams=policy.approver_teams,
             approver_roles=policy.approver_roles,
@@ -330,33 +340,3 @@ async def approval_channels(
         if found is not None:
             channels += [c for c in await team_channel_ids(session, found) if c not in channels]
     return channels
-
-
-async def approver(
-    session: AsyncSession,
-    principal: Principal,
-    env: Environment,
-    permission: str = "promotions:approve",
-) -> Approver:
-    """The caller as an approver of requests into `env`: whether they hold `permission`
-    there, their teams in its organization, and the roles covering it."""
-    resource = environment_resource(env)
-    teams = await session.scalars(
-        select(Team.slug)
-        .join(TeamMembership, TeamMembership.team_id == Team.id)
-        .where(
-            TeamMembership.user_id == principal.user_id,
-            Team.org_id == env.org_id,
-            Team.deleted_at.is_(None),
-        )
-    )
-    roles = sorted({g.role for g in principal.grants if resource.covered_by(g)})
-    user = await session.get(User, principal.user_id)
-    name = (user.name or user.email) if user is not None else principal.label
-    return Approver(
-        user_id=principal.user_id,
-        name=name,
-        permitted=principal.can(permission, resource),
-        teams=sorted(teams),
-        roles=roles,
-    )

@@ -78,6 +78,11 @@ def connect_options(settings: Settings, topology: Topology) -> ConnectOptions:
     )
 
 
+def plaintext_allowed(settings: Settings) -> bool:
+    """Unencrypted payloads are decoded outside production only (core/temporal/codec.py)."""
+    return settings.env != "production"
+
+
 async def connect(settings: Settings, topology: Topology, *, lazy: bool = False) -> Client:
     """A client with the platform's data converter and context-propagation interceptor.
 
@@ -85,7 +90,18 @@ async def connect(settings: Settings, topology: Topology, *, lazy: bool = False)
     app factory applied `with_local_secrets`); without it the client speaks plain payloads.
     """
     options = connect_options(settings, topology)
-    codec = EncryptionCodec(options.keyring) if options.keyring is not None else None
+    has_cert = isinstance(options.tls, TLSConfig) and options.tls.client_cert is not None
+    if settings.env == "production" and not (options.api_key or has_cert):
+        log.warning(
+            "Temporal %s is reached without mTLS or an API key: require client certificates "
+            "on its frontend (docs/configuration.md, Temporal)",
+            options.target,
+        )
+    codec = (
+        EncryptionCodec(options.keyring, allow_plaintext=plaintext_allowed(settings))
+        if options.keyring is not None
+        else None
+    )
     return await Client.connect(
         options.target,
         namespace=options.namespace,

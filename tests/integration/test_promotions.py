@@ -433,12 +433,16 @@ async def test_a_request_while_temporal_is_down_is_503_and_recorded_failed(
 
 async def test_a_branch_the_policy_does_not_allow_is_refused(stack: PromotionStack) -> None:
     world = await stack.world(dev_policy={"allowed_branches": ["release/*"]})
-    await stack.version(world, "6.0.0")  # built from main
+    run_id = await stack.build(world, "main")  # built from main, as its pipeline run says
+    await stack.version(world, "6.0.0", built_by=run_id)
     async with promotion_workers(stack):
         refused = await stack.finished((await stack.deploy(world, "dev", "6.0.0"))["id"])
         assert refused["status"] == "refused", refused
+        assert refused["branch"] == "main" and refused["pipeline_run_id"] == run_id, refused
+        assert refused["provenance"].startswith(f"main (from pipeline run {run_id}: ci-")
         assert refused["reason"] == (
-            f"branch main may not go to {world.envs['dev']['name']} (allowed: release/*)"
+            f"branch {refused['provenance']} may not go to {world.envs['dev']['name']} "
+            "(allowed: release/*)"
         )
         await _notified(stack, refused["id"], "promotion.failed")
     assert (
