@@ -22,6 +22,7 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -52,6 +53,13 @@ WEBHOOKS = int(os.environ.get("BENCH_WEBHOOKS", "100"))
 CONCURRENT = int(os.environ.get("BENCH_CONCURRENT_RUNS", "50"))
 SECRET = "bench-webhook-secret"
 MARK = 'date +%s%N > "$BENCH_MARKS/$IDP_RUN_ID"'
+
+
+def _push(owner: str, sha: str, message: str, branch: str = "main") -> dict[str, Any]:
+    """A push of its own: deliveries are deduplicated by their body, so each differs."""
+    payload = push_payload(owner, "app", sha, branch=branch)
+    payload["head_commit"]["message"] = message
+    return payload
 
 
 @activity.defn(name="bench.start_process")
@@ -175,7 +183,7 @@ async def run(_: Client, base: Settings) -> None:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
             pipeline_ms, floor_ms = [], []
             for i in range(WEBHOOKS + 5):
-                body, headers = github_delivery(push_payload(owner, "app", sha), secret=SECRET)
+                body, headers = github_delivery(_push(owner, sha, f"push {i}"), secret=SECRET)
                 t0 = time.time_ns()
                 answer = await http.post("/webhooks/github", content=body, headers=headers)
                 answer.raise_for_status()
@@ -211,12 +219,12 @@ async def run(_: Client, base: Settings) -> None:
                         "/webhooks/github",
                         content=(
                             d := github_delivery(
-                                push_payload(owner, "app", sha, branch="load"), secret=SECRET
+                                _push(owner, sha, f"load {n}", branch="load"), secret=SECRET
                             )
                         )[0],
                         headers=d[1],
                     )
-                    for _ in range(CONCURRENT)
+                    for n in range(CONCURRENT)
                 )
             )
             run_ids = [a.json()["runs"][0]["id"] for a in answers if a.status_code == 202]

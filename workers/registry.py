@@ -25,6 +25,7 @@ from core.notifications.dispatch import SenderSettings
 from core.pipelines.artifacts import ArtifactStore
 from core.pipelines.commit_status import CommitStatusReporter, build_host_configs
 from core.pipelines.runners.factory import build_runner
+from core.security.egress import EgressPolicy
 from core.settings import Settings
 from core.topology import Topology
 from workers.resources import WorkerResources
@@ -53,7 +54,9 @@ def _selfcheck(res: WorkerResources) -> Sequence[Callable[..., Any]]:
 def _notifications(res: WorkerResources) -> Sequence[Callable[..., Any]]:
     acts = NotificationActivities(
         res.sessions,
-        SenderSettings(slack_api_url=res.settings.slack_api_url),
+        SenderSettings(
+            slack_api_url=res.settings.slack_api_url, egress=EgressPolicy.of(res.settings)
+        ),
         platform_url=res.settings.platform_url,
     )
     return [acts.prepare, acts.deliver, acts.mark_failed, acts.update_message]
@@ -64,6 +67,7 @@ def _health(res: WorkerResources) -> Sequence[Callable[..., Any]]:
         res.sessions,
         platform_url=res.settings.platform_url,
         retention=res.settings.health_result_retention,
+        egress=EgressPolicy.of(res.settings),
     )
     return [acts.probe, acts.record, acts.prune]
 
@@ -86,6 +90,7 @@ def git_access(settings: Settings) -> GitAccess:
         rewrites=settings.git_url_rewrites,
         tokens=git_tokens(settings),
         extra_hosts=settings.git_hosts,
+        allow_global_tokens=settings.env != "production",  # connections' tokens only
     )
 
 

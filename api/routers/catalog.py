@@ -19,9 +19,11 @@ from core.catalog.backstage import (
     dump_yaml,
     export_entity,
     load_documents,
+    repository_urls,
 )
 from core.catalog.services import ServiceService, service_resource
 from core.errors import ValidationFailed
+from core.git_hosts.bindings import prove
 from core.identity.organizations import OrganizationService
 from core.identity.teams import team_resource
 from core.models.identity import Team
@@ -134,7 +136,11 @@ async def import_catalog(
     def may_write(team: Team) -> bool:
         return principal.can("services:write", team_resource(team))
 
-    importer = BackstageImporter(session, org, may_write, git_hosts=state.settings.git_hosts)
+    urls = repository_urls(documents, state.settings.git_hosts)
+    proven = await prove(session, org.id, urls, state.settings)
+    importer = BackstageImporter(
+        session, org, may_write, git_hosts=state.settings.git_hosts, proven=proven
+    )
     return ImportOut.of(await importer.run(documents))
 
 

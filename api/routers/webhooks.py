@@ -1,6 +1,8 @@
 """Git hosts' webhooks. Public routes: a delivery proves itself with the host's signature
-(GitHub, Bitbucket) or token (GitLab), checked against GITHUB_WEBHOOK_SECRET,
-BITBUCKET_WEBHOOK_SECRET or GITLAB_WEBHOOK_TOKEN before anything is read or written."""
+(GitHub, Bitbucket) or token (GitLab), checked before anything is written against the webhook
+secret of the Git host connection its repository is bound through. GITHUB_WEBHOOK_SECRET,
+BITBUCKET_WEBHOOK_SECRET and GITLAB_WEBHOOK_TOKEN are the development default for repositories
+without a connection; production ignores them."""
 
 from __future__ import annotations
 
@@ -16,8 +18,16 @@ from api.bodies import read_capped
 from api.deps import State
 from core import context
 from core.db.engine import transaction
-from core.pipelines.dispatch import create_event_runs, delivery_key, start_run
-from core.pipelines.webhooks import parse, verify
+from core.errors import Unauthorized
+from core.git_hosts.bindings import connection_of, holder
+from core.git_hosts.connections import webhook_secret_of
+from core.pipelines.dispatch import (
+    STARTABLE_STATUSES,
+    create_event_runs,
+    delivery_key,
+    start_run,
+)
+from core.pipelines.webhooks import delivery_repository, parse, verify
 from core.settings import Settings
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -50,6 +60,34 @@ def _secret(settings: Settings, host_kind: HostKind) -> str:
     return secret.get_secret_value() if secret is not None else ""
 
 
+async def _expected_secret(
+    state: State, host_kind: HostKind, request: Request, body: bytes
+) -> tuple[str, uuid.UUID | None]:
+    """The secret the delivery must be signed with, and the organization its repository is
+    bound to: the connection's secret for a repository bound through one; else the global
+    development default, which production refuses."""
+    settings = state.settings
+    repository = delivery_repository(host_kind, request.headers, body, settings.git_hosts)
+    connection = binding = None
+    secret = ""
+    if repository is not None:
+        async with transaction(state.sessions) as session:
+            binding = await holder(session, repository)
+            connection = await connection_of(session, binding)
+            secret = webhook_secret_of(connection) if connection is not None else ""
+    org_id = binding.org_id if binding is not None else None
+    if connection is not None and connection.kind == host_kind:
+        return secret, org_id
+    if settings.env == "production":
+        raise Unauthorized(
+            f"{repository or 'the delivery'} has no {host_kind} Git host connection: deliveries "
+            "are checked with a connection's webhook secret (the global secrets are for "
+            "development only)",
+            code="invalid_signature",
+        )
+    return _secret(settings, host_kind), org_id
+
+
 @router.post(
     "/{host_kind}",
     response_model=DeliveryOut,
@@ -62,7 +100,8 @@ def _secret(settings: Settings, host_kind: HostKind) -> str:
 )
 async def receive(host_kind: HostKind, request: Request, state: State) -> JSONResponse:
     body = await read_capped(request)
-    verify(host_kind, request.headers, body, _secret(state.settings, host_kind))
+    secret, org_id = await _expected_secret(state, host_kind, request, body)
+    verify(host_kind, request.headers, body, secret)
     delivery = parse(host_kind, request.headers, body, state.settings.git_hosts)
     context.update(actor_type="webhook", actor_label=f"{host_kind} webhook")
     out = DeliveryOut(
@@ -76,13 +115,18 @@ async def receive(host_kind: HostKind, request: Request, state: State) -> JSONRe
         return JSONResponse(out.model_dump(mode="json"), status_code=200)
     if not delivery.events:
         return JSONResponse(out.model_dump(mode="json"), status_code=200)
+    if org_id is None:
+        out.status, out.reason = "no_match", "the repository is not bound to an organization"
+        return JSONResponse(out.model_dump(mode="json"), status_code=200)
     async with transaction(state.sessions) as session:
-        started = await create_event_runs(session, delivery, delivery_key(delivery, body))
+        key = delivery_key(delivery, body)
+        started = await create_event_runs(session, delivery, key, org_id)
     if not started:
         out.status, out.reason = "no_match", "no enabled pipeline of this repository matches"
         return JSONResponse(out.model_dump(mode="json"), status_code=200)
     client = await state.temporal.client()
-    await asyncio.gather(*(start_run(client, s.run) for s in started if s.run.status == "queued"))
+    startable = [s.run for s in started if s.run.status in STARTABLE_STATUSES]
+    await asyncio.gather(*(start_run(client, run) for run in startable))
     out.status = "started"
     out.runs = [
         StartedRun(

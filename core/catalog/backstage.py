@@ -23,6 +23,7 @@ from core.catalog.dependencies import DependencyService, DependencySpec
 from core.catalog.repositories import parse_repository_url
 from core.catalog.services import LIFECYCLES, ServiceFields, ServiceService, service_snapshot
 from core.errors import AppError, ValidationFailed
+from core.git_hosts.bindings import Proven
 from core.models.catalog import Service
 from core.models.identity import Organization, Team
 
@@ -246,6 +247,16 @@ def _unchanged(before: dict[str, Any], after: dict[str, Any]) -> bool:
     }
 
 
+def repository_urls(documents: Sequence[Any], git_hosts: dict[str, str]) -> list[str | None]:
+    """The repository URL of each importable document (what binding them needs proven)."""
+    urls: list[str | None] = []
+    for index, doc in enumerate(documents):
+        parsed = _parse(index, doc, git_hosts)
+        if not isinstance(parsed, EntityReport):
+            urls.append(parsed.fields.repository_url)
+    return urls
+
+
 class BackstageImporter:
     """Imports into one organization. `may_write(team)` says whether the caller holds
     services:write on a team (the router's authorization, so the core knows no principals)."""
@@ -257,12 +268,13 @@ class BackstageImporter:
         may_write: Callable[[Team], bool],
         *,
         git_hosts: dict[str, str] | None = None,
+        proven: Proven | None = None,
     ) -> None:
         self.session = session
         self.org = org
         self.may_write = may_write
         self.git_hosts = git_hosts or {}
-        self.services = ServiceService(session, git_hosts=self.git_hosts)
+        self.services = ServiceService(session, git_hosts=self.git_hosts, proven=proven)
         self.dependencies = DependencyService(session)
 
     async def _team(self, owner: str) -> Team:

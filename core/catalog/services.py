@@ -18,6 +18,7 @@ from core.catalog.dependencies import lock_graph
 from core.catalog.repositories import parse_repository_url
 from core.db.types import utcnow
 from core.errors import Conflict, NotFound, ValidationFailed
+from core.git_hosts.bindings import Proven, RepositoryBindings
 from core.identity.organizations import EVERYTHING, Visibility, check_slug, flush_unique
 from core.models.catalog import Service, ServiceDependency, ServiceTag
 from core.models.identity import Team
@@ -120,12 +121,20 @@ class ServiceView:
 
 
 class ServiceService:
+    """`proven` is what `core.git_hosts.bindings.prove` found for the repositories a request
+    binds (checked through the host's API before the request writes anything)."""
+
     def __init__(
-        self, session: AsyncSession, *, git_hosts: Mapping[str, str] | None = None
+        self,
+        session: AsyncSession,
+        *,
+        git_hosts: Mapping[str, str] | None = None,
+        proven: Proven | None = None,
     ) -> None:
         self.session = session
         self.audit = AuditService(session)
         self.git_hosts = git_hosts or {}
+        self.bindings = RepositoryBindings(session, proven)
 
     async def get(self, service_id: uuid.UUID, *, include_deleted: bool = False) -> Service:
         service = await self.session.get(Service, service_id)
@@ -182,6 +191,17 @@ class ServiceService:
         if fields.annotations is not None:
             service.annotations = {str(k): str(v) for k, v in fields.annotations.items()}
 
+    async def _bind(self, service: Service, before: str | None, asked: bool) -> None:
+        """Bind the service's repository to its organization when it is set or changed (409
+        when another organization holds it), and release the one it left."""
+        key = service.repository_path
+        if key and service.repository_url and (asked or key != before):
+            repo = parse_repository_url(service.repository_url, self.git_hosts)
+            await self.bindings.bind(service.org_id, repo)
+        if before and before != key:
+            await self.session.flush()
+            await self.bindings.release_unused(service.org_id, before)
+
     async def _set_tags(self, service: Service, tags: list[str]) -> None:
         await self.session.execute(delete(ServiceTag).where(ServiceTag.service_id == service.id))
         self.session.add_all(ServiceTag(service_id=service.id, tag=t) for t in tags)
@@ -208,6 +228,7 @@ class ServiceService:
         self._apply(service, replace(fields, tags=None))
         tags = sorted(check_tags(fields.tags or []))  # as every read returns them
         await self._check_name_free(team.org_id, service.name, None)
+        await self._bind(service, None, True)
         self.session.add(service)
         await self._flush(service)
         await self._set_tags(service, tags)
@@ -226,6 +247,7 @@ class ServiceService:
         if fields.name is not None and fields.name != service.name:
             await self._check_name_free(service.org_id, check_slug(fields.name, "name"), service.id)
         self._apply(service, replace(fields, tags=None))
+        await self._bind(service, before["repository_path"], fields.repository_url is not None)
         if owner is not None and owner.id != service.owner_team_id:
             if owner.org_id != service.org_id:
                 raise ValidationFailed.on(
@@ -271,6 +293,8 @@ class ServiceService:
             delete(ServiceDependency).where(ServiceDependency.service_id == service.id)
         )
         await self.session.flush()
+        if service.repository_path:
+            await self.bindings.release_unused(service.org_id, service.repository_path)
         await self.audit.record("service.delete", "service", service.id, before=before)
 
     def _query(self, f: ServiceFilter) -> Select[Any]:

@@ -112,6 +112,7 @@ HOST_STATES: dict[HostKind, dict[CommitState, str]] = {
 }
 #: A pipeline run's status (core.models.pipelines.PipelineRun.status) as a commit state.
 RUN_STATUS_STATES: dict[str, CommitState] = {
+    "awaiting_approval": "pending",  # a fork's pull request, not yet approved
     "queued": "pending",
     "running": "running",
     "succeeded": "success",
@@ -381,8 +382,8 @@ class CommitStatus(BaseModel):
 
 
 def state_for_run_status(status: str) -> CommitState:
-    """The commit state for a pipeline run's status (queued, running, succeeded, failed,
-    cancelled). Raises ValueError for another value."""
+    """The commit state for a pipeline run's status (awaiting_approval, queued, running,
+    succeeded, failed, cancelled). Raises ValueError for another value."""
     try:
         return RUN_STATUS_STATES[status]
     except KeyError:
@@ -457,15 +458,20 @@ class CommitStatusReporter:
             config = GitHostConfig(kind=CLOUD_HOSTS[host], api_url=DEFAULT_API_URLS[host])
         return config
 
-    async def report(self, status: CommitStatus) -> ReportResult:
-        """Send `status` to its host. Returns a skipped result when no token or API is
-        configured for the host; raises StatusReportRetryable or StatusReportRejected."""
+    async def report(
+        self, status: CommitStatus, *, token: str | None = None, default_token: bool = True
+    ) -> ReportResult:
+        """Send `status` to its host, with `token` (a Git host connection's) or else, when
+        `default_token`, the host's configured one. Returns a skipped result when no token or
+        API is there for the host; raises StatusReportRetryable or StatusReportRejected."""
         host = status.host
         config = self.config_for(host)
         if config is None:
             return self._skipped(
                 status, f"no status API is configured for {host} (GIT_HOSTS, GIT_HOST_APIS)"
             )
+        if token is not None or not default_token:
+            config = config.model_copy(update={"token": SecretStr(token) if token else None})
         if config.token is None:
             setting = TOKEN_SETTINGS[config.kind]
             return self._skipped(status, f"no token is configured for {host} (set {setting})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -32,6 +33,8 @@ from workflows.pipeline_run import PIPELINES_QUEUE, PipelineRunWorkflow
 
 log = logging.getLogger("idp.pipelines")
 RECONCILE_AFTER = timedelta(seconds=30)  # what a request normally takes to start its run
+# A run in these states has a workflow to start (or one that is waiting already).
+STARTABLE_STATUSES = ("queued", "awaiting_approval")
 
 
 @dataclass
@@ -41,20 +44,24 @@ class Started:
 
 
 def delivery_key(delivery: ParsedDelivery, body: bytes) -> str:
-    """The host's delivery id, or a digest of the body for a host that sent none (a
-    duplicated delivery carries the same body)."""
-    return delivery.delivery_id or "sha256:" + hashlib.sha256(body).hexdigest()
+    """The SHA-256 of the signed body: a delivery sent again, by the host or replayed by
+    whoever captured it, under a new delivery id (which is not signed) is the same delivery.
+    The delivery id is a second key (`create_event_runs`)."""
+    return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
-async def matching_pipelines(session: AsyncSession, event: GitEvent) -> list[Pipeline]:
-    """The enabled pipelines of the live services on the event's repository whose triggers
-    match the event, in a stable order."""
+async def matching_pipelines(
+    session: AsyncSession, event: GitEvent, org_id: uuid.UUID
+) -> list[Pipeline]:
+    """The enabled pipelines whose triggers match the event, of the live services on the
+    event's repository in the organization the repository is bound to, in a stable order."""
     if event.repository is None or event.kind in ("ping", "manual", "cron"):
         return []
     found = await session.scalars(
         select(Pipeline)
         .join(Service, Service.id == Pipeline.service_id)
         .where(
+            Service.org_id == org_id,
             Service.repository_path == event.repository,
             Service.deleted_at.is_(None),
             Pipeline.deleted_at.is_(None),
@@ -78,17 +85,23 @@ def event_request(event: GitEvent, dedupe_key: str) -> RunRequest:
 
 
 async def create_event_runs(
-    session: AsyncSession, delivery: ParsedDelivery, key: str
+    session: AsyncSession, delivery: ParsedDelivery, key: str, org_id: uuid.UUID
 ) -> list[Started]:
-    """A run per pipeline each of the delivery's events matches (deleted refs start none)."""
+    """A run per pipeline of the repository's organization each of the delivery's events
+    matches (deleted refs start none). A delivery seen before under its body's hash (`key`) or
+    its delivery id finds its runs again instead of starting new ones."""
     runs: list[Started] = []
     service = RunService(session)
     for index, event in enumerate(delivery.events):
         if event.deleted:
             continue
-        for pipeline in await matching_pipelines(session, event):
+        for pipeline in await matching_pipelines(session, event, org_id):
             dedupe = f"{delivery.host_kind}:{key}:{index}:{pipeline.id}"
-            run, created = await service.create(pipeline, event_request(event, dedupe))
+            request = event_request(event, dedupe)
+            if delivery.delivery_id:
+                alias = f"{delivery.host_kind}:{delivery.delivery_id}:{index}:{pipeline.id}"
+                request.dedupe_aliases = (alias,)
+            run, created = await service.create(pipeline, request)
             runs.append(Started(run, created))
     return runs
 
@@ -110,6 +123,7 @@ async def start_run(
             run_id=run.id,
             notifications_queue=notifications_queue,
             rerun_from_stage=rerun_from_stage,
+            needs_approval=run.status == "awaiting_approval",
         ),
         id=run.workflow_id,
         task_queue=task_queue,
@@ -134,15 +148,16 @@ async def ensure_queued_runs(
     *,
     older_than: timedelta = RECONCILE_AFTER,
 ) -> int:
-    """Start the workflow of every run still `queued` after `older_than` (its request met
-    Temporal down, or its process died between the commit and the start). Idempotent: a run
-    whose workflow exists is left alone. Returns how many were asked to start."""
+    """Start the workflow of every run still `queued` (or awaiting approval) after
+    `older_than` (its request met Temporal down, or its process died between the commit and
+    the start). Idempotent: a run whose workflow exists is left alone. Returns how many were
+    asked to start."""
     async with transaction(sessions) as session:
         runs = list(
             await session.scalars(
                 select(PipelineRun)
                 .where(
-                    PipelineRun.status == "queued",
+                    PipelineRun.status.in_(STARTABLE_STATUSES),
                     PipelineRun.created_at < utcnow() - older_than,
                 )
                 .order_by(PipelineRun.created_at)

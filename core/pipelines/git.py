@@ -280,6 +280,43 @@ async def read_file_at(
         return await git.run(repo, "cat-file", "blob", f"{commit}:{rel}", what="git cat-file")
 
 
+async def reachable(
+    repo_url: str,
+    sha: str,
+    workspace: Path,
+    *,
+    timeout: float = 600,
+    token: str | None = None,
+    token_username: str = DEFAULT_TOKEN_USERNAME,
+) -> bool:
+    """Whether commit `sha` (checked out in `workspace`) is reachable from a branch or a tag of
+    `repo_url`: fetches every branch and tag, then asks git which contain it. A commit only a
+    fork or a pull request ref holds (hosts serve those by SHA too) is not."""
+    _check_ref(sha)
+    git = _Git(repo_url, token=token, username=token_username, timeout=timeout)
+    await git.run(
+        workspace,
+        "fetch",
+        "--quiet",
+        "--force",
+        "origin",
+        "+refs/heads/*:refs/remotes/origin/*",
+        "+refs/tags/*:refs/tags/*",
+        what="git fetch",
+    )
+    out = await git.run(
+        workspace,
+        "for-each-ref",
+        "--count=1",
+        "--format=%(refname)",
+        f"--contains={sha}",
+        "refs/remotes/origin/",
+        "refs/tags/",
+        what="git for-each-ref",
+    )
+    return bool(out.strip())
+
+
 def rewrite_url(url: str, rewrites: dict[str, str]) -> str:
     """`url` with its longest matching prefix replaced, like git's `url.<base>.insteadOf`
     (the GIT_URL_REWRITES setting: clone from a mirror, or from a local path in tests)."""

@@ -15,6 +15,7 @@ from core.models.audit import AuditLog
 from core.models.catalog import Service, ServiceDependency, ServiceTag, ServiceVersion
 from core.settings import Settings
 from core.topology import Topology
+from tests.helpers import add_git_connection
 from tests.integration.identity_helpers import Api, assert_error, running_api
 from tests.integration.test_org_team_api import (
     actions,
@@ -91,6 +92,8 @@ async def audit(api: Api, service_id: str, action: str) -> list[Any]:
 # -- services --------------------------------------------------------------------------------
 async def test_service_lifecycle_create_read_update_delete_and_audit(api: Api) -> None:
     admin, org, team = await setup(api)
+    for host in ("github.com", "gitlab.com"):  # binding a repository needs a connection
+        await add_git_connection(api.client, admin, org["id"], host)
     name = unique("payments")
     created = await create(
         api,
@@ -208,7 +211,8 @@ async def test_self_hosted_git_hosts_from_settings(
 ) -> None:
     configured = settings.model_copy(update={"git_hosts": {"git.example.com": "gitlab"}})
     async with running_api(configured, topology, database_url) as api:
-        admin, _, team = await setup(api)
+        admin, org, team = await setup(api)
+        await add_git_connection(api.client, admin, org["id"], "git.example.com")
         service = await create(
             api, admin, team["id"], repository_url="ssh://git@git.example.com:2222/grp/sub/pay.git"
         )

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from core.models.audit import AuditLog
 from core.models.catalog import Service, ServiceDependency
 from core.settings import PROJECT_ROOT
+from tests.helpers import add_git_connection
 from tests.integration.identity_helpers import Api, assert_error
 from tests.integration.test_org_team_api import make_org, make_team, member_user
 
@@ -21,8 +22,16 @@ EXAMPLE = Path(PROJECT_ROOT, "docs", "examples", "backstage-catalog.yaml").read_
 Headers = dict[str, str]
 
 
+def example(org: dict[str, Any]) -> str:
+    """The documented catalog with the organization's own repositories: a repository is bound
+    to one organization, and the tests share a database."""
+    return EXAMPLE.replace("acme/", f"{org['slug']}/")
+
+
 async def _org_with_teams(api: Api, admin: Headers) -> tuple[dict[str, Any], dict[str, Any]]:
     org = await make_org(api, admin)
+    for host in ("github.com", "gitlab.com"):  # binding the repositories needs connections
+        await add_git_connection(api.client, admin, org["id"], host)
     payments = await make_team(api, admin, org["id"], slug="payments")
     await make_team(api, admin, org["id"], slug="platform")
     return org, payments
@@ -54,7 +63,7 @@ async def test_example_imports_everything_it_can_and_reports_the_cycle(api: Api)
     _, admin = await api.token("admin")
     org, _ = await _org_with_teams(api, admin)
 
-    report = await _import(api, admin, org["id"], EXAMPLE)
+    report = await _import(api, admin, org["id"], example(org))
     entities = _by_ref(report)
 
     assert report["summary"] == {
@@ -83,7 +92,7 @@ async def test_example_imports_everything_it_can_and_reports_the_cycle(api: Api)
     }
     api_id = entities["component:default/payments-api"]["service_id"]
     service = (await api.client.get(f"/services/{api_id}", headers=admin)).json()
-    assert service["repository_url"] == "https://github.com/acme/payments-api"
+    assert service["repository_url"] == f"https://github.com/{org['slug']}/payments-api"
     assert service["tags"] == ["pci", "python"]
     assert service["lifecycle"] == "production"
     assert service["system"] == "payments"
@@ -94,7 +103,7 @@ async def test_example_imports_everything_it_can_and_reports_the_cycle(api: Api)
             f"/services/{entities['component:default/ledger']['service_id']}", headers=admin
         )
     ).json()
-    assert ledger["repository_url"] == "https://gitlab.com/acme/finance/ledger"
+    assert ledger["repository_url"] == f"https://gitlab.com/{org['slug']}/finance/ledger"
     assert ledger["repository_host"] == "gitlab"
 
     imports = await api.fetch(
@@ -108,10 +117,10 @@ async def test_example_imports_everything_it_can_and_reports_the_cycle(api: Api)
 async def test_reimport_changes_nothing_and_export_round_trips(api: Api) -> None:
     _, admin = await api.token("admin")
     org, _ = await _org_with_teams(api, admin)
-    first = await _import(api, admin, org["id"], EXAMPLE)
+    first = await _import(api, admin, org["id"], example(org))
     edges = await _edges(api, org["id"])
 
-    again = await _import(api, admin, org["id"], EXAMPLE)
+    again = await _import(api, admin, org["id"], example(org))
     assert again["summary"] == {
         "unchanged": 8,
         "skipped": 1,
@@ -132,7 +141,8 @@ async def test_reimport_changes_nothing_and_export_round_trips(api: Api) -> None
     entity = yaml.safe_load(exported.text)
     assert entity["kind"] == "Component"
     assert entity["metadata"]["name"] == "payments-api"
-    assert entity["metadata"]["annotations"]["github.com/project-slug"] == "acme/payments-api"
+    slug = entity["metadata"]["annotations"]["github.com/project-slug"]
+    assert slug == f"{org['slug']}/payments-api"
     assert entity["spec"]["owner"] == "group:payments"
     assert entity["spec"]["dependsOn"] == ["component:ledger", "resource:payments-db"]
     assert entity["spec"]["consumesApis"] == ["api:fraud-http"]
@@ -152,8 +162,8 @@ async def test_reimport_changes_nothing_and_export_round_trips(api: Api) -> None
 async def test_an_import_updates_what_changed(api: Api) -> None:
     _, admin = await api.token("admin")
     org, _ = await _org_with_teams(api, admin)
-    await _import(api, admin, org["id"], EXAMPLE)
-    changed = EXAMPLE.replace(
+    await _import(api, admin, org["id"], example(org))
+    changed = example(org).replace(
         "lifecycle: experimental\n  owner: payments", "lifecycle: production\n  owner: payments"
     )
     report = _by_ref(await _import(api, admin, org["id"], changed))
@@ -175,7 +185,7 @@ async def test_a_team_member_imports_only_its_teams_entities(api: Api) -> None:
     org, payments = await _org_with_teams(api, admin)
     _, member = await member_user(api, admin, payments["id"], "member")
 
-    report = _by_ref(await _import(api, member, org["id"], EXAMPLE))
+    report = _by_ref(await _import(api, member, org["id"], example(org)))
     assert report["component:default/payments-api"]["action"] == "created"
     for ref in ("api:default/fraud-http", "component:default/fraud-service"):
         assert report[ref]["action"] == "refused"

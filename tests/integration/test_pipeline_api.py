@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from core.models.audit import AuditLog
 from core.models.pipelines import Pipeline
+from tests.helpers import add_git_connection
 from tests.integration.identity_helpers import Api, assert_error
 from tests.integration.test_org_team_api import make_org, make_team, member_user
 
@@ -36,6 +37,8 @@ stages:
 async def _service(api: Api, admin: Headers, **extra: Any) -> dict[str, Any]:
     org = await make_org(api, admin)
     team = await make_team(api, admin, org["id"])
+    if "repository_url" in extra:  # binding it needs the organization's connection
+        await add_git_connection(api.client, admin, org["id"])
     body = {"name": f"svc-{uuid.uuid4().hex[:8]}", "owner_team_id": team["id"], **extra}
     created = await api.client.post("/services", json=body, headers=admin)
     assert created.status_code == 201, created.text
@@ -163,7 +166,8 @@ async def test_repository_sourced_pipelines_need_a_repository(api: Api) -> None:
     )
     assert assert_error(refused, 422)["details"][0]["field"] == "source"
 
-    with_repo = await _service(api, admin, repository_url="https://github.com/acme/pay")
+    repository_url = f"https://github.com/acme-{uuid.uuid4().hex[:8]}/pay"
+    with_repo = await _service(api, admin, repository_url=repository_url)
     created = await api.client.post(
         "/pipelines",
         json={"service_id": with_repo["id"], "name": "ci", "source": "repository"},

@@ -1,5 +1,6 @@
-"""A stand-in for the commit status endpoints of GitHub, GitLab and Bitbucket Cloud: one server
-on 127.0.0.1 speaking all three, each under its own API base URL.
+"""A stand-in for the commit status endpoints of GitHub, GitLab and Bitbucket Cloud, and for
+reading a repository (what a Git host connection's token can see): one server on 127.0.0.1
+speaking all three, each under its own API base URL.
 
     with GitHostApiStandin() as api:
         config = GitHostConfig(kind="github", api_url=api.github_url, token=api.github_token)
@@ -51,6 +52,11 @@ BITBUCKET_KEY_LIMIT = 40
 _SHA = r"(?P<sha>[0-9a-fA-F]{7,64})"
 _GITHUB = re.compile(rf"^{GITHUB_PREFIX}/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/statuses/{_SHA}/?$")
 _GITLAB = re.compile(rf"^{GITLAB_PREFIX}/projects/(?P<project>[^/]+)/statuses/{_SHA}/?$")
+_GITHUB_REPO = re.compile(rf"^{GITHUB_PREFIX}/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/?$")
+_GITLAB_REPO = re.compile(rf"^{GITLAB_PREFIX}/projects/(?P<project>[^/]+)/?$")
+_BITBUCKET_REPO = re.compile(
+    rf"^{BITBUCKET_PREFIX}/repositories/(?P<workspace>[^/]+)/(?P<slug>[^/]+)/?$"
+)
 _BITBUCKET = re.compile(
     rf"^{BITBUCKET_PREFIX}/repositories/(?P<workspace>[^/]+)/(?P<slug>[^/]+)"
     rf"/commit/{_SHA}/statuses/build/?$"
@@ -236,10 +242,38 @@ class _GitHostHandler(StandinRequestHandler):
         self.answer_json(status, data)
 
     def do_GET(self) -> None:
+        """A repository's metadata (what a connection's token can see): GitHub's
+        `GET /repos/{owner}/{repo}`, GitLab's `GET /projects/{id}`, Bitbucket's
+        `GET /repositories/{workspace}/{slug}`; 401 for a wrong token, 404 for an unknown
+        repository, as the hosts answer."""
         standin: GitHostApiStandin = self.server.owner
         headers = {name: value for name, value in self.headers.items()}
-        standin._record(RecordedRequest(self.command, self.path, headers, b"", 404))
-        self.answer_json(404, {"message": "Not Found"})
+        path = self.path.split("?", 1)[0]
+        try:
+            if match := _GITHUB_REPO.match(path):
+                auth = self.headers.get("Authorization") or ""
+                scheme, _, token = auth.partition(" ")
+                if scheme.lower() not in ("bearer", "token") or token != standin.github_token:
+                    raise _Answer(401, {"message": "Bad credentials"})
+                kind, repository = "github", f"{unquote(match['owner'])}/{unquote(match['repo'])}"
+            elif match := _GITLAB_REPO.match(path):
+                if self.headers.get("PRIVATE-TOKEN") != standin.gitlab_token:
+                    raise _Answer(401, {"message": "401 Unauthorized"})
+                kind, repository = "gitlab", unquote(match["project"])
+            elif match := _BITBUCKET_REPO.match(path):
+                self._bitbucket_auth(standin)
+                kind = "bitbucket"
+                repository = f"{unquote(match['workspace'])}/{unquote(match['slug'])}"
+            else:
+                raise _Answer(404, {"message": "Not Found"})
+            if not standin._has_repository(kind, repository):
+                raise _Answer(404, {"message": "Not Found"})
+        except _Answer as answer:
+            standin._record(RecordedRequest(self.command, self.path, headers, b"", answer.status))
+            self.answer_json(answer.status, answer.data, headers=answer.headers)
+            return
+        standin._record(RecordedRequest(self.command, self.path, headers, b"", 200))
+        self.answer_json(200, {"full_name": repository, "private": True})
 
     # -- GitHub --------------------------------------------------------------------------------
     def _github(

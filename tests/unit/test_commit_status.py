@@ -557,5 +557,18 @@ def test_run_status_to_commit_state() -> None:
     assert [
         state_for_run_status(s) for s in ("queued", "running", "succeeded", "failed", "cancelled")
     ] == ["pending", "running", "success", "failure", "error"]
+    assert state_for_run_status("awaiting_approval") == "pending"
     with pytest.raises(ValueError, match="no commit state"):
         state_for_run_status("exploded")
+
+
+async def test_a_connections_token_replaces_the_configured_one_and_none_means_skipped(
+    api: GitHostApiStandin,
+) -> None:
+    configs = cloud_configs(api, **{"github.com": {"api_url": api.github_url, "token": "global"}})
+    async with CommitStatusReporter(configs, timeout=5) as reporter:
+        sent = await reporter.report(status(), token=api.github_token)
+        skipped = await reporter.report(status(), default_token=False)
+    assert sent.reported and not skipped.reported and "no token" in str(skipped.skipped_reason)
+    [request] = api.requests  # the skipped one sent nothing, nor the global token
+    assert request.header("Authorization") == f"Bearer {api.github_token}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.pipelines.git import GitError, checkout, read_file_at
+from core.pipelines.git import GitError, checkout, reachable, read_file_at
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Ada Lovelace",
@@ -149,3 +149,21 @@ async def test_read_file_at(origin: Origin) -> None:
         await read_file_at(url, "0" * 40, "version.txt")
     with pytest.raises(GitError, match="not a path inside"):
         await read_file_at(url, origin.first, "../etc/passwd")
+
+
+async def test_reachable_tells_a_branch_or_tag_commit_from_one_only_another_ref_holds(
+    origin: Origin, tmp_path: Path
+) -> None:
+    url = f"file://{origin.path}"
+    git(origin.path, "checkout", "-q", "--detach", "main")
+    (origin.path / "pr.txt").write_text("pull request\n")
+    git(origin.path, "add", ".")
+    git(origin.path, "commit", "-q", "-m", "only a pull request ref holds this")
+    hidden = git(origin.path, "rev-parse", "HEAD")
+    git(origin.path, "update-ref", "refs/pull/7/head", hidden)
+    git(origin.path, "checkout", "-q", "main")
+    for sha, expected in ((origin.feature, True), (origin.first, True), (hidden, False)):
+        workspace = tmp_path / f"ws-{sha[:7]}"
+        done = await checkout(url, sha, workspace)  # the host serves the commit by its SHA
+        assert done.sha == sha
+        assert await reachable(url, sha, workspace) is expected

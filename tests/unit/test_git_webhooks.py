@@ -14,7 +14,14 @@ import pytest
 
 from core.errors import BadRequest, Unauthorized
 from core.pipelines.triggers import matches, parse_triggers
-from core.pipelines.webhooks import ParsedDelivery, parse, sign, verify
+from core.pipelines.webhooks import (
+    EVENT_HEADERS,
+    ParsedDelivery,
+    delivery_repository,
+    parse,
+    sign,
+    verify,
+)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "webhooks"
 SECRET = "s3cr3t-webhook-key"
@@ -171,6 +178,7 @@ def test_github_branch_push() -> None:
         "pull_request": None,
         "action": None,
         "deleted": False,
+        "fork": False,
         "sender": "ada-l",
         "message": "Retry card captures on timeout",
         "url": "https://github.com/Acme-Corp/Payments-API/commit/0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c",
@@ -217,6 +225,7 @@ def test_github_pull_request() -> None:
     assert event.target_branch == "main"
     assert event.sha == "a7c3e5f1b2d4069e8f7a6b5c4d3e2f1a0b9c8d7e"
     assert event.repository == GH_REPO  # the base repository, not the fork
+    assert event.fork  # from grace-h/Payments-API into Acme-Corp/Payments-API
     assert event.sender == "grace-h"
     assert event.url == "https://github.com/Acme-Corp/Payments-API/pull/57"
     assert matches(parse_triggers({"pull_request": {"branches": ["main"]}}), event)
@@ -235,6 +244,22 @@ def test_github_pull_request() -> None:
     for action in ("reopened", "closed", "edited", "ready_for_review"):
         event = github("pull_request", data | {"action": action}).event
         assert event is not None and event.action == action
+
+
+def test_pull_requests_from_forks_are_flagged_on_every_host() -> None:
+    data = load("github_pull_request")
+    same = copy.deepcopy(data)
+    same["pull_request"]["head"]["repo"] = same["pull_request"]["base"]["repo"]
+    assert github("pull_request", same).event.fork is False  # type: ignore[union-attr]
+    gone = copy.deepcopy(data)
+    gone["pull_request"]["head"]["repo"] = None  # the fork was deleted: unknown is a fork
+    assert github("pull_request", gone).event.fork is True  # type: ignore[union-attr]
+    gl = load("gitlab_merge_request")
+    gl["object_attributes"]["source_project_id"] = 999
+    assert gitlab("Merge Request Hook", gl).event.fork is True  # type: ignore[union-attr]
+    bb = load("bitbucket_pullrequest")
+    bb["pullrequest"]["source"]["repository"]["full_name"] = "mallory/Mobile-App"
+    assert bitbucket("pullrequest:created", bb).event.fork is True  # type: ignore[union-attr]
 
 
 def test_github_merged_pull_request_is_merged_not_closed() -> None:
@@ -397,6 +422,7 @@ def test_gitlab_merge_request() -> None:
     assert event.sender == "barbara.l"
     assert event.message == "Close periods 500 accounts at a time"
     assert event.url == "https://git.acme.internal/Finance/Core/Ledger/-/merge_requests/318"
+    assert not event.fork  # source_project_id == target_project_id
     assert event.repository == GL_REPO
 
 
@@ -489,6 +515,7 @@ def test_bitbucket_pull_request() -> None:
     assert (event.branch, event.target_branch) == ("feature/tile-cache", "develop")
     assert event.ref == "refs/heads/feature/tile-cache"
     assert event.sha == "4c5d6e7f8a9b"  # Bitbucket sends a short hash here
+    assert not event.fork  # the same repository on both sides
     assert event.repository == BB_REPO
     assert event.sender == "kjohnson"
     assert event.url == "https://bitbucket.org/acme-team/Mobile-App/pull-requests/212"
@@ -622,3 +649,26 @@ def test_wrong_types_are_bad_requests_not_crashes() -> None:
     data = load("github_push")
     data["repository"]["html_url"] = "not a url"
     assert "repository.html_url" in _fails(BadRequest, github, "push", data)
+
+
+@pytest.mark.parametrize(
+    ("host", "event", "fixture"),
+    [
+        ("github", "push", "github_push"),
+        ("gitlab", "Push Hook", "gitlab_push"),
+        ("bitbucket", "repo:push", "bitbucket_push"),
+    ],
+)
+def test_the_repository_is_read_before_the_signature_to_find_the_connection(
+    host: str, event: str, fixture: str
+) -> None:
+    body = (FIXTURES / f"{fixture}.json").read_bytes()
+    headers = {EVENT_HEADERS[host]: event}
+    expected = parse(host, headers, body, SELF_HOSTED).events[0].repository
+    assert expected is not None
+    assert delivery_repository(host, headers, body, SELF_HOSTED) == expected
+    # Whatever the event (even one the platform ignores); nothing for a non-payload.
+    other = {EVENT_HEADERS[host]: "something-else"}
+    assert delivery_repository(host, other, body, SELF_HOSTED) == expected
+    assert delivery_repository(host, headers, b"not json") is None
+    assert delivery_repository(host, headers, b'{"repository": {"html_url": "ftp://x"}}') is None

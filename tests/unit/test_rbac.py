@@ -26,11 +26,13 @@ EXPECTED = {
         "services:write",
         "pipelines:write",
         "pipelines:run",
+        "pipelines:secrets",
         "environments:write",
         "environments:deploy",
         "infrastructure:provision",
         "notifications:write",
         "teams:write",
+        "git_connections:write",
     },
     "developer": {p for p in PERMISSIONS if p.endswith(":read") and p != "audit:read"}
     | {
