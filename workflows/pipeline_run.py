@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.workflow import ActivityCancellationType
 
 from workflows.failures import failure_message
@@ -35,9 +36,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.pipelines import PipelineActivities
     from core.notifications.messages import NotificationRequest
     from core.pipelines.run_messages import (
+        APPROVE_UPDATE,
         WAKE_SIGNAL,
         Admission,
+        ApprovalRequest,
+        ApprovalResult,
         CheckoutInput,
+        DecideInput,
         FinishInput,
         PlannedStage,
         PlannedStep,
@@ -59,6 +64,9 @@ PIPELINES_QUEUE = "pipelines"
 ADMISSION_RECHECK = timedelta(seconds=30)
 # Added after runs were in flight: a cancel before admission records the run as cancelled.
 RECORD_CANCEL_BEFORE_ADMISSION = "record-cancel-before-admission"
+# Added after runs were in flight: a fork's pull request waits for the `approve` Update.
+AWAIT_FORK_APPROVAL = "await-fork-approval"
+AWAITING_APPROVAL = "a pull request from a fork: someone with pipelines:run must approve it"
 STEP_MARGIN = timedelta(minutes=1)  # on top of the step's own timeout, for the activity
 FAILED_STEP_STATUSES = ("failed", "timed_out", "cancelled")
 
@@ -84,11 +92,41 @@ class PipelineRunWorkflow:
         self._woken = False
         self._side: list[asyncio.Future[Any]] = []
         self._sha: str | None = None
+        self._decision: ApprovalResult | None = None
+        if input.needs_approval:
+            self._status, self._waiting_reason = "awaiting_approval", AWAITING_APPROVAL
 
     @workflow.signal(name=WAKE_SIGNAL)
     def wake(self) -> None:
         """A run of the same pipeline finished: look at the concurrency limit again."""
         self._woken = True
+
+    @workflow.update(name=APPROVE_UPDATE)
+    async def approve(self, request: ApprovalRequest) -> ApprovalResult:
+        """Approve (or reject) a fork's run. The caller's word is not taken: `pipelines.decide`
+        reads the approver's grants again and refuses (Forbidden) without pipelines:run."""
+        assert self._run_id is not None
+        try:
+            result: ApprovalResult = await workflow.execute_activity_method(
+                PipelineActivities.decide,
+                DecideInput(run_id=self._run_id, request=request),
+                **_db(),
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from None
+            raise
+        if result.status != "awaiting_approval":
+            self._decision = result
+        return result
+
+    @approve.validator
+    def _approvable(self, request: ApprovalRequest) -> None:
+        if self._status != "awaiting_approval" or self._decision is not None:
+            raise ApplicationError(
+                f"the run is {self._status}, not awaiting approval", type="Conflict"
+            )
 
     @workflow.query
     def state(self) -> RunView:
@@ -104,6 +142,9 @@ class PipelineRunWorkflow:
     @workflow.run
     async def run(self, input: RunInput) -> RunView:
         try:
+            needs_approval = input.needs_approval and workflow.patched(AWAIT_FORK_APPROVAL)
+            if needs_approval and not await self._await_approval():
+                return self.state()  # rejected
             admission = await self._admit()
         except asyncio.CancelledError:
             if workflow.patched(RECORD_CANCEL_BEFORE_ADMISSION):
@@ -149,6 +190,22 @@ class PipelineRunWorkflow:
             self._waiting_reason = admission.reason
             with contextlib.suppress(TimeoutError):  # look again every so often anyway
                 await workflow.wait_condition(lambda: self._woken, timeout=ADMISSION_RECHECK)
+
+    async def _await_approval(self) -> bool:
+        """Wait (durably, without limit) for a decision on a fork's run; False: rejected."""
+        assert self._run_id is not None
+        self._phase = "awaiting approval"
+        self._report_run(self._run_id, "pending", "awaiting approval (a fork's pull request)")
+        await workflow.wait_condition(lambda: self._decision is not None)
+        assert self._decision is not None
+        if self._decision.status == "queued":
+            self._status, self._phase, self._waiting_reason = "queued", "waiting", None
+            return True
+        self._status, self._phase, self._waiting_reason = self._decision.status, "done", None
+        self._error = f"rejected by {self._decision.decided_by}"
+        self._report_run(self._run_id, "error", "rejected")
+        await asyncio.gather(*self._side, return_exceptions=True)
+        return False
 
     async def _abandon(self) -> None:
         """Cancelled before admission: the record says so too (it said `queued`)."""
@@ -328,10 +385,13 @@ class PipelineRunWorkflow:
 
     def _report(self, ctx: RunContext, state: str, description: str) -> None:
         """Report a commit status alongside the run; a host that stays down does not fail it."""
+        self._report_run(ctx.run_id, state, description)
+
+    def _report_run(self, run_id: uuid.UUID, state: str, description: str) -> None:
         self._side.append(
             workflow.start_activity_method(
                 PipelineActivities.report_status,
-                StatusReport(run_id=ctx.run_id, state=state, description=description),
+                StatusReport(run_id=run_id, state=state, description=description),
                 **activity_options("git_host"),
             )
         )

@@ -1,6 +1,6 @@
 """Pipeline runs: start (`pipelines:run`), read with live state, logs as text or a live
-Server-Sent Events stream, artifacts, cancel and re-run. Reading needs `pipelines:read` on
-the service's owner team."""
+Server-Sent Events stream, artifacts, cancel and re-run, approve or reject a fork's pull
+request run. Reading needs `pipelines:read` on the service's owner team."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
@@ -28,10 +28,17 @@ from core.pagination import PageRequest
 from core.pipelines.artifacts import ArtifactNotFound, ArtifactStore
 from core.pipelines.dispatch import cancel_run, start_run
 from core.pipelines.pipelines import PipelineService
-from core.pipelines.run_messages import FINISHED_RUN_STATUSES, RunView
+from core.pipelines.run_messages import (
+    FINISHED_RUN_STATUSES,
+    RUN_STATUSES,
+    ApprovalRequest,
+    ApprovalResult,
+    RunView,
+)
 from core.pipelines.runs import RunDetail, RunFilter, RunRequest, RunService, elapsed
 from core.pipelines.triggers import parse_triggers
 from core.security.authorization import ANY_SCOPE, Principal
+from core.temporal.client import execute_update
 from workflows.pipeline_run import PipelineRunWorkflow
 
 router = APIRouter(prefix="/pipelines", tags=["pipeline runs"])
@@ -39,6 +46,7 @@ router = APIRouter(prefix="/pipelines", tags=["pipeline runs"])
 QUERY_TIMEOUT = 2.0  # seconds to wait for a workflow's live state before serving the record
 LOG_POLL = 0.25  # seconds between looks for new log chunks in a live stream
 LOG_KEEPALIVE = 15.0  # seconds between SSE comments while nothing happens
+LOG_PAGE = 200  # chunks read at a time for the plain-text log
 
 
 class RunIn(BaseModel):
@@ -91,6 +99,11 @@ class RunOut(BaseModel):
     parameters: dict[str, Any]
     workflow_id: str
     rerun_of_id: uuid.UUID | None
+    from_fork: bool = Field(
+        description="A fork's pull request: it waits for approval and gets no secrets"
+    )
+    approved_by: str | None = Field(description="Who approved (or rejected) a fork's run")
+    approved_at: datetime | None
     error: str | None
     created_at: datetime
     started_at: datetime | None
@@ -349,6 +362,69 @@ async def cancel_one(
     return CancelOut(cancelled=[run.id])
 
 
+# -- approving a fork's pull request ------------------------------------------------------------
+
+
+async def _decide(
+    run_id: uuid.UUID,
+    session: DbSession,
+    state: State,
+    principal: Principal,
+    decision: Literal["approve", "reject"],
+) -> RunOut:
+    """The API checks `pipelines:run` here; the workflow's `pipelines.decide` activity checks
+    it again from the database before anything is recorded."""
+    run = await _authorized_run(session, run_id, principal, "pipelines:run")
+    if run.status != "awaiting_approval":
+        raise Conflict(f"run #{run.number} is {run.status}, not awaiting approval")
+    await session.commit()
+    result: ApprovalResult = await execute_update(
+        await state.temporal.client(),
+        run.workflow_id,
+        PipelineRunWorkflow.approve,
+        ApprovalRequest(user_id=principal.user_id, key_id=principal.key_id, decision=decision),
+        doing=f"{decision} the pipeline run",
+        gone=f"run #{run.number}'s workflow is not running; try again in a minute",
+    )
+    await RunService(session).audit.record(
+        f"pipeline_run.{decision}",
+        "pipeline_run",
+        run.id,
+        before={"status": "awaiting_approval"},
+        after={"status": result.status, "decided_by": result.decided_by},
+    )
+    await session.refresh(run)
+    return _run_out(run)
+
+
+@router.post(
+    "/runs/{run_id}/approve",
+    response_model=RunOut,
+    summary="Let a fork pull request's run go: its steps start (pipelines:run)",
+)
+async def approve_run(
+    run_id: uuid.UUID,
+    session: DbSession,
+    state: State,
+    principal: Principal = require("pipelines:run", ANY_SCOPE),
+) -> RunOut:
+    return await _decide(run_id, session, state, principal, "approve")
+
+
+@router.post(
+    "/runs/{run_id}/reject",
+    response_model=RunOut,
+    summary="Refuse a fork pull request's run: it ends cancelled, nothing ran (pipelines:run)",
+)
+async def reject_run(
+    run_id: uuid.UUID,
+    session: DbSession,
+    state: State,
+    principal: Principal = require("pipelines:run", ANY_SCOPE),
+) -> RunOut:
+    return await _decide(run_id, session, state, principal, "reject")
+
+
 # -- reading ------------------------------------------------------------------------------------
 
 
@@ -360,7 +436,7 @@ async def list_runs(
     pipeline_id: uuid.UUID | None = Query(None),
     service_id: uuid.UUID | None = Query(None),
     status: str | None = Query(
-        None, pattern="^(queued|running|succeeded|failed|cancelled)$", description="Run status"
+        None, pattern=f"^({'|'.join(RUN_STATUSES)})$", description="Run status"
     ),
     branch: str | None = Query(None, max_length=1024),
     trigger_type: str | None = Query(None, pattern="^(push|pull_request|tag|manual|cron|rerun)$"),
@@ -435,17 +511,30 @@ async def run_logs(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    names = await _step_names(session, run.id)
-    service = RunService(session)
-    out: list[str] = []
+    await session.commit()
+    return StreamingResponse(
+        _text_log(state, run.id, after), media_type="text/plain; charset=utf-8"
+    )
+
+
+async def _text_log(state: State, run_id: uuid.UUID, after: int) -> AsyncIterator[str]:
+    """The log as text, read a page of chunks at a time (each in its own transaction), so a
+    long log is never held in memory whole."""
+    async with transaction(state.sessions) as session:
+        names = await _step_names(session, run_id)
     while True:
-        chunks = await service.log_chunks(run.id, after=after, limit=1000)
+        async with transaction(state.sessions) as session:
+            chunks = await RunService(session).log_chunks(run_id, after=after, limit=LOG_PAGE)
+            if any(chunk.step_id not in names for chunk in chunks):
+                names = await _step_names(session, run_id)
         if not chunks:
-            break
-        for chunk in chunks:
-            out.extend(_line_text(names, chunk.step_id, line) for line in chunk.lines)
+            return
+        yield "".join(
+            _line_text(names, chunk.step_id, line) + "\n"
+            for chunk in chunks
+            for line in chunk.lines
+        )
         after = chunks[-1].id
-    return PlainTextResponse("\n".join(out) + ("\n" if out else ""))
 
 
 def _event(name: str, data: Any, event_id: int | None = None) -> str:

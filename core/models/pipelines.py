@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -60,14 +61,22 @@ class PipelineRun(Entity):
     ref: Mapped[str | None] = mapped_column(String(1024))
     branch: Mapped[str | None] = mapped_column(String(1024), index=True)
     git_sha: Mapped[str | None] = mapped_column(String(40))
+    # Whether `branch` and `git_sha` came from the Git host (a push delivery, or the branch's
+    # head resolved at checkout) rather than named by a person: a version built by the run
+    # takes its branch from it only then (core/promotions/provenance.py).
+    branch_from_host: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     event: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the GitEvent
     # The definition this run follows, resolved at its commit (a re-run follows it too).
     config: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     # Every commit status reported for the run: [{state, at, reported, detail}]
     commit_statuses: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    # queued | running | succeeded | failed | cancelled
+    # awaiting_approval | queued | running | succeeded | failed | cancelled
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    # A fork's pull request (or a re-run of one): waits for approval, gets no secrets.
+    from_fork: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    approved_by: Mapped[str | None] = mapped_column(String(255))  # who let a fork's run go
+    approved_at: Mapped[datetime | None] = mapped_column(default=None)
     workflow_id: Mapped[str] = mapped_column(String(255), unique=True)
     rerun_of_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("pipeline_runs.id"))
     error: Mapped[str | None] = mapped_column(Text)
@@ -143,3 +152,16 @@ class BuildArtifact(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PipelineSecret(Entity):
+    """A pipeline's secret: given to its steps as an environment variable `name`, masked in
+    their logs. `value` is the key ring's ciphertext bound to this row's id
+    (`core.pipelines.secrets`); it is decrypted only by the step activity."""
+
+    __tablename__ = "pipeline_secrets"
+    __table_args__ = (UniqueConstraint("pipeline_id", "name"),)
+
+    pipeline_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("pipelines.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    value: Mapped[str] = mapped_column(Text)  # ciphertext

@@ -27,6 +27,11 @@ class GitEvent(BaseModel):
     pull_request: int | None = None
     action: str | None = Field(None, description="A pull request's action: opened, synchronize…")
     deleted: bool = Field(False, description="A push that deleted the branch or tag")
+    fork: bool = Field(
+        False,
+        description="A pull request from another repository (a fork, or one the payload does "
+        "not name): its run waits for approval and gets no secrets",
+    )
     sender: str | None = Field(None, description="Who caused it, as the host names them")
     message: str | None = Field(None, description="Head commit message, first line")
     url: str | None = Field(None, description="Link to the commit or pull request on the host")

@@ -12,13 +12,22 @@ from pydantic import BaseModel, Field
 
 from core.pipelines.artifacts import ArtifactDecl
 
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+RunStatus = Literal["awaiting_approval", "queued", "running", "succeeded", "failed", "cancelled"]
+RUN_STATUSES: tuple[str, ...] = (
+    "awaiting_approval",
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
 StageStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled", "reused"]
 StepStatus = Literal[
     "pending", "running", "succeeded", "failed", "timed_out", "skipped", "cancelled", "reused"
 ]
 FINISHED_RUN_STATUSES = ("succeeded", "failed", "cancelled")
 WAKE_SIGNAL = "wake"
+APPROVE_UPDATE = "approve"
 
 
 class RunInput(BaseModel):
@@ -29,6 +38,9 @@ class RunInput(BaseModel):
     pipeline_id: uuid.UUID | None = None
     notifications_queue: str = "notifications"
     rerun_from_stage: str | None = Field(None, description="A re-run: reuse the stages before")
+    needs_approval: bool = Field(
+        False, description="A fork's pull request: wait for the `approve` Update first"
+    )
 
 
 class RunContext(BaseModel):
@@ -53,6 +65,8 @@ class RunContext(BaseModel):
     run_url: str
     rerun_of_id: uuid.UUID | None = None
     rerun_from_stage: str | None = None
+    from_fork: bool = Field(False, description="Definition from the target branch, no secrets")
+    target_branch: str | None = Field(None, description="A pull request's target branch")
 
 
 class Admission(BaseModel):
@@ -66,6 +80,28 @@ class Admission(BaseModel):
     gone: bool = Field(False, description="The run or its pipeline no longer exists")
 
 
+class ApprovalRequest(BaseModel):
+    """The `approve` Update: who asks (as the API authenticated them) and what they decide.
+    Nothing here is trusted: `pipelines.decide` reads the user's grants (and the API key's
+    permissions) again before it records anything."""
+
+    user_id: uuid.UUID
+    key_id: uuid.UUID | None = None
+    decision: Literal["approve", "reject"] = "approve"
+
+
+class DecideInput(BaseModel):
+    run_id: uuid.UUID
+    request: ApprovalRequest
+
+
+class ApprovalResult(BaseModel):
+    """What `pipelines.decide` recorded: the run's status now, and by whom."""
+
+    status: RunStatus
+    decided_by: str
+
+
 class PlannedStep(BaseModel):
     step_id: uuid.UUID
     name: str
@@ -73,6 +109,7 @@ class PlannedStep(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     timeout_seconds: float
     image: str | None = None
+    network: bool = False
     artifacts: list[ArtifactDecl] = Field(default_factory=list)
     continue_on_error: bool = False
     status: StepStatus = "pending"

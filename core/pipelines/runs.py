@@ -58,6 +58,23 @@ class RunRequest:
     rerun_of: PipelineRun | None = None
     config: dict[str, Any] | None = None
     workflow_id: str | None = None  # a schedule's workflow id (else derived from the run id)
+    # Other keys the same request was known by (a webhook's delivery id, besides its body's
+    # hash): a run made under any of them is this run.
+    dedupe_aliases: tuple[str, ...] = ()
+
+
+def branch_from_host(request: RunRequest) -> bool:
+    """Whether the run's branch and commit come from the Git host: a push delivery (signed),
+    or a branch whose head the checkout resolves (no commit named); a re-run inherits it. A
+    pull request's head branch is the author's to name (a fork may call its branch `main`),
+    and a commit named by a person need not be on the branch they name."""
+    if request.rerun_of is not None:
+        return request.rerun_of.branch_from_host
+    if request.trigger_type == "push":
+        return request.event is not None
+    if request.trigger_type == "manual":
+        return request.sha is None and request.branch is not None
+    return request.trigger_type == "cron"  # the default branch's head, resolved at checkout
 
 
 @dataclass(frozen=True)
@@ -88,9 +105,10 @@ class RunService:
         """The run for `request`, and whether this call created it (False: the same dedupe key
         made it before). Numbers are allocated under a lock on the pipeline's row."""
         run_id = run_id_for(request.dedupe_key) if request.dedupe_key else uuid.uuid4()
-        existing = await self.session.get(PipelineRun, run_id)
-        if existing is not None:
-            return existing, False
+        for candidate in (run_id, *map(run_id_for, request.dedupe_aliases)):
+            existing = await self.session.get(PipelineRun, candidate)
+            if existing is not None:
+                return existing, False
         await self.session.execute(
             select(Pipeline.id).where(Pipeline.id == pipeline.id).with_for_update()
         )
@@ -121,7 +139,10 @@ class RunService:
 
     @staticmethod
     def _new_run(run_id: uuid.UUID, pipeline: Pipeline, request: RunRequest) -> PipelineRun:
+        """A fork's pull request waits for approval; a re-run of a fork's run is started by
+        someone who may run the pipeline (that is the approval), and stays a fork's run."""
         event = request.event
+        fork = bool(event and event.fork)
         return PipelineRun(
             id=run_id,
             pipeline_id=pipeline.id,
@@ -131,9 +152,11 @@ class RunService:
             ref=request.ref,
             branch=request.branch,
             git_sha=request.sha,
+            branch_from_host=branch_from_host(request),
             parameters=request.parameters,
             event=event.model_dump(mode="json") if event else {},
-            status="queued",
+            status="awaiting_approval" if fork else "queued",
+            from_fork=fork or bool(request.rerun_of and request.rerun_of.from_fork),
             workflow_id=request.workflow_id or workflow_id_for(run_id),
             rerun_of_id=request.rerun_of.id if request.rerun_of else None,
             config=request.config,

@@ -276,6 +276,7 @@ def _github(
         if action not in PULL_REQUEST_ACTIONS:
             return _ignored(base, f"pull request action {action!r} starts no pipeline")
         number = p.need_int("number") if "number" in data else p.need_int("pull_request.number")
+        fork = _github_fork(p.get("pull_request.head.repo"), p.get("pull_request.base.repo"))
         created = GitEvent(
             kind="pull_request",
             repository=p.repository("repository.html_url", extra),
@@ -287,6 +288,7 @@ def _github(
             pull_request=number,
             action=action,
             url=p.text("pull_request.html_url"),
+            fork=fork,
             **common,
         )
         return ParsedDelivery(**base, events=[created])
@@ -295,6 +297,17 @@ def _github(
             base, "GitHub create events are ignored: a new tag or branch comes as a push"
         )
     return _ignored(base, f"GitHub event {event!r} starts no pipeline")
+
+
+def _github_fork(head: Any, base: Any) -> bool:
+    """Whether a pull request's head repository is another than its base (by id, else by
+    full name). A deleted fork has no head repository: unknown counts as a fork."""
+    if not isinstance(head, dict) or not isinstance(base, dict):
+        return True
+    if head.get("id") is not None and base.get("id") is not None:
+        return bool(head["id"] != base["id"])
+    names = [str(r.get("full_name") or "").lower() for r in (head, base)]
+    return not names[0] or names[0] != names[1]
 
 
 # --- GitLab ------------------------------------------------------------------------------
@@ -357,6 +370,10 @@ def _gitlab(
         if action is None:
             return _ignored(base, f"merge request action {raw_action!r} starts no pipeline")
         iid = p.need_int("object_attributes.iid")
+        source_project = p.get("object_attributes.source_project_id")
+        fork = source_project is None or source_project != p.get(
+            "object_attributes.target_project_id"
+        )
         created = GitEvent(
             kind="pull_request",
             repository=_gitlab_repository(p, extra),
@@ -370,6 +387,7 @@ def _gitlab(
             sender=p.text("user.username"),
             message=_first_line(p.get("object_attributes.last_commit.message")),
             url=p.text("object_attributes.url"),
+            fork=fork,
             **common,
         )
         return ParsedDelivery(**base, events=[created])
@@ -453,6 +471,7 @@ def _bitbucket(
             pull_request=number,
             action=_BITBUCKET_PR_EVENTS[event],
             url=p.text("links.html.href", pr),
+            fork=source_repo is None or source_repo != target_repo,
             **common,
         )
         return ParsedDelivery(**base, events=[created])
@@ -495,3 +514,29 @@ def parse(
     if event not in known:
         return _ignored(base, f"{_HOST_NAMES[kind]} event {event!r} starts no pipeline")
     return _PARSERS[kind](base, event, _load(kind, view, body), extra_hosts)
+
+
+# Where each host's payloads name the repository (GitLab's older versions: repository.homepage).
+_REPOSITORY_FIELDS: dict[str, tuple[str, ...]] = {
+    "github": ("repository.html_url",),
+    "gitlab": ("project.web_url", "repository.homepage"),
+    "bitbucket": ("repository.links.html.href",),
+}
+
+
+def delivery_repository(
+    host_kind: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    extra_hosts: Mapping[str, str] | None = None,
+) -> str | None:
+    """The repository key a delivery names, read before its signature is checked (to find the
+    connection whose secret checks it), whatever the event; None when the body names none or
+    is not a payload at all (then only the development default secret can check it)."""
+    try:
+        kind = _host(host_kind)
+        p = _Payload(_load(kind, HeaderView(headers), body), f"{_HOST_NAMES[kind]} delivery")
+        url = next((u for f in _REPOSITORY_FIELDS[kind] if (u := p.text(f))), None)
+        return parse_repository_url(url, extra_hosts).key if url else None
+    except (BadRequest, ValidationFailed):
+        return None
