@@ -25,17 +25,23 @@ from temporalio.exceptions import ApplicationError
 from core.catalog.repositories import parse_repository_url
 from core.db.engine import transaction
 from core.db.types import utcnow
-from core.errors import ValidationFailed
+from core.errors import AppError, ValidationFailed
+from core.git_hosts.bindings import connection_of
+from core.git_hosts.bindings import holder as binding_holder
+from core.git_hosts.connections import token_of
 from core.models.catalog import Service
+from core.models.identity import Organization
 from core.models.pipelines import (
     BuildArtifact,
     Pipeline,
     PipelineLogChunk,
     PipelineRun,
+    PipelineSecret,
     PipelineStage,
     PipelineStep,
 )
 from core.notifications.channels import team_channel_ids
+from core.pipelines.approvals import decide
 from core.pipelines.artifacts import ArtifactStore
 from core.pipelines.commit_status import (
     CommitStatus,
@@ -49,11 +55,20 @@ from core.pipelines.definition import (
     definition_from_json,
     parse_definition,
 )
-from core.pipelines.git import CheckoutResult, GitError, checkout, rewrite_url
+from core.pipelines.git import (
+    CheckoutResult,
+    GitError,
+    checkout,
+    reachable,
+    read_file_at,
+    rewrite_url,
+)
 from core.pipelines.run_messages import (
     FINISHED_RUN_STATUSES,
     Admission,
+    ApprovalResult,
     CheckoutInput,
+    DecideInput,
     FinishInput,
     FinishResult,
     Plan,
@@ -69,6 +84,7 @@ from core.pipelines.run_messages import (
 )
 from core.pipelines.runners import LogLine, Runner, StepSpec
 from core.pipelines.runs import RunRequest, RunService, elapsed
+from core.pipelines.secrets import LogMasker, step_secrets
 
 OUTPUT_TAIL_LINES = 50
 RUN_GONE = "PipelineRunGone"  # ApplicationError type: the run's record is missing
@@ -76,22 +92,84 @@ RUN_GONE = "PipelineRunGone"  # ApplicationError type: the run's record is missi
 
 @dataclass
 class GitAccess:
-    """How workers reach repositories: URL rewrites (mirrors) and a token per host kind."""
+    """How workers reach repositories: URL rewrites (mirrors), and the global token per host
+    kind, used (outside production only) when the repository's Git host connection has none."""
 
     rewrites: dict[str, str] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     extra_hosts: dict[str, str] = field(default_factory=dict)
+    allow_global_tokens: bool = True
+
+    def token(self, host_kind: str | None, token: str | None) -> str | None:
+        """The connection's `token`, else (development only) the host kind's global one."""
+        if token is not None or not self.allow_global_tokens:
+            return token
+        return self.tokens.get(host_kind or "")
 
     async def checkout(
-        self, url: str, host_kind: str | None, sha_or_ref: str, workspace: Path
+        self,
+        url: str,
+        host_kind: str | None,
+        sha_or_ref: str,
+        workspace: Path,
+        token: str | None = None,
     ) -> CheckoutResult:
-        """`sha_or_ref` of the repository at `url` (rewritten) with its host kind's token."""
+        """`sha_or_ref` of the repository at `url` (rewritten) with `token` (see `token`)."""
         return await checkout(
             rewrite_url(url, self.rewrites),
             sha_or_ref,
             workspace,
-            token=self.tokens.get(host_kind or ""),
+            token=self.token(host_kind, token),
         )
+
+    async def reachable(
+        self, url: str, host_kind: str | None, sha: str, workspace: Path, token: str | None
+    ) -> bool:
+        """Whether the commit checked out in `workspace` is on a branch or tag of `url`."""
+        return await reachable(
+            rewrite_url(url, self.rewrites), sha, workspace, token=self.token(host_kind, token)
+        )
+
+    async def read_file(
+        self, url: str, host_kind: str | None, ref: str, path: str, token: str | None = None
+    ) -> str | None:
+        """The text of `path` at `ref` of the repository at `url`, or None without it."""
+        return await read_file_at(
+            rewrite_url(url, self.rewrites), ref, path, token=self.token(host_kind, token)
+        )
+
+
+@dataclass(frozen=True)
+class RepositoryAccess:
+    """What a run may use of its repository: the token of the Git host connection it is
+    bound through (decrypted here, in the activity, never in workflow history) and the slug
+    of the organization it is bound to (its commit statuses' context)."""
+
+    token: str | None
+    org_slug: str
+
+
+async def repository_access(session: AsyncSession, run_id: uuid.UUID) -> RepositoryAccess:
+    """The run's repository access; a non-retryable failure when the repository is not bound
+    to the organization of the run's service (another one holds it, or none does)."""
+    run = await session.get(PipelineRun, run_id)
+    pipeline = await session.get(Pipeline, run.pipeline_id) if run else None
+    service = await session.get(Service, pipeline.service_id) if pipeline else None
+    if run is None or service is None:
+        raise ApplicationError(f"pipeline run {run_id} not found", type=RUN_GONE)
+    org = await session.get(Organization, service.org_id)
+    key = service.repository_path
+    binding = await binding_holder(session, key) if key else None
+    if binding is None or binding.org_id != service.org_id:
+        raise _fail(
+            f"repository {key} is not bound to this organization"
+            + (" (another organization holds it)" if binding is not None else "")
+            + ": a run only checks out, and reports to, a repository its organization holds "
+            "through a Git host connection"
+        )
+    connection = await connection_of(session, binding)
+    token = token_of(connection) if connection is not None else None
+    return RepositoryAccess(token=token, org_slug=org.slug if org else str(service.org_id))
 
 
 def _fail(message: str) -> ApplicationError:
@@ -127,6 +205,7 @@ class PipelineActivities:
         """Every activity, for a worker to register."""
         return [
             self.admit,
+            self.decide,
             self.abandon,
             self.checkout,
             self.run_step,
@@ -160,6 +239,8 @@ class PipelineActivities:
             if pipeline is None or service is None or pipeline.is_deleted or service.is_deleted:
                 run.status, run.error, run.completed_at = "cancelled", "pipeline deleted", utcnow()
                 return Admission(admitted=False, gone=True, reason="the pipeline was deleted")
+            if run.status == "awaiting_approval":  # only `decide` lets it go
+                return Admission(admitted=False, reason="the run waits for approval")
             if run.status == "queued":
                 limit = pipeline.concurrency_limit
                 if limit:
@@ -194,6 +275,18 @@ class PipelineActivities:
             if run.rerun_of_id is not None:
                 context.rerun_from_stage = input.rerun_from_stage
             return Admission(admitted=True, context=context, superseded=superseded)
+
+    @activity.defn(name="pipelines.decide")
+    async def decide(self, input: DecideInput) -> ApprovalResult:
+        """Record a decision on a run awaiting approval, after reading the approver's grants
+        again (`core.pipelines.approvals`). Refused (non-retryable, type `Forbidden`) when
+        they do not hold pipelines:run on the pipeline."""
+        try:
+            async with transaction(self._sessions) as session:
+                return await decide(session, input.run_id, input.request)
+        except AppError as exc:
+            kind = "Forbidden" if exc.status_code == 403 else "Conflict"
+            raise ApplicationError(exc.message, type=kind, non_retryable=True) from None
 
     async def _run_of(self, session: AsyncSession, input: RunInput) -> PipelineRun | None:
         """The run to admit; a scheduled start records it now (once: its id comes from the
@@ -238,6 +331,8 @@ class PipelineActivities:
             triggered_by=run.triggered_by,
             run_url=f"{self._platform_url}/pipelines/runs/{run.id}",
             rerun_of_id=run.rerun_of_id,
+            from_fork=run.from_fork,
+            target_branch=(run.event or {}).get("target_branch"),
         )
 
     # -- checkout and plan -------------------------------------------------------------------
@@ -251,28 +346,32 @@ class PipelineActivities:
             raise _fail(f"service {ctx.service} has no repository URL to check out")
         wanted = ctx.sha or ctx.ref or "HEAD"
         workspace = _workspace(self._workspace_root, ctx.run_id)
+        async with transaction(self._sessions) as session:
+            access = await repository_access(session, ctx.run_id)
+        url, kind, token = ctx.repository_url, ctx.host_kind, access.token
         try:
-            result = await self._git.checkout(ctx.repository_url, ctx.host_kind, wanted, workspace)
+            result = await self._git.checkout(url, kind, wanted, workspace, token)
+            # A person names any commit; hosts also serve forks' and pull requests' commits by
+            # SHA: a manual run runs only what a branch or tag of the repository holds.
+            on_branch = ctx.trigger_type != "manual" or await self._git.reachable(
+                url, kind, result.sha, workspace, token
+            )
         except GitError as exc:
             raise ApplicationError(f"checkout of {wanted} failed: {exc}", type="GitError") from None
+        if not on_branch:
+            raise _fail(
+                f"commit {result.sha[:12]} is not reachable from a branch or tag of "
+                f"{ctx.repository_url}: a manual run may only name the repository's own commits"
+            )
         config = ctx.config
-        if config is None:
+        if config is None and ctx.from_fork:
+            config = await self._target_branch_definition(ctx, token)
+        elif config is None:
             path = workspace / DEFINITION_PATH
             if not path.is_file():
                 raise _fail(f"{DEFINITION_PATH} does not exist at {result.sha[:12]}")
-            try:
-                definition = parse_definition(path.read_text(encoding="utf-8", errors="replace"))
-            except ValidationFailed as exc:
-                problems = "; ".join(
-                    f"{d.get('field')}: {d.get('message')}"
-                    + (f" (line {d['line']})" if d.get("line") else "")
-                    for d in (exc.details or [])
-                    if isinstance(d, dict)
-                )
-                raise _fail(
-                    f"{DEFINITION_PATH} at {result.sha[:12]} is invalid: {problems}"
-                ) from None
-            config = definition.model_dump(mode="json")
+            text = path.read_text(encoding="utf-8", errors="replace")
+            config = _definition_config(text, f"at {result.sha[:12]}")
         async with transaction(self._sessions) as session:
             stages = await self._plan(session, ctx, config)
             await session.execute(
@@ -281,6 +380,29 @@ class PipelineActivities:
                 .values(git_sha=result.sha, config=config)
             )
         return Plan(sha=result.sha, subject=result.subject, stages=stages)
+
+    async def _target_branch_definition(
+        self, ctx: RunContext, token: str | None = None
+    ) -> dict[str, Any]:
+        """A fork's pull request follows the definition on its target branch of the base
+        repository, never the one in the fork's commits (which anyone can change)."""
+        if not ctx.target_branch or not ctx.repository_url:
+            raise _fail("a fork's pull request names no target branch to read the definition on")
+        ref = f"refs/heads/{ctx.target_branch}"
+        try:
+            text = await self._git.read_file(
+                ctx.repository_url, ctx.host_kind, ref, DEFINITION_PATH, token
+            )
+        except GitError as exc:
+            raise ApplicationError(
+                f"reading {DEFINITION_PATH} on {ctx.target_branch} failed: {exc}", type="GitError"
+            ) from None
+        if text is None:
+            raise _fail(
+                f"{DEFINITION_PATH} does not exist on the target branch {ctx.target_branch} "
+                "(a fork's pull request never uses the fork's definition)"
+            )
+        return _definition_config(text, f"on the target branch {ctx.target_branch}")
 
     async def _plan(
         self, session: AsyncSession, ctx: RunContext, config: dict[str, Any]
@@ -320,7 +442,11 @@ class PipelineActivities:
                     status=status,
                 )
                 session.add(step_row)  # written with the run's update, in one flush
-                steps.append(_planned_step(step, definition.env, step_row.id, status))
+                steps.append(
+                    _planned_step(
+                        step, definition.env, step_row.id, status, network=definition.network
+                    )
+                )
             if stage_status == "pending" and all(st.status == "skipped" for st in steps):
                 stage_status = row.status = "skipped"  # `when` skips every step
             planned.append(
@@ -345,8 +471,13 @@ class PipelineActivities:
         workspace = _workspace(self._workspace_root, input.run_id)
         if not (workspace / ".git").exists() and input.repository_url:
             # another host, or the workspace was lost: check the commit out again
-            await self._git.checkout(input.repository_url, input.host_kind, input.sha, workspace)
-        sink = _LogSink(self._sessions, input.run_id, step.step_id)
+            async with transaction(self._sessions) as session:
+                token = (await repository_access(session, input.run_id)).token
+            url, kind = input.repository_url, input.host_kind
+            await self._git.checkout(url, kind, input.sha, workspace, token)
+        async with transaction(self._sessions) as session:
+            secrets, withheld = await _secrets_for(session, input.run_id)
+        sink = _LogSink(self._sessions, input.run_id, step.step_id, LogMasker(secrets.values()))
         async with transaction(self._sessions) as session:
             await sink.resume(session)
             now = utcnow()
@@ -365,8 +496,14 @@ class PipelineActivities:
                 f"attempt {info.attempt}: the previous attempt was interrupted "
                 "(its worker stopped); the step starts again"
             )
+        if withheld:
+            await sink.system(
+                f"a fork's pull request: the pipeline's {withheld} secret(s) are not given "
+                "to its steps"
+            )
         env = {
             **step.env,
+            **secrets,  # decrypted here, never part of the activity's input or result
             "CI": "true",
             "IDP_RUN_ID": str(input.run_id),
             "IDP_GIT_SHA": input.sha,
@@ -380,15 +517,26 @@ class PipelineActivities:
             workdir=workspace,
             timeout=step.timeout_seconds,
             image=step.image,
+            network=step.network,
         )
         try:
             outcome = await self._runner.run(spec, sink, heartbeat=activity.heartbeat)
         except asyncio.CancelledError:
+            await sink.close()
             await self._end_step(step.step_id, "cancelled", None, "cancelled", sink.tail())
             raise
         except Exception as exc:
-            await self._end_step(step.step_id, "failed", None, f"{exc}", sink.tail())
-            raise
+            await sink.close()
+            error = sink.masked(f"{exc}") or ""
+            await self._end_step(step.step_id, "failed", None, error, sink.tail())
+            if error == f"{exc}":
+                raise
+            # the message showed a secret: the failure (and so the history) gets it masked
+            retryable = not getattr(exc, "non_retryable", False)
+            kind = exc.type if isinstance(exc, ApplicationError) else type(exc).__name__
+            raise ApplicationError(error, type=kind, non_retryable=not retryable) from None
+        await sink.close()
+        outcome.error = sink.masked(outcome.error)
         stored = 0
         if step.artifacts and outcome.status != "cancelled":
             stored = await self._collect(input, workspace, sink)
@@ -529,9 +677,16 @@ class PipelineActivities:
             service = await session.get(Service, pipeline.service_id) if pipeline else None
             repository, sha = (service.repository_url if service else None), run.git_sha
             name = pipeline.name if pipeline else "pipeline"
+            access: RepositoryAccess | str = "no Git host or commit to report to"
+            if repository and sha:
+                try:
+                    access = await repository_access(session, report.run_id)
+                except ApplicationError as exc:
+                    access = exc.message
         entry: dict[str, Any] = {"state": report.state, "at": utcnow().isoformat()}
-        if self._reporter is None or not repository or not sha:
-            entry |= {"reported": False, "detail": "no Git host or commit to report to"}
+        if isinstance(access, str) or self._reporter is None or not repository or not sha:
+            why = access if isinstance(access, str) else "no Git host to report to"
+            entry |= {"reported": False, "detail": why}
         else:
             repo = parse_repository_url(repository, self._git.extra_hosts)
             try:
@@ -543,8 +698,12 @@ class PipelineActivities:
                         state=report.state,
                         target_url=f"{self._platform_url}/pipelines/runs/{report.run_id}",
                         description=report.description,
-                        context=f"idp/{name}",
-                    )
+                        # The organization's slug: another organization's run cannot post a
+                        # status with the context a branch protection rule requires.
+                        context=f"idp/{access.org_slug}/{name}",
+                    ),
+                    token=access.token,
+                    default_token=self._git.allow_global_tokens,
                 )
             except StatusReportRetryable as exc:
                 raise ApplicationError(str(exc), type="StatusReportRetryable") from None
@@ -566,10 +725,15 @@ class PipelineActivities:
 
 
 def _planned_step(
-    step: Step, pipeline_env: dict[str, Any], step_id: uuid.UUID, status: str
+    step: Step,
+    pipeline_env: dict[str, Any],
+    step_id: uuid.UUID,
+    status: str,
+    *,
+    network: bool = False,
 ) -> PlannedStep:
     """What the workflow passes to the step's activity: the definition's env under the
-    step's own, as strings."""
+    step's own, as strings; the step's `network`, else the pipeline's (`network`)."""
     return PlannedStep(
         step_id=step_id,
         name=step.name,
@@ -577,10 +741,42 @@ def _planned_step(
         env={k: str(v) for k, v in {**pipeline_env, **step.env}.items()},
         timeout_seconds=step.timeout.total_seconds(),
         image=step.image,
+        network=network if step.network is None else step.network,
         artifacts=[a.model_dump() for a in step.artifacts],
         continue_on_error=step.continue_on_error,
         status=status,
     )
+
+
+def _definition_config(text: str, where: str) -> dict[str, Any]:
+    """The parsed definition as stored on the run; an invalid one fails the run, saying why."""
+    try:
+        definition = parse_definition(text)
+    except ValidationFailed as exc:
+        problems = "; ".join(
+            f"{d.get('field')}: {d.get('message')}"
+            + (f" (line {d['line']})" if d.get("line") else "")
+            for d in (exc.details or [])
+            if isinstance(d, dict)
+        )
+        raise _fail(f"{DEFINITION_PATH} {where} is invalid: {problems}") from None
+    return definition.model_dump(mode="json")
+
+
+async def _secrets_for(session: AsyncSession, run_id: uuid.UUID) -> tuple[dict[str, str], int]:
+    """The run's pipeline secrets, decrypted, and how many were withheld: none are given to
+    a fork's pull request (as the run's record says, not the workflow's input)."""
+    run = await session.get(PipelineRun, run_id)
+    if run is None:
+        raise ApplicationError(f"pipeline run {run_id} not found", type=RUN_GONE)
+    if run.from_fork:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(PipelineSecret)
+            .where(PipelineSecret.pipeline_id == run.pipeline_id)
+        )
+        return {}, int(count or 0)
+    return await step_secrets(session, run.pipeline_id), 0
 
 
 async def _queued(session: AsyncSession, pipeline_id: uuid.UUID) -> list[str]:
@@ -623,7 +819,9 @@ async def _planned(session: AsyncSession, run_id: uuid.UUID) -> list[PlannedStag
         planned_steps = []
         for row in (r for r in steps if r.stage_id == stage.id):
             step = step_specs[row.name]
-            planned_steps.append(_planned_step(step, definition.env, row.id, row.status))
+            planned_steps.append(
+                _planned_step(step, definition.env, row.id, row.status, network=definition.network)
+            )
         out.append(
             PlannedStage(
                 stage_id=stage.id,
@@ -659,11 +857,16 @@ class _LogSink:
     readable (and survives a crash) within the runner's flush interval."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], run_id: uuid.UUID, step_id: uuid.UUID
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        run_id: uuid.UUID,
+        step_id: uuid.UUID,
+        masker: LogMasker | None = None,
     ) -> None:
         self._sessions = sessions
         self._run_id = run_id
         self._step_id = step_id
+        self._masker = masker or LogMasker(())
         self._offset = 0
         self._last = 0
         self._tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
@@ -689,14 +892,33 @@ class _LogSink:
             }
             for line in batch
         ]
-        await self._write(lines)
+        if self._masker:
+            lines = self._masker.feed(lines)  # secrets masked before they are stored
+        if lines:
+            await self._write(lines)
+
+    async def close(self) -> None:
+        """Store what the masker held back (a cut line waiting for its next piece)."""
+        held = self._masker.flush()
+        if held:
+            await self._write(held)
+
+    def masked(self, text: str | None) -> str | None:
+        return self._masker.text(text) if text and self._masker else text
 
     async def system(self, text: str) -> None:
         """A line from the platform itself (not the step's output)."""
         seq = self._last + 1
         self._offset += 1
         await self._write(
-            [{"seq": seq, "at": utcnow().isoformat(), "stream": "system", "text": text}]
+            [
+                {
+                    "seq": seq,
+                    "at": utcnow().isoformat(),
+                    "stream": "system",
+                    "text": self.masked(text),
+                }
+            ]
         )
 
     async def _write(self, lines: list[dict[str, Any]]) -> None:

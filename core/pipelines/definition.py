@@ -137,6 +137,9 @@ class Step(BaseModel):
     when: When | None = None
     artifacts: list[Artifact] = Field(default_factory=list)
     continue_on_error: bool = False
+    network: bool | None = Field(
+        None, description="Network access in the sandbox; unset: the pipeline's `network`"
+    )
 
     @field_validator("name")
     @classmethod
@@ -193,6 +196,7 @@ class PipelineDefinition(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = None
     env: Env = Field(default_factory=dict)
+    network: bool = Field(False, description="Network access for every step (sandbox runner)")
     stages: list[Stage] = Field(min_length=1)
 
     @model_validator(mode="after")

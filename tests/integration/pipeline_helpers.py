@@ -26,16 +26,18 @@ from temporalio.worker import Worker
 
 from activities.notifications import NotificationActivities
 from activities.pipelines import PipelineActivities
+from core.catalog.repositories import parse_repository_url
 from core.db.engine import create_engine, session_factory
 from core.notifications.dispatch import SenderSettings
 from core.pipelines.artifacts import ArtifactStore
 from core.pipelines.commit_status import CommitStatusReporter
-from core.pipelines.runners import LocalRunner
+from core.pipelines.runners import Runner
+from core.pipelines.runners.factory import build_runner
 from core.pipelines.webhooks import sign
 from core.settings import Settings
 from core.temporal.client import connect
 from core.topology import Topology
-from tests.helpers import wait_until
+from tests.helpers import add_git_connection, local_egress, wait_until
 from tests.integration.identity_helpers import Api, running_api
 from workers.registry import git_access
 from workers.runner import HEARTBEAT_THROTTLE, sandbox_runner
@@ -85,7 +87,7 @@ class Stack:
     admin: Headers
     settings: Settings
 
-    async def service(self, repository_url: str) -> dict[str, Any]:
+    async def service(self, repository_url: str, **connection: Any) -> dict[str, Any]:
         org = await self.api.client.post(
             "/organizations",
             json={"name": "Org", "slug": f"org-{uuid.uuid4().hex[:8]}"},
@@ -96,6 +98,10 @@ class Stack:
             json={"org_id": org.json()["id"], "name": "T", "slug": f"t-{uuid.uuid4().hex[:8]}"},
             headers=self.admin,
         )
+        # The organization's connection for the host, signing with the tests' secret.
+        host = parse_repository_url(repository_url, self.settings.git_hosts).host
+        body = {"webhook_secret": SECRET, **connection}
+        await add_git_connection(self.api.client, self.admin, org.json()["id"], host, **body)
         created = await self.api.client.post(
             "/services",
             json={
@@ -234,13 +240,13 @@ async def pipelines_worker(
     settings: Settings,
     *,
     reporter: CommitStatusReporter | None = None,
-    runner: LocalRunner | None = None,
+    runner: Runner | None = None,
     queue: str = PIPELINES_QUEUE,
 ) -> AsyncIterator[PipelineActivities]:
     engine = create_engine(settings.effective_database_url)
     acts = PipelineActivities(
         session_factory(engine),
-        runner or LocalRunner(kill_grace=1.0),
+        runner or build_runner(settings, kill_grace=1.0),  # the default: the sandbox
         artifacts=ArtifactStore(settings.artifact_root),
         workspace_root=settings.workspace_root,
         git=git_access(settings),
@@ -294,7 +300,7 @@ async def notifications_worker(
     await retire_runs(client, NOTIFICATIONS_QUEUE)
     engine = create_engine(settings.effective_database_url)
     acts = NotificationActivities(
-        session_factory(engine), SenderSettings(slack_api_url=slack_api_url)
+        session_factory(engine), SenderSettings(slack_api_url=slack_api_url, egress=local_egress())
     )
     try:
         async with Worker(

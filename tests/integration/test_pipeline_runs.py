@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -210,7 +209,8 @@ async def test_signed_push_runs_the_repositorys_commands_with_logs_artifacts_and
     assert [s.state for s in reported] == ["pending", "success"]
     assert {s.repository for s in reported} == {f"{repo.owner}/{repo.name}"}
     assert reported[-1].target_url == f"http://idp.test/pipelines/runs/{run['id']}"
-    assert reported[0].context == f"idp/{pipeline['name']}"
+    org = await stack.api.client.get(f"/organizations/{service['org_id']}", headers=stack.admin)
+    assert reported[0].context == f"idp/{org.json()['slug']}/{pipeline['name']}"
     recorded = run["commit_statuses"]
     assert [(c["state"], c["reported"]) for c in recorded] == [
         ("pending", True),
@@ -295,7 +295,8 @@ async def test_failed_step_skips_the_rest_and_a_rerun_starts_from_the_failed_sta
             f"/pipelines/{pipeline['id']}/run", json={"ref": "main"}, headers=stack.admin
         )
         assert started.status_code == 202, started.text
-        run = await stack.finished(started.json()["id"])
+        # settled: the live view says `failed` a moment before the record has the error
+        run = await stack.settled(await stack.finished(started.json()["id"]))
         assert run["status"] == "failed"
         assert "exited with code 3" in run["error"] and "flaky" in run["error"]
         steps = {st["name"]: st for s in run["stages"] for st in s["steps"]}
@@ -330,11 +331,37 @@ async def test_failed_step_skips_the_rest_and_a_rerun_starts_from_the_failed_sta
         await replayer.replay_workflow(history)
 
 
+def processes_running(marker: str) -> list[int]:
+    """The worker's host's live processes whose command line holds `marker` (a step's, in
+    whatever pid namespace the runner gave it)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if marker.encode() in (proc / "cmdline").read_bytes():
+                stat = (proc / "stat").read_text()
+                if stat[stat.rfind(")") + 2] not in "ZX":
+                    found.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+GATED = "while [ ! -f gate ]; do sleep 0.05; done"  # in the run's workspace: see open_gate
+
+
+async def open_gate(stack: Stack, run_id: str) -> None:
+    """Let a GATED step of `run_id` end: the file appears in its workspace (once checked out),
+    the one place of the worker a sandboxed step sees."""
+    workspace = stack.settings.workspace_root / run_id
+    await wait_until("the checkout", lambda: asyncio.sleep(0, (workspace / ".git").exists()))
+    (workspace / "gate").write_text("open")
+
+
 async def test_cancel_kills_the_steps_processes_and_records_cancelled(
-    stack: Stack, repo: Repo, tmp_path: Path
+    stack: Stack, repo: Repo
 ) -> None:
-    pid_file = tmp_path / "step.pid"
-    slow = one_step(f"echo started; sleep 300 & echo $! > {pid_file}; wait", "long")
+    marker = f"300.{uuid.uuid4().int % 10**6:06d}"  # `sleep 300.NNNNNN`, found by its argv
+    slow = one_step(f"echo started; sleep {marker} & wait", "long")
     repo.init(pipeline=slow)
     service = await stack.service(repo.url)
     pipeline = await stack.pipeline(service["id"], source="repository")
@@ -343,9 +370,9 @@ async def test_cancel_kills_the_steps_processes_and_records_cancelled(
             f"/pipelines/{pipeline['id']}/run", json={}, headers=stack.admin
         )
         run_id = started.json()["id"]
-        await wait_until("the step's pid", lambda: asyncio.sleep(0, pid_file.exists()))
-        await wait_until("the pid written", lambda: asyncio.sleep(0, bool(pid_file.read_text())))
-        pid = int(pid_file.read_text())
+        await wait_until(
+            "the step's sleep", lambda: asyncio.sleep(0, bool(processes_running(marker)))
+        )
         live = await stack.run(run_id)
         assert live["live"] is True and live["status"] == "running"
         assert live["phase"] == "running s"
@@ -356,17 +383,15 @@ async def test_cancel_kills_the_steps_processes_and_records_cancelled(
         run = await stack.finished(run_id)
     assert run["status"] == "cancelled"
     assert run["stages"][0]["steps"][0]["status"] == "cancelled"
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    assert processes_running(marker) == []
     again = await stack.api.client.post(f"/pipelines/runs/{run_id}/cancel", headers=stack.admin)
     assert_error(again, 409, "conflict")
 
 
 async def test_concurrency_limit_queues_the_second_run_until_the_first_ends(
-    stack: Stack, repo: Repo, tmp_path: Path
+    stack: Stack, repo: Repo
 ) -> None:
-    gate = tmp_path / "gate"
-    waiting = one_step(f"while [ ! -f {gate} ]; do sleep 0.05; done", "wait")
+    waiting = one_step(GATED, "wait")
     repo.init(pipeline=waiting)
     service = await stack.service(repo.url)
     pipeline = await stack.pipeline(service["id"], source="repository", concurrency_limit=1)
@@ -378,8 +403,10 @@ async def test_concurrency_limit_queues_the_second_run_until_the_first_ends(
         queued = await stack.run(second)
         assert queued["status"] == "queued" and queued["live"] is True
         assert "1 of at most 1" in queued["waiting_reason"]
-        gate.write_text("open")
-        done = [await stack.finished(first), await stack.finished(second, timeout=20)]
+        await open_gate(stack, first)
+        done = [await stack.settled(await stack.finished(first))]  # its record: completed_at
+        await open_gate(stack, second)
+        done.append(await stack.finished(second, timeout=20))
     assert [r["status"] for r in done] == ["succeeded", "succeeded"]
     assert done[1]["started_at"] >= done[0]["completed_at"]
     listed = await stack.api.client.get(
@@ -512,10 +539,9 @@ async def test_start_and_success_are_notified_to_the_owner_teams_channel(
 
 
 async def test_a_new_push_cancels_the_superseded_run_of_its_branch(
-    stack: Stack, repo: Repo, tmp_path: Path
+    stack: Stack, repo: Repo
 ) -> None:
-    gate = tmp_path / "gate"
-    waiting = one_step(f"while [ ! -f {gate} ]; do sleep 0.05; done", "wait")
+    waiting = one_step(GATED, "wait")
     sha = repo.init(pipeline=waiting)
     service = await stack.service(repo.url)
     await stack.pipeline(
@@ -525,13 +551,18 @@ async def test_a_new_push_cancels_the_superseded_run_of_its_branch(
         first_body, first_headers = github_delivery(push_payload(repo.owner, repo.name, sha))
         first = (await deliver(stack, first_body, first_headers)).json()["runs"][0]["id"]
         await stack.until_status(first, "running")
-        body, headers = github_delivery(push_payload(repo.owner, repo.name, sha))
+        pushed_again = push_payload(repo.owner, repo.name, sha)
+        pushed_again["head_commit"]["message"] = "pushed again"  # another push: another body
+        body, headers = github_delivery(pushed_again)
         second = (await deliver(stack, body, headers)).json()["runs"][0]["id"]
         superseded = await stack.finished(first)
         assert superseded["status"] == "cancelled"
-        gate.write_text("open")
+        await open_gate(stack, second)
         latest = await stack.finished(second)
     assert latest["status"] == "succeeded"
+
+
+GITLAB_CONNECTION_TOKEN = "gitlab-connection-token"
 
 
 async def test_a_gitlab_push_with_its_token_starts_a_run(
@@ -555,17 +586,18 @@ async def test_a_gitlab_push_with_its_token_starts_a_run(
     body = json.dumps(payload).encode()
     headers = {"X-Gitlab-Event": "Push Hook", "X-Gitlab-Event-UUID": str(uuid.uuid4())}
     async with pipeline_stack(configured, topology, database_url) as stack:
-        service = await stack.service(gitlab_url)
+        service = await stack.service(gitlab_url, webhook_secret=GITLAB_CONNECTION_TOKEN)
         await stack.pipeline(service["id"], source="repository", triggers={"push": {}})
-        wrong = await stack.api.client.post(
-            "/webhooks/gitlab", content=body, headers={**headers, "X-Gitlab-Token": "nope"}
-        )
-        assert_error(wrong, 401, "invalid_signature")
+        for token in ("nope", "gitlab-token"):  # the global token is not the connection's
+            wrong = await stack.api.client.post(
+                "/webhooks/gitlab", content=body, headers={**headers, "X-Gitlab-Token": token}
+            )
+            assert_error(wrong, 401, "invalid_signature")
         async with pipelines_worker(stack.client, stack.settings):
             answer = await stack.api.client.post(
                 "/webhooks/gitlab",
                 content=body,
-                headers={**headers, "X-Gitlab-Token": "gitlab-token"},
+                headers={**headers, "X-Gitlab-Token": GITLAB_CONNECTION_TOKEN},
             )
             assert answer.status_code == 202, answer.text
             run = await stack.finished(answer.json()["runs"][0]["id"])

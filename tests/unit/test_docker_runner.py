@@ -244,6 +244,28 @@ async def test_network_and_user_are_passed(
     assert (container.network_mode, container.user) == ("ci-net", "1000:1000")
 
 
+async def test_steps_run_as_non_root_without_capabilities_or_new_privileges(
+    runner: DockerRunner, engine: DockerEngineStandin, tmp_path: Path
+) -> None:
+    outcome = await runner.run(spec(tmp_path, "true"), Sink())
+    assert outcome.status == "succeeded"
+    container = only_container(engine)
+    assert container.user == "65534:65534"  # never the image's (root) user
+    host = container.config["HostConfig"]
+    assert host["CapDrop"] == ["ALL"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert not host.get("Privileged")
+    assert [m["Source"] for m in host["Mounts"]] == [str(tmp_path)]  # the workspace only
+
+
+async def test_the_step_uid_is_configurable(
+    engine: DockerEngineStandin, tmp_path: Path, make_runner: MakeRunner
+) -> None:
+    outcome = await make_runner(uid=1000).run(spec(tmp_path, "true"), Sink())
+    assert outcome.status == "succeeded"
+    assert only_container(engine).user == "1000:1000"
+
+
 async def test_a_missing_workdir_fails_the_step(
     runner: DockerRunner, engine: DockerEngineStandin, tmp_path: Path
 ) -> None:

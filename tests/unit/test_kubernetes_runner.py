@@ -240,6 +240,14 @@ async def test_the_job_the_runner_creates_and_deletes(
                     "restartPolicy": "Never",
                     "enableServiceLinks": False,
                     "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 65534,
+                        "runAsGroup": 65534,
+                        "fsGroup": 65534,
+                        "fsGroupChangePolicy": "OnRootMismatch",
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
                     "containers": [
                         {
                             "name": "step",
@@ -251,6 +259,13 @@ async def test_the_job_the_runner_creates_and_deletes(
                             ],
                             "workingDir": "/workspace",
                             "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}],
+                            "securityContext": {
+                                "runAsNonRoot": True,
+                                "runAsUser": 65534,
+                                "runAsGroup": 65534,
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
                             "resources": {
                                 "requests": {"cpu": "250m", "memory": "256Mi"},
                                 "limits": {"memory": "1024"},
@@ -298,6 +313,23 @@ async def test_workspace_claim_is_mounted_with_the_workdir_as_sub_path(
     ]
     assert pod_spec["serviceAccountName"] == "builder"
     assert pod_spec["automountServiceAccountToken"] is True
+
+
+def test_steps_run_as_the_configured_non_root_uid_without_privileges(tmp_path: Path) -> None:
+    kube = KubernetesRunner(api_client=k8s.ApiClient(), uid=1000)
+    pod_spec = kube.build_job(spec(tmp_path, "id"), attempt="a1")["spec"]["template"]["spec"]
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+    assert (pod_spec["securityContext"]["runAsUser"], pod_spec["securityContext"]["fsGroup"]) == (
+        1000,
+        1000,
+    )
+    assert pod_spec["automountServiceAccountToken"] is False
+    (container,) = pod_spec["containers"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["runAsUser"] == 1000
+    assert [e["name"] for e in container["env"]] == []  # nothing of the worker's environment
+    assert "volumes" in pod_spec and all("secret" not in v for v in pod_spec["volumes"])
 
 
 async def test_workdir_outside_the_shared_workspace_fails_without_a_job(

@@ -1,5 +1,6 @@
-"""Step runners: where a pipeline step's command runs. `local` (a subprocess on the worker)
-is the embedded default; docker and kubernetes runners implement the same `Runner`."""
+"""Step runners: where a pipeline step's command runs. `sandbox` (a bubblewrap sandbox on the
+worker) is the embedded default, `local` (an unsandboxed subprocess) the development fallback;
+docker and kubernetes runners implement the same `Runner`."""
 
 from core.pipelines.runners.base import (
     Heartbeat,
@@ -12,6 +13,7 @@ from core.pipelines.runners.base import (
     StepStatus,
 )
 from core.pipelines.runners.local import LocalRunner
+from core.pipelines.runners.sandbox import SandboxRunner
 
 __all__ = [
     "Heartbeat",
@@ -20,6 +22,7 @@ __all__ = [
     "OutputSink",
     "Runner",
     "RunnerUnavailable",
+    "SandboxRunner",
     "StepOutcome",
     "StepSpec",
     "StepStatus",

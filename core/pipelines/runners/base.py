@@ -15,6 +15,8 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 StepStatus = Literal["succeeded", "failed", "timed_out", "cancelled"]
+# The uid (and gid) steps run as in the sandbox and in containers: `nobody`, never root.
+DEFAULT_STEP_UID = 65534
 Stream = Literal["stdout", "stderr"]
 
 
@@ -30,6 +32,9 @@ class StepSpec(BaseModel):
     workdir: Path
     timeout: float = Field(gt=0, description="Seconds before the step is killed")
     image: str | None = Field(None, description="Container image; ignored by the local runner")
+    network: bool = Field(
+        False, description="Network access (sandbox runner; without it the step has none)"
+    )
 
 
 class RunnerUnavailable(RuntimeError):

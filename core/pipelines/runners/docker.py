@@ -16,8 +16,12 @@
   the step always runs as `/bin/sh -e -c <command>` (like a local step), whatever
   `ENTRYPOINT` the image declares (`docker:27-cli`, `alpine/git`, ...; an entrypoint set at
   create time also drops the image's `CMD`). Labels `idp.step-id=<step id>` and
-  `idp.managed-by=idp`; `network` and `user` when given; no TTY. Containers a previous
+  `idp.managed-by=idp`; `network` when given; no TTY. Containers a previous
   attempt of the same step left behind (a worker that died mid-step) are removed first.
+- **Privileges.** The step runs as `user` (default `65534:65534`, nobody: never the image's
+  root), with every capability dropped (`cap_drop ALL`) and `no-new-privileges` (setuid
+  binaries do not raise it). Nothing of the worker is mounted but the workspace, and the
+  engine's socket never is.
 - **Environment.** Exactly `spec.env`: never the worker's. Unlike the local runner there is
   no base of `PATH` / `HOME` / `TMPDIR` / `LANG` from the runner: the image's own `ENV`
   (usually `PATH`) applies, and the engine adds `HOSTNAME` (and `HOME` from the image's user).
@@ -27,7 +31,7 @@
   have the workspace root mounted at the same path as on the host. A bind source that does
   not exist fails the step (a `Mount`, not a legacy `Binds` entry, so the engine never creates
   an empty directory in its place). Files the step writes belong to the container's user
-  (root unless `user`, e.g. `"1000:1000"`, is given).
+  (`user`), which must be able to write the workspace.
 - **Output.** The container's log stream (`follow`, stdout and stderr) is read as it comes;
   its multiplexed frames say which stream a payload belongs to. Lines are split like the
   local runner's (`lines.LineSplitter`: `\\n`, a trailing `\\r` dropped, over-long lines cut,
@@ -74,6 +78,7 @@ from docker.errors import APIError, DockerException, NotFound
 from docker.types import Mount
 
 from core.pipelines.runners.base import (
+    DEFAULT_STEP_UID,
     Heartbeat,
     OutputSink,
     RunnerUnavailable,
@@ -127,6 +132,7 @@ class DockerRunner:
         stop_timeout: int = 5,
         network: str | None = None,
         user: str | None = None,
+        uid: int = DEFAULT_STEP_UID,
         api_timeout: float = 60.0,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         drain_timeout: float = 2.0,
@@ -144,7 +150,7 @@ class DockerRunner:
         self.heartbeat_interval = heartbeat_interval
         self.stop_timeout = stop_timeout
         self.network = network
-        self.user = user
+        self.user = user or f"{uid}:{uid}"  # never the image's (often root) user
         self.api_timeout = api_timeout  # each Engine API call; never the log stream or wait
         self.max_line_bytes = max_line_bytes
         self.drain_timeout = drain_timeout
@@ -288,7 +294,12 @@ class DockerRunner:
             labels={STEP_LABEL: spec.step_id, MANAGED_BY_LABEL: MANAGED_BY},
             working_dir=self.workspace_mount,
             user=self.user,
-            host_config=api.create_host_config(mounts=[workspace], network_mode=self.network),
+            host_config=api.create_host_config(
+                mounts=[workspace],
+                network_mode=self.network,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+            ),
         )
         return str(created["Id"])
 

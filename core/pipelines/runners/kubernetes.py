@@ -26,8 +26,11 @@
   command `["/bin/sh", "-e", "-c", spec.command]`, the environment exactly `spec.env` (plus
   whatever the image's own `ENV` sets and the `KUBERNETES_SERVICE_*` variables the kubelet
   always adds; service links are off, and the service-account token is mounted only when a
-  `service_account` is given). `resources` (`{"requests": {...}, "limits": {...}}`) is copied
-  into the container.
+  `service_account` is given). The pod runs as `uid` (default 65534, `runAsNonRoot`, group
+  and `fsGroup` the same, so a shared workspace claim is writable), the container without
+  privilege escalation, with every capability dropped and the runtime's default seccomp
+  profile; no secret of the worker is mounted or in its environment. `resources`
+  (`{"requests": {...}, "limits": {...}}`) is copied into the container.
 - **Workspace.** With `workspace_claim` (a PersistentVolumeClaim), the claim is mounted at
   `workspace_mount` (default `/workspace`) with `subPath` = `spec.workdir` relative to
   `workspace_root`, and that mount is the working directory. This only works when the
@@ -99,6 +102,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from core.pipelines.runners.base import (
+    DEFAULT_STEP_UID,
     Heartbeat,
     LogLine,
     OutputSink,
@@ -166,6 +170,7 @@ class KubernetesRunner:
         workspace_mount: str = "/workspace",
         workspace_root: Path | None = None,
         service_account: str | None = None,
+        uid: int = DEFAULT_STEP_UID,
         resources: Mapping[str, Mapping[str, str | int | float]] | None = None,
         poll_interval: float = 1.0,
         heartbeat_interval: float = 2.0,
@@ -194,6 +199,7 @@ class KubernetesRunner:
         self.workspace_mount = workspace_mount
         self.workspace_root = workspace_root
         self.service_account = service_account
+        self.uid = uid
         self.resources = _normalise_resources(resources)
         self.poll_interval = poll_interval
         self.heartbeat_interval = heartbeat_interval
@@ -230,6 +236,13 @@ class KubernetesRunner:
             "env": [{"name": key, "value": value} for key, value in spec.env.items()],
             "workingDir": self.workspace_mount,
             "volumeMounts": [mount],
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": self.uid,
+                "runAsGroup": self.uid,
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            },
         }
         if self.resources:
             container["resources"] = self.resources
@@ -237,6 +250,14 @@ class KubernetesRunner:
             "restartPolicy": "Never",
             "enableServiceLinks": False,
             "automountServiceAccountToken": self.service_account is not None,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": self.uid,
+                "runAsGroup": self.uid,
+                "fsGroup": self.uid,
+                "fsGroupChangePolicy": "OnRootMismatch",
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
             "containers": [container],
             "volumes": [volume],
         }

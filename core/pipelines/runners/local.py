@@ -1,4 +1,6 @@
-"""The embedded default runner: a step is a `/bin/sh -e -c <command>` subprocess on the worker.
+"""The unsandboxed runner: a step is a `/bin/sh -e -c <command>` subprocess on the worker, as
+the worker's user (it can read what the worker can: development only; production refuses it).
+The sandbox runner (sandbox.py) reuses all of this around a bubblewrap sandbox (`launch`).
 
 - **Shell.** `/bin/sh -e` (POSIX sh, stops at the first failing command), the same shell the
   pipeline definition documents; pass `shell="/bin/bash"` for bash.
@@ -36,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from core.pipelines.runners.base import (
     Heartbeat,
@@ -218,29 +221,45 @@ class LocalRunner:
         started = time.monotonic()
         home = Path(tempfile.mkdtemp(prefix=f"idp-step-{_safe(spec.step_id)}-"))
         try:
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    self.shell,
-                    "-e",
-                    "-c",
-                    spec.command,
-                    cwd=spec.workdir,
-                    env=self.environment(spec, home),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                return StepOutcome(
-                    exit_code=None,
-                    status="failed",
-                    duration_seconds=time.monotonic() - started,
-                    error=f"could not start the step: {exc.strerror or exc} ({spec.workdir})",
-                )
-            return await self._supervise(spec, proc, on_output, heartbeat, started)
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    proc = await self.launch(spec, home, stack)
+                except OSError as exc:
+                    return StepOutcome(
+                        exit_code=None,
+                        status="failed",
+                        duration_seconds=time.monotonic() - started,
+                        error=f"could not start the step: {exc.strerror or exc} ({spec.workdir})",
+                    )
+                return await self._supervise(spec, proc, on_output, heartbeat, started)
         finally:
             shutil.rmtree(home, ignore_errors=True)
+
+    def shell_argv(self, spec: StepSpec) -> list[str]:
+        return [self.shell, "-e", "-c", spec.command]
+
+    async def launch(
+        self, spec: StepSpec, home: Path, stack: contextlib.AsyncExitStack
+    ) -> asyncio.subprocess.Process:
+        """Start the step's process. The hook a wrapping runner (the sandbox) overrides: it
+        may wrap the argv, and push on `stack` what must be undone after the step."""
+        return await self.spawn(self.shell_argv(spec), spec, home)
+
+    async def spawn(
+        self, argv: list[str], spec: StepSpec, home: Path, **options: Any
+    ) -> asyncio.subprocess.Process:
+        """`argv` as the leader of a new session (its process group is the step's), in the
+        workspace, with the step's environment only; raises OSError when it cannot start."""
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=spec.workdir,
+            env=self.environment(spec, home),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            **options,
+        )
 
     async def _supervise(
         self,
