@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-cloud run test lint format bench clean
+.PHONY: install install-cloud run test fuzz lint format bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The API fuzz test at length (`make test` runs it with a few examples per operation).
+fuzz: install
+	IDP_FUZZ_EXAMPLES=$${IDP_FUZZ_EXAMPLES:-150} $(BIN)/python -m pytest tests/security/test_api_fuzz.py $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

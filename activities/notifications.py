@@ -51,9 +51,10 @@ class NotificationActivities:
         self._http: httpx.AsyncClient | None = None
 
     def _http_client(self) -> httpx.AsyncClient:
-        """One client per worker for webhooks: connections and the TLS context are reused."""
+        """One client per worker for webhooks: connections and the TLS context are reused.
+        Webhook URLs are users': every connection goes through the egress guard."""
         if self._http is None:
-            self._http = httpx.AsyncClient(follow_redirects=False)
+            self._http = self._senders.egress.client(follow_redirects=False)
         return self._http
 
     @activity.defn(name="notifications.prepare")

@@ -370,6 +370,12 @@ class PipelineActivities:
             path = workspace / DEFINITION_PATH
             if not path.is_file():
                 raise _fail(f"{DEFINITION_PATH} does not exist at {result.sha[:12]}")
+            if not path.resolve().is_relative_to(workspace.resolve()):
+                # A link in the repository would have the worker read its own files.
+                raise _fail(
+                    f"{DEFINITION_PATH} at {result.sha[:12]} is a link to a file outside the "
+                    "repository; commit the definition itself"
+                )
             text = path.read_text(encoding="utf-8", errors="replace")
             config = _definition_config(text, f"at {result.sha[:12]}")
         async with transaction(self._sessions) as session:

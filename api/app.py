@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.middleware import CURRENT_VERSION, RequestContextMiddleware
+from api.openapi_errors import document_errors
 from api.ratelimit import RateLimitMiddleware
 from api.routers import (
     api_keys,
@@ -18,12 +19,15 @@ from api.routers import (
     auth,
     catalog,
     environments,
+    git_connections,
     health,
     health_checks,
     infrastructure,
+    kubernetes_contexts,
     notifications,
     organizations,
     pipeline_runs,
+    pipeline_secrets,
     pipelines,
     promotions,
     provisioning,
@@ -37,15 +41,17 @@ from api.routers import (
     webhooks,
 )
 from api.state import AppState
+from api.strict_input import StrictInputMiddleware
 from core import __version__
 from core.db import transactions
 from core.db.engine import transaction
 from core.db.migrate import schema_status
+from core.errors import ConfigError
 from core.identity.bootstrap import ensure_first_admin
 from core.local_secrets import with_local_secrets
 from core.ratelimit import RateLimiter
 from core.security.encryption import KeyRing, install_keyring
-from core.settings import Settings, load_settings
+from core.settings import Settings, load_settings, refuse_wildcard_origins
 from core.topology import Topology, load_topology
 
 log = logging.getLogger("idp.api")
@@ -101,8 +107,18 @@ def default_cors_origins(settings: Settings) -> list[str]:
     return [f"http://{host}:{settings.temporal_ui_port}" for host in ("127.0.0.1", "localhost")]
 
 
+def cors_origins(settings: Settings) -> list[str]:
+    """CORS_ORIGINS, or the embedded Temporal UI's; a wildcard stops the start (credentials
+    are allowed), even when the settings were built without validation."""
+    try:
+        return refuse_wildcard_origins(settings.cors_origins or default_cors_origins(settings))
+    except ValueError as exc:
+        raise ConfigError(f"invalid setting CORS_ORIGINS: {exc}") from None
+
+
 def create_app(settings: Settings | None = None, topology: Topology | None = None) -> FastAPI:
     settings = with_local_secrets(settings or load_settings())
+    origins = cors_origins(settings)  # before anything is installed: a wildcard stops here
     install_keyring(KeyRing.from_settings(settings))  # for encrypted columns
     transactions.configure(settings.effective_transaction_guard)
     rate_limiter = RateLimiter.from_settings(settings)
@@ -129,13 +145,14 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
     )
     install_error_handlers(app)
     app.state.rate_limiter = rate_limiter
+    app.add_middleware(StrictInputMiddleware)  # innermost: after the rate limit, with a request id
     app.add_middleware(  # inside RequestContextMiddleware: a 429 carries the request id
         RateLimitMiddleware, limiter=rate_limiter, jwt_secret=settings.jwt_secret
     )
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(  # outermost: answers browsers' preflight requests itself
         CORSMiddleware,
-        allow_origins=settings.cors_origins or default_cors_origins(settings),
+        allow_origins=origins,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         allow_headers=[
             "Authorization",
@@ -165,20 +182,24 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
         audit.router,
         temporal_codec.router,
         organizations.router,
+        git_connections.router,
         teams.router,
         roles.router,
         notifications.router,
         services.router,
         catalog.router,
         environments.router,
+        kubernetes_contexts.router,
         promotions.router,
         infrastructure.router,
         provisioning.router,
         pipeline_runs.router,  # before pipelines: /pipelines/runs is not a pipeline id
+        pipeline_secrets.router,
         pipelines.router,
         health_checks.router,
         webhooks.router,
         slack.router,
     ):
         app.include_router(router)
+    document_errors(app)
     return app

@@ -3,6 +3,7 @@ error: domain errors, validation (422), unknown routes (404), wrong methods (405
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -33,6 +34,14 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+class _ErrorJSON(JSONResponse):
+    """JSON with non-ASCII characters escaped: an error may quote the caller's input, lone
+    surrogates included, which UTF-8 cannot encode (JSON's `\\udXXX` escapes can)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def error_response(
     status: int,
     code: str,
@@ -45,7 +54,7 @@ def error_response(
     body = {
         "error": {"code": code, "message": message, "details": details, "request_id": request_id}
     }
-    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
+    return _ErrorJSON(jsonable_encoder(body), status_code=status, headers=headers)
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:

@@ -12,6 +12,13 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
+def _seconds(seconds: float) -> timedelta:
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError("a duration must be shorter than 999,999,999 days") from None
+
+
 def parse_duration(value: Any) -> timedelta:
     """Parse a duration: a timedelta, a number of seconds, or text such as "15m" or "1h30m"."""
     if isinstance(value, timedelta):
@@ -21,12 +28,12 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
+        return _seconds(value)
     if not isinstance(value, str):
         raise ValueError("a duration is a number of seconds or text such as 15m, 1h30m, 7d")
     text = value.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return timedelta(seconds=float(text))
+        return _seconds(float(text))
     pos, seconds = 0, 0.0
     for match in _PART.finditer(text):
         if match.start() != pos:
@@ -35,7 +42,7 @@ def parse_duration(value: Any) -> timedelta:
         pos = match.end()
     if pos != len(text) or not text:
         raise ValueError(f"{value!r} is not a duration; use e.g. 30s, 15m, 1h30m, 7d")
-    return timedelta(seconds=seconds)
+    return _seconds(seconds)
 
 
 def format_duration(value: timedelta) -> str:

@@ -25,6 +25,7 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_OFFSET = 1_000_000_000  # beyond any list here, and within every database's integer
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,8 @@ class PageRequest:
             raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
         if self.cursor is not None and self.offset is not None:
             raise BadRequest("give either cursor or offset, not both")
-        if self.offset is not None and self.offset < 0:
-            raise BadRequest("offset cannot be negative")
+        if self.offset is not None and not 0 <= self.offset <= MAX_OFFSET:
+            raise BadRequest(f"offset must be between 0 and {MAX_OFFSET:,}")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -51,6 +52,18 @@ _DRIVER_ALIASES = {
 }
 # Example values from the product spec's .env sample; never acceptable in production.
 _EXAMPLE_SECRETS = {"your-jwt-secret", "changeme", "secret", "change-me"}
+
+
+def refuse_wildcard_origins(origins: list[str]) -> list[str]:
+    """CORS origins without wildcards (ValueError otherwise): the API allows credentials
+    (cookies, Authorization) from them, so `*` would let any web site use a visitor's session."""
+    wild = [origin for origin in origins if "*" in origin]
+    if wild:
+        raise ValueError(
+            f"{', '.join(wild)}: wildcards are refused because the API allows credentials "
+            "from these origins; list each origin (https://host[:port])"
+        )
+    return origins
 
 
 def _env(name: str, default: Any = None, **kwargs: Any) -> Any:
@@ -96,6 +109,12 @@ class Settings(BaseSettings):
     slack_api_url: str | None = _env("SLACK_API_URL")
     # Checks that interactive requests (approval buttons) come from the platform's Slack app.
     slack_signing_secret: SecretStr | None = _env("SLACK_SIGNING_SECRET")
+    # Slack workspaces (team ids, comma-separated) whose members' emails (users.info) identify
+    # platform users when they press a button without a verified link. Empty: only verified
+    # links count (docs/notifications.md#linking-your-slack-account).
+    slack_email_lookup_team_ids: Annotated[tuple[str, ...], NoDecode] = _env(
+        "SLACK_EMAIL_LOOKUP_TEAM_IDS", ()
+    )
     # Self-hosted Git hosts the catalog and webhooks accept besides github.com, gitlab.com and
     # bitbucket.org: `host=kind` pairs (kind github, gitlab or bitbucket), comma-separated.
     git_hosts: Annotated[dict[str, str], NoDecode] = _env("GIT_HOSTS", None)
@@ -113,7 +132,13 @@ class Settings(BaseSettings):
     # Where repositories are cloned from: `prefix=replacement` pairs, comma-separated, like
     # git's url.<base>.insteadOf (a mirror, or a local path in tests).
     git_url_rewrites: Annotated[dict[str, str], NoDecode] = _env("GIT_URL_REWRITES", None)
-    pipeline_runner: Literal["local", "docker", "kubernetes"] = _env("PIPELINE_RUNNER", "local")
+    # Where pipeline steps run (docs/pipelines.md#runners): `auto` is `sandbox` (bubblewrap)
+    # where bwrap works, else the unsandboxed `local` with a warning (refused in production).
+    pipeline_runner: Literal["auto", "sandbox", "local", "docker", "kubernetes"] = _env(
+        "PIPELINE_RUNNER", "auto"
+    )
+    # The uid (and gid) steps run as: inside the sandbox, and in docker/kubernetes containers.
+    pipeline_step_uid: int = _env("PIPELINE_STEP_UID", 65534, ge=1, le=2**31 - 1)
     pipeline_workspace_dir: Path | None = _env("PIPELINE_WORKSPACE_DIR")  # <data dir>/workspaces
     artifact_dir: Path | None = _env("ARTIFACT_DIR")  # default: <data dir>/artifacts
     kubernetes_context: str | None = _env("KUBERNETES_CONTEXT")
@@ -138,6 +163,10 @@ class Settings(BaseSettings):
     opencost_url: str | None = _env("OPENCOST_URL")
     aws_cost_explorer_url: str | None = _env("AWS_COST_EXPLORER_URL")
     grafana_url: str | None = _env("GRAFANA_URL")
+    # The egress guard (core/security/egress.py): internal ranges users' requests (health
+    # checks, webhook and email channels, providers' cost URLs) may reach anyway,
+    # comma-separated CIDRs. Empty in every mode: loopback, link-local and private refused.
+    egress_allowed_cidrs: Annotated[tuple[str, ...], NoDecode] = _env("EGRESS_ALLOWED_CIDRS", ())
 
     # Single sign-on (docs/configuration.md#sso): GitHub when GITHUB_CLIENT_ID/SECRET are set,
     # an OIDC issuer when OIDC_ISSUER and OIDC_CLIENT_ID are set.
@@ -149,6 +178,13 @@ class Settings(BaseSettings):
     oidc_client_secret: SecretStr | None = _env("OIDC_CLIENT_SECRET")
     oidc_provider_name: str = _env("OIDC_PROVIDER_NAME", "oidc", pattern=r"^[a-z][a-z0-9-]{0,59}$")
     oidc_scopes: str = _env("OIDC_SCOPES", "openid email profile")
+    # Who may sign in with SSO (comma-separated; empty: anyone the provider vouches for).
+    # GitHub organizations (membership checked with GitHub's API; asks for `read:org`) and
+    # e-mail domains of the provider's verified address. OIDC's issuer is pinned to OIDC_ISSUER.
+    github_allowed_orgs: Annotated[tuple[str, ...], NoDecode] = _env("GITHUB_ALLOWED_ORGS", ())
+    sso_allowed_email_domains: Annotated[tuple[str, ...], NoDecode] = _env(
+        "SSO_ALLOWED_EMAIL_DOMAINS", ()
+    )
 
     # API
     api_host: str = _env("API_HOST", "127.0.0.1")
@@ -172,7 +208,8 @@ class Settings(BaseSettings):
     temporal_ui_port: int = _env("TEMPORAL_UI_PORT", 8233, ge=1, le=65535)
     # Browser origins allowed to call the API (the Temporal UI uses the codec endpoints);
     # default: the embedded Temporal UI.
-    cors_origins: list[str] | None = _env("CORS_ORIGINS")
+    # Comma-separated (or a JSON list); a wildcard is refused (credentials are allowed).
+    cors_origins: Annotated[list[str] | None, NoDecode] = _env("CORS_ORIGINS")
 
     @classmethod
     def settings_customise_sources(
@@ -236,6 +273,57 @@ class Settings(BaseSettings):
             raise ValueError("expected a mapping")
         return {str(k): str(v) for k, v in value.items()}
 
+    @field_validator("slack_email_lookup_team_ids", mode="before")
+    @classmethod
+    def _parse_slack_teams(cls, value: Any) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value or ())
+        teams = tuple(str(item).strip() for item in items if str(item).strip())
+        bad = [t for t in teams if not re.fullmatch(r"[TE][A-Z0-9]{2,20}", t)]
+        if bad:
+            raise ValueError(f"not Slack team ids (like T0123ABCD): {', '.join(bad)}")
+        return teams
+
+    @field_validator("github_allowed_orgs", "sso_allowed_email_domains", mode="before")
+    @classmethod
+    def _parse_sso_allow_list(cls, value: Any, info: ValidationInfo) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value or ())
+        names = tuple(str(item).strip().lower().lstrip("@") for item in items if str(item).strip())
+        shape = (
+            r"[a-z0-9](?:[a-z0-9-]{0,38})"  # a GitHub organization's login
+            if info.field_name == "github_allowed_orgs"
+            else r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}"  # a domain
+        )
+        bad = [n for n in names if not re.fullmatch(shape, n)]
+        if bad:
+            what = "GitHub organizations" if info.field_name == "github_allowed_orgs" else "domains"
+            raise ValueError(f"not {what}: {', '.join(bad)}")
+        return names
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _check_cors_origins(cls, value: Any) -> list[str] | None:
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError("is not a JSON list of origins") from None
+            else:
+                value = [part for part in (p.strip() for p in text.split(",")) if part]
+        if not isinstance(value, list | tuple) or not all(isinstance(o, str) for o in value):
+            raise ValueError("expected origins, comma-separated (https://host[:port])")
+        return refuse_wildcard_origins([origin.strip() for origin in value])
+
+    @field_validator("egress_allowed_cidrs", mode="before")
+    @classmethod
+    def _parse_egress_cidrs(cls, value: Any) -> tuple[str, ...]:
+        from core.security.egress import parse_cidrs
+
+        return parse_cidrs(value)
+
     @field_validator("admin_password")
     @classmethod
     def _check_admin_password(cls, value: SecretStr | None) -> SecretStr | None:
@@ -292,6 +380,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"{alias} is too weak for production; use 32+ random characters")
         if self.temporal_tls_cert is not None and self.temporal_tls_key is None:
             raise ValueError("TEMPORAL_TLS_CERT is set without TEMPORAL_TLS_KEY")
+        if self.pipeline_runner == "local":
+            raise ValueError(
+                "PIPELINE_RUNNER=local runs pipeline steps unsandboxed with the worker's secrets; "
+                "production refuses it (use sandbox, docker or kubernetes)"
+            )
         return self
 
     # Derived values -------------------------------------------------------------------

@@ -41,8 +41,17 @@ class EnvironmentIn(BaseModel):
     type: EnvironmentType
     description: str = Field("", max_length=10_000)
     target: Target = Field("local", description="Where deploys go: local processes or Kubernetes")
-    cluster_id: str | None = Field(None, max_length=255, description="A kubeconfig context")
-    namespace: str | None = Field(None, max_length=63, description="Default: the name")
+    cluster_id: str | None = Field(
+        None,
+        max_length=255,
+        description="A kubeconfig context on the organization's allow-list (kubernetes only; "
+        "none: the worker's default cluster)",
+    )
+    namespace: str | None = Field(
+        None,
+        max_length=63,
+        description="Default and only choice unless a platform admin: <org-slug>-<name>",
+    )
     previous_id: uuid.UUID | None = Field(
         None, description="The environment a version is promoted from"
     )
@@ -141,7 +150,8 @@ async def create_environment(
     org = await OrganizationService(session).get(body.org_id)
     authorize(principal, "environments:write", Resource(organization_id=org.id))
     service = EnvironmentService(session)
-    env = await service.create(org, EnvironmentFields(**body.model_dump(exclude={"org_id"})))
+    fields = EnvironmentFields(**body.model_dump(exclude={"org_id"}))
+    env = await service.create(org, fields, principal)
     return await _detail(service, env)
 
 

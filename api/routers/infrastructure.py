@@ -13,10 +13,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import require
-from api.deps import DbSession
+from api.deps import DbSession, State
 from api.pagination import PageOut, page_params, page_response
 from core.identity.organizations import OrganizationService, Visibility
 from core.infrastructure.budgets import BudgetService
+from core.infrastructure.collectors import check_provider_urls
 from core.infrastructure.compliance import RULES, evaluate
 from core.infrastructure.cost_analysis import CostAnalysis, CostQuery, GroupBy, GroupCost, Step
 from core.infrastructure.inventory import (
@@ -28,6 +29,7 @@ from core.infrastructure.providers import ProviderFields, ProviderFilter, Provid
 from core.pagination import PageRequest
 from core.security.authorization import ANY_SCOPE, Principal, authorize
 from core.security.authorization import Resource as Scope
+from core.security.egress import EgressPolicy
 
 router = APIRouter(prefix="/infrastructure", tags=["infrastructure"])
 
@@ -133,8 +135,10 @@ async def list_providers(
 async def create_provider(
     body: ProviderIn,
     session: DbSession,
+    state: State,
     principal: Principal = require("infrastructure:provision", ANY_SCOPE),
 ) -> ProviderOut:
+    await check_provider_urls(body.config, EgressPolicy.of(state.settings))
     org = await OrganizationService(session).get(body.org_id)
     authorize(principal, "infrastructure:provision", Scope(organization_id=org.id))
     fields = ProviderFields(**body.model_dump(exclude={"org_id"}))

@@ -12,10 +12,10 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.auth import CurrentPrincipal, require
-from api.deps import DbSession, TemporalClient
+from api.deps import DbSession, State, TemporalClient
 from api.pagination import PageOut, page_params, page_response
 from core.audit import AuditService
-from core.errors import ValidationFailed
+from core.errors import Forbidden, ValidationFailed
 from core.identity.organizations import Visibility
 from core.models.identity import User
 from core.models.notifications import (
@@ -25,15 +25,27 @@ from core.models.notifications import (
     NotificationTemplate,
     UserNotificationPreference,
 )
-from core.notifications.channels import ChannelFilter, ChannelService, ChannelType
+from core.models.slack import SlackLinkChallenge
+from core.notifications.channels import (
+    ChannelFilter,
+    ChannelService,
+    ChannelType,
+    check_destinations,
+)
 from core.notifications.history import NotificationFilter, NotificationHistory
 from core.notifications.messages import NotificationRequest
 from core.notifications.preferences import PreferenceIn, PreferenceService
 from core.notifications.rendering import CHANNEL_TYPES, TemplateSource, default_template, events
+from core.notifications.senders.errors import DeliveryError
 from core.notifications.starter import start_notification
 from core.notifications.templates import TemplateFilter, TemplateService
 from core.pagination import PageRequest
 from core.security.authorization import ANY_SCOPE, Principal, authorize
+from core.security.egress import EgressPolicy
+from core.slack.links import MAX_ATTEMPTS as SLACK_LINK_MAX_ATTEMPTS
+from core.slack.links import SLACK_USER_ID, SlackLinkService
+from core.slack.links import send_code as send_slack_code
+from core.slack.workspaces import with_workspace
 
 router = APIRouter(tags=["notifications"])
 Status = Literal["pending", "retrying", "delivered", "failed", "skipped"]
@@ -131,14 +143,20 @@ async def list_channels(
 async def create_channel(
     body: ChannelIn,
     session: DbSession,
+    state: State,
     principal: Principal = require("notifications:write", ANY_SCOPE),
 ) -> CreatedChannelOut:
+    await check_destinations(body.config, EgressPolicy.of(state.settings))
     service = ChannelService(session)
     authorize(principal, "notifications:write", await service.resource(body.team_id))
+    await session.commit()  # a Slack channel's workspace is asked from Slack: no lock held
+    config = await with_workspace(
+        body.type, body.config, body.secrets, base_url=state.settings.slack_api_url
+    )
     created = await service.create(
         type=body.type,
         name=body.name,
-        config=body.config,
+        config=config or {},
         secrets=body.secrets,
         team_id=body.team_id,
         enabled=body.enabled,
@@ -169,11 +187,20 @@ async def update_channel(
     channel_id: uuid.UUID,
     body: ChannelPatch,
     session: DbSession,
+    state: State,
     principal: Principal = require("notifications:write", ANY_SCOPE),
 ) -> ChannelOut:
+    await check_destinations(body.config, EgressPolicy.of(state.settings))
     channel = await _channel(session, channel_id, principal, "notifications:write")
+    config = body.config
+    if channel.type == "slack" and (body.secrets or {}).get("bot_token") is not None:
+        await session.commit()  # a new bot token's workspace is asked from Slack
+        config = await with_workspace(
+            channel.type, config, body.secrets, base_url=state.settings.slack_api_url
+        )
+        channel = await _channel(session, channel_id, principal, "notifications:write")
     updated = await ChannelService(session).update(
-        channel, name=body.name, config=body.config, secrets=body.secrets, enabled=body.enabled
+        channel, name=body.name, config=config, secrets=body.secrets, enabled=body.enabled
     )
     return ChannelOut.of(updated)
 
@@ -365,8 +392,15 @@ class SendIn(BaseModel):
     user_ids: list[uuid.UUID] = Field(
         default_factory=list, max_length=500, description="Also message these users personally"
     )
-    team_id: uuid.UUID | None = Field(None, description="Whose template overrides apply")
-    reference: str | None = Field(None, max_length=200)
+    team_id: uuid.UUID | None = Field(
+        None, description="Whose template overrides apply (notifications:write on that team)"
+    )
+    reference: str | None = Field(
+        None,
+        max_length=200,
+        description="Not accepted: references (what a message is about, e.g. a promotion) "
+        "are assigned by the platform to its own messages; any value is a 422",
+    )
 
 
 class SentOut(BaseModel):
@@ -391,9 +425,18 @@ async def send_notification(
             f"unknown event {body.event!r}",
             details=[{"field": "event", "message": f"one of {', '.join(events())}"}],
         )
+    if body.reference is not None:
+        # A reference ties a message to a platform object (`promotion:<id>`): decisions on it
+        # update the message, and its buttons are accepted. Only the platform assigns them.
+        raise ValidationFailed.on(
+            "reference",
+            "reference is assigned by the platform to its own messages and cannot be set",
+        )
+    channels = ChannelService(session)
+    if body.team_id is not None:
+        authorize(principal, "notifications:write", await channels.resource(body.team_id))
     channel_ids = list(dict.fromkeys(body.channel_ids))  # each once, in the given order
     user_ids = list(dict.fromkeys(body.user_ids))
-    channels = ChannelService(session)
     for channel_id in channel_ids:
         channel = await channels.get(channel_id)
         authorize(principal, "notifications:write", await channels.resource(channel.team_id))
@@ -415,7 +458,6 @@ async def send_notification(
         channel_ids=channel_ids,
         user_ids=user_ids,
         team_id=body.team_id,
-        reference=body.reference,
     )
     await session.commit()
     workflow_id = await start_notification(client, request)
@@ -580,3 +622,127 @@ async def put_preferences(
 ) -> PreferencesOut:
     prefs = await PreferenceService(session).replace(principal.user_id, body.preferences)
     return PreferencesOut.of(prefs)
+
+
+# -- the caller's verified Slack identities ---------------------------------------------
+
+
+class SlackLinkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel_id: uuid.UUID = Field(
+        description="A Slack channel you can read: its workspace, and its bot sends the code"
+    )
+    slack_user_id: str = Field(pattern=SLACK_USER_ID, description="Your Slack member id")
+
+
+class SlackLinkConfirmIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(min_length=1, max_length=32, description="The code the bot sent you")
+
+
+class SlackLinkPendingOut(BaseModel):
+    channel_id: uuid.UUID
+    slack_team_id: str
+    slack_user_id: str
+    expires_at: datetime
+    tries_left: int
+
+
+class SlackLinkOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    channel_id: uuid.UUID
+    slack_team_id: str
+    slack_user_id: str
+    verified_at: datetime
+
+
+class SlackLinksOut(BaseModel):
+    links: list[SlackLinkOut]
+    pending: SlackLinkPendingOut | None
+
+
+def _pending_out(challenge: SlackLinkChallenge | None) -> SlackLinkPendingOut | None:
+    if challenge is None:
+        return None
+    return SlackLinkPendingOut(
+        channel_id=challenge.channel_id,
+        slack_team_id=challenge.slack_team_id,
+        slack_user_id=challenge.slack_user_id,
+        expires_at=challenge.expires_at,
+        tries_left=max(0, SLACK_LINK_MAX_ATTEMPTS - challenge.attempts),
+    )
+
+
+def _person(principal: Principal) -> None:
+    if principal.kind != "user":
+        raise Forbidden("Slack links are made by a signed-in person, not an API key")
+
+
+@router.get(
+    "/users/me/slack-links",
+    response_model=SlackLinksOut,
+    summary="Your verified Slack links, and one waiting for its code (any signed-in user)",
+)
+async def get_slack_links(principal: CurrentPrincipal, session: DbSession) -> SlackLinksOut:
+    service = SlackLinkService(session)
+    links = await service.links(principal.user_id)
+    return SlackLinksOut(
+        links=[SlackLinkOut.model_validate(link) for link in links],
+        pending=_pending_out(await service.pending(principal.user_id)),
+    )
+
+
+@router.post(
+    "/users/me/slack-links",
+    response_model=SlackLinkPendingOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Link your Slack account: the channel's bot sends you a code in Slack "
+    "(notifications:read on the channel)",
+)
+async def request_slack_link(
+    body: SlackLinkIn, principal: CurrentPrincipal, session: DbSession, state: State
+) -> SlackLinkPendingOut:
+    _person(principal)
+    channel = await _channel(session, body.channel_id, principal, "notifications:read")
+    service = SlackLinkService(session)
+    sending = await service.start(principal.user_id, channel, body.slack_user_id)
+    out = _pending_out(sending.challenge)
+    assert out is not None
+    await session.commit()  # the code is sent with no transaction open
+    try:
+        await send_slack_code(sending, principal.label, state.settings.slack_api_url)
+    except DeliveryError as exc:
+        await service.abandon(sending.challenge.id, exc.reason)
+        raise ValidationFailed(
+            f"Slack did not deliver the code: {exc.reason}",
+            details=[{"field": "slack_user_id", "message": exc.reason}],
+            keep_changes=True,
+        ) from None
+    return out
+
+
+@router.post(
+    "/users/me/slack-links/confirm",
+    response_model=SlackLinkOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Confirm your Slack account with the code the bot sent you (any signed-in user)",
+)
+async def confirm_slack_link(
+    body: SlackLinkConfirmIn, principal: CurrentPrincipal, session: DbSession
+) -> SlackLinkOut:
+    _person(principal)
+    link = await SlackLinkService(session).confirm(principal.user_id, body.code)
+    return SlackLinkOut.model_validate(link)
+
+
+@router.delete(
+    "/users/me/slack-links/{link_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove one of your Slack links (any signed-in user)",
+)
+async def delete_slack_link(
+    link_id: uuid.UUID, principal: CurrentPrincipal, session: DbSession
+) -> None:
+    _person(principal)
+    await SlackLinkService(session).unlink(principal.user_id, link_id)

@@ -194,7 +194,10 @@ class LocalTarget:
         )
 
     async def _healthy(self, running: RunningRelease, health_path: str) -> str | None:
-        """None once the release answers 2xx on its health path; else why not."""
+        """None once the release answers 2xx on its health path; else why not.
+
+        Exempt from the egress guard (core/security/egress.py), as `probe` is: the address is
+        the loopback port of a process this target started itself, not a user's URL."""
         deadline = time.monotonic() + self.health_timeout
         last = "no answer yet"
         async with httpx.AsyncClient(timeout=2.0) as http:

@@ -97,6 +97,8 @@ class MfaService:
     def _accept_totp(user: User, code: str) -> bool:
         """A code of the current step or its neighbours, newer than the last one accepted."""
         assert user.mfa_secret is not None
+        if not (code.isascii() and code.isdigit()):  # compare_digest refuses non-ASCII text
+            return False
         totp = pyotp.TOTP(user.mfa_secret)
         now = utcnow()
         current = totp.timecode(now)

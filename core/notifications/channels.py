@@ -24,9 +24,11 @@ from core.models.identity import Team
 from core.models.notifications import NotificationChannel
 from core.pagination import Page, PageRequest, paginate
 from core.security.authorization import GLOBAL, Resource
-from core.security.encryption import installed_keyring
+from core.security.egress import EgressPolicy
+from core.security.encryption import installed_keyring, row_aad
 
 ChannelType = Literal["slack", "email", "webhook"]
+SLACK_TEAM_ID = r"^[TE][A-Z0-9]{2,20}$"
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 Email = Annotated[str, Field(pattern=_EMAIL, max_length=320)]
 
@@ -40,6 +42,12 @@ class SlackConfig(_Strict):
         None,
         pattern=r"^[#@]?[\w.-]{1,80}$",
         description="Channel name or id (#deploys, C0123); omit for direct messages only",
+    )
+    team_id: str | None = Field(
+        None,
+        pattern=SLACK_TEAM_ID,
+        description="The Slack workspace (team id, T0123) whose button presses are accepted; "
+        "asked from Slack (auth.test) when omitted at creation",
     )
 
 
@@ -108,7 +116,21 @@ def _validated(model: type[BaseModel], data: dict[str, Any], field: str) -> dict
         ) from None
 
 
-_SECRETS_AAD = b"notification_channels.secrets"  # a ciphertext only decrypts in this column
+# A ciphertext only decrypts in this column of its own row (row_aad): copied to another
+# channel's row, it fails, so a database writer cannot swap two channels' credentials.
+SECRETS_PURPOSE = "notification_channels.secrets"
+
+
+async def check_destinations(config: dict[str, Any] | None, egress: EgressPolicy) -> None:
+    """422 `egress_refused` when the webhook `url` or the SMTP `host` of a channel's `config`
+    (or of a change to it) is, or resolves to, an address the egress guard refuses. Called
+    before any database work: resolving a name holds no transaction open."""
+    if not config:
+        return
+    if isinstance(config.get("url"), str):
+        await egress.check_url(config["url"], field="config.url")
+    if isinstance(config.get("host"), str):
+        await egress.check_host(config["host"], field="config.host")
 
 
 async def team_channel_ids(session: AsyncSession, team_id: uuid.UUID) -> list[uuid.UUID]:
@@ -129,12 +151,16 @@ def channel_secrets(channel: NotificationChannel) -> dict[str, Any]:
     """The decrypted credentials (only for delivery activities; never for responses)."""
     if not channel.secrets:
         return {}
-    return dict(json.loads(installed_keyring().decrypt_str(channel.secrets, aad=_SECRETS_AAD)))
+    aad = row_aad(SECRETS_PURPOSE, channel.id)
+    return dict(json.loads(installed_keyring().decrypt_str(channel.secrets, aad=aad)))
 
 
 def _store_secrets(channel: NotificationChannel, values: dict[str, Any]) -> None:
+    if channel.id is None:  # the id is part of the associated data: give it one now
+        channel.id = uuid.uuid4()
+    aad = row_aad(SECRETS_PURPOSE, channel.id)
     channel.secrets = (
-        installed_keyring().encrypt_str(json.dumps(values), aad=_SECRETS_AAD) if values else None
+        installed_keyring().encrypt_str(json.dumps(values), aad=aad) if values else None
     )
     channel.secret_names = sorted(values)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -37,6 +37,7 @@ from core.notifications.rendering import (
 )
 from core.notifications.senders import email, slack, webhook
 from core.notifications.senders.errors import DeliveryError, SendResult
+from core.security.egress import EgressPolicy
 
 PERSONAL_TYPES = ("slack", "email")  # a webhook has no per-user recipient
 
@@ -231,6 +232,9 @@ async def _create_records(
 class SenderSettings:
     slack_api_url: str | None = None
     webhook_timeout: float = 10.0
+    # What webhook URLs and SMTP hosts (users' destinations) may reach: EGRESS_ALLOWED_CIDRS.
+    # Slack's API is the platform's own configured host (SLACK_API_URL), not guarded.
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
 
 async def send(
@@ -240,7 +244,7 @@ async def send(
     http: httpx.AsyncClient | None = None,
 ) -> SendResult:
     """Hand one message to its channel. Raises DeliveryError. `http`: a shared client for
-    webhooks (making one per call costs a TLS context each time)."""
+    webhooks (making one per call costs a TLS context each time), made by `settings.egress`."""
     secrets: dict[str, Any] = channel_secrets(channel)
     payload = notification.payload or {}
     if channel.type == "slack":
@@ -268,6 +272,7 @@ async def send(
             text=notification.text or "",
             html=notification.html,
             headers={"X-IDP-Event": notification.event, "X-IDP-Delivery": str(notification.id)},
+            egress=settings.egress,
         )
     return await webhook.post_webhook(
         url=notification.recipient,
@@ -277,6 +282,7 @@ async def send(
         event=notification.event,
         timeout=settings.webhook_timeout,
         client=http,
+        egress=settings.egress,
     )
 
 

@@ -28,6 +28,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, NamedTuple
 
 import yaml
@@ -43,8 +44,6 @@ from jinja2 import (
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.nodes import EvalContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-from types import FrameType
 
 from core.errors import ConfigError, NotFound, ValidationFailed
 from core.settings import PROJECT_ROOT

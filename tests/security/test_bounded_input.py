@@ -6,6 +6,7 @@ which are answered before they are read whole."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -164,3 +165,39 @@ async def test_loops_over_a_context_value_stop_at_the_time_limit_off_the_event_l
     short = dict(context, ref="abc")
     rendered = await render_async("pipeline.started", "webhook", source, short)
     assert rendered.payload == {"n": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("Acme\u0000", "NUL characters"), ("Acme \ud800", "lone UTF-16 surrogates")],
+)
+async def test_text_no_database_can_store_is_a_422_naming_the_field(
+    api: Api, admin: dict[str, str], name: str, reason: str
+) -> None:
+    # PostgreSQL refuses NUL in text and no backend encodes a lone surrogate: such a value used
+    # to reach the database and answer 500. JSON can spell both, so they are refused on entry.
+    slug = f"strict-{uuid.uuid4().hex[:6]}"
+    body = json.dumps({"name": name, "slug": slug})  # ASCII, with \u escapes
+    answer = await api.client.post(
+        "/organizations",
+        content=body,
+        headers={**admin, "Content-Type": "application/json"},
+    )
+    error = assert_error(answer, 422, "validation_error")
+    assert error["details"][0]["field"] == "body.name"
+    assert reason in error["message"]
+    listed = await api.client.get("/organizations", headers=admin)
+    assert slug not in listed.text
+    # A NUL in the query string is refused the same way, and odd but valid text is fine.
+    nul = await api.client.get("/services", params={"q": "a\u0000b"}, headers=admin)
+    assert assert_error(nul, 422, "validation_error")["details"][0]["field"] == "query.q"
+    fine = await api.client.post(
+        "/organizations", json={"name": "Équipe \U0001f680", "slug": slug}, headers=admin
+    )
+    assert fine.status_code == 201, fine.text
+    assert fine.json()["name"] == "Équipe \U0001f680"
+
+
+async def test_an_offset_past_any_integer_column_is_a_400(api: Api, admin: dict[str, str]) -> None:
+    answer = await api.client.get("/teams", params={"offset": 10**30}, headers=admin)
+    assert "offset must be between 0 and" in assert_error(answer, 400)["message"]

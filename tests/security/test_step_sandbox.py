@@ -28,6 +28,7 @@ from core.temporal import policies
 from core.topology import Topology
 from tests.integration.pipeline_helpers import (
     Stack,
+    commit,
     make_repo,
     pipeline_stack,
     pipelines_worker,
@@ -387,3 +388,25 @@ async def test_a_pipeline_run_on_the_worker_cannot_read_the_platform(
         assert jwt not in logs
     assert "SQLite format 3" not in logs
     assert "refused 127.0.0.1" in logs and "CONNECTED" not in logs
+
+
+async def test_a_definition_linked_to_a_worker_file_is_refused_unread(
+    stack: tuple[Stack, Path, str], worker_process: None
+) -> None:
+    # The worker reads .idp/pipeline.yaml itself, outside the sandbox: a repository whose
+    # definition is a symbolic link to the worker's secrets file must not have it read.
+    running, repo, url = stack
+    data = running.settings.resolved_data_dir
+    plant(data)
+    make_repo(repo, {"README.md": "linked\n"})
+    (repo / ".idp").mkdir()
+    (repo / ".idp" / "pipeline.yaml").symlink_to(data / "local-secrets.json")
+    commit(repo, {}, "link the definition")
+    service = await running.service(url)
+    created = await running.pipeline(service["id"], source="repository")
+    async with pipelines_worker(running.client, running.settings):
+        run = await running.finished(await running.start(created["id"], ref="main"))
+    assert run["status"] == "failed"
+    assert "is a link to a file outside the repository" in run["error"]
+    for canary in CANARY.values():
+        assert canary not in str(run)
