@@ -10,6 +10,8 @@ import os
 import socket
 import sqlite3
 import subprocess
+import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +25,7 @@ from core.errors import ConfigError
 from core.local_secrets import local_secrets_path
 from core.pipelines.runners import LocalRunner, LogLine, Runner, SandboxRunner, StepSpec
 from core.pipelines.runners.factory import build_runner
-from core.settings import Settings, load_settings
+from core.settings import PROJECT_ROOT, Settings, load_settings
 from core.temporal import policies
 from core.topology import Topology
 from tests.integration.pipeline_helpers import (
@@ -231,6 +233,57 @@ async def test_with_network_the_platforms_loopback_ports_stay_unreachable(
     )
     assert (await runner.run(routes, sink)).status == "succeeded"
     assert "tap0" in sink.text  # a network of its own (user-mode NAT), not none
+
+
+# A networked step run by a worker that is not root: slirp4netns must join the user namespace
+# that owns the sandbox's network namespace (bwrap nests the step in another one).
+AS_WORKER = """
+import asyncio, sys
+from pathlib import Path
+from core.pipelines.runners import SandboxRunner, StepSpec
+
+async def main() -> None:
+    lines = []
+
+    async def sink(batch):
+        lines.extend(line.text for line in batch)
+
+    spec = StepSpec(step_id="net", command="cat /proc/net/route", workdir=Path(sys.argv[1]),
+                    timeout=30, network=True)
+    outcome = await SandboxRunner(kill_grace=1).run(spec, sink)
+    print(outcome.status, outcome.error or "", *lines, sep="\\n")
+
+asyncio.run(main())
+"""
+
+
+def test_a_non_root_worker_gives_a_networked_step_a_network_of_its_own() -> None:
+    # Not under tmp_path: pytest's base directory is private to root.
+    with tempfile.TemporaryDirectory(prefix="idp-nonroot-") as where:
+        workspace = Path(where)
+        os.chmod(workspace, 0o777)
+        done = _as_nobody(workspace)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("succeeded"), done.stdout
+    assert "tap0" in done.stdout  # slirp4netns's interface: not none, not the host's network
+
+
+def _as_nobody(workspace: Path) -> subprocess.CompletedProcess[str]:
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    return subprocess.run(
+        [
+            *(as_nobody if os.geteuid() == 0 else []),
+            sys.executable,
+            "-c",
+            AS_WORKER,
+            str(workspace),
+        ],
+        cwd=PROJECT_ROOT,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(PROJECT_ROOT), "HOME": str(workspace)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def test_a_sandboxed_step_is_an_unprivileged_user_in_its_own_namespaces(

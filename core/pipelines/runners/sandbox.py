@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -206,8 +207,15 @@ class SandboxRunner(LocalRunner):
             f"--ready-fd={ready_w}",
             f"--exit-fd={exit_r}",
         ]
+        keep = [ready_w, exit_r]
         if os.geteuid() != 0:
-            argv.append(f"--userns-path=/proc/{pid}/ns/user")
+            # Without root, slirp4netns must enter the user namespace that owns the network
+            # namespace. That is not the step's own: bwrap moves the step into a nested one
+            # (to change its uid, and for --disable-userns). Ask the kernel for the owner.
+            owner = _owning_user_namespace(pid)
+            stack.callback(os.close, owner)
+            keep.append(owner)
+            argv.append(f"--userns-path=/proc/self/fd/{owner}")
         # its messages go to a file: a pipe nobody reads would stall it once full
         log = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 (closed by stack)
         try:
@@ -215,7 +223,7 @@ class SandboxRunner(LocalRunner):
                 *argv,
                 str(pid),
                 "tap0",
-                pass_fds=(ready_w, exit_r),
+                pass_fds=keep,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log,
@@ -264,6 +272,18 @@ class SandboxRunner(LocalRunner):
                 "namespaces (sysctl kernel.unprivileged_userns_clone=1 or user.max_user_namespaces)"
             )
         return None
+
+
+_NS_GET_USERNS = 0xB701  # ioctl(2) on a namespace fd: the user namespace that owns it
+
+
+def _owning_user_namespace(pid: int) -> int:
+    """An fd of the user namespace owning `pid`'s network namespace (ioctl_ns(2))."""
+    net = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return fcntl.ioctl(net, _NS_GET_USERNS)
+    finally:
+        os.close(net)
 
 
 async def _read_to_end(fd: int, limit: int = 65536) -> bytes:
