@@ -217,7 +217,9 @@ def _detail_out(detail: RunDetail, view: RunView | None) -> RunDetailOut:
             )
         )
     base = _run_out(run).model_dump()
-    if view is not None and run.status not in FINISHED_RUN_STATUSES:
+    # A finished status comes from the record, with its error and completion time: the
+    # workflow's view may already say "failed" for a record read an instant earlier.
+    if view is not None and view.status not in FINISHED_RUN_STATUSES:
         base["status"] = view.status
     return RunDetailOut(
         **base,

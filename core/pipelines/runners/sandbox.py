@@ -202,20 +202,22 @@ class SandboxRunner(LocalRunner):
             "--configure",
             "--mtu=65520",
             "--disable-host-loopback",
-            "--enable-sandbox",
             "--enable-seccomp",
             f"--ready-fd={ready_w}",
             f"--exit-fd={exit_r}",
         ]
-        keep = [ready_w, exit_r]
-        if os.geteuid() != 0:
-            # Without root, slirp4netns must enter the user namespace that owns the network
-            # namespace. That is not the step's own: bwrap moves the step into a nested one
-            # (to change its uid, and for --disable-userns). Ask the kernel for the owner.
-            owner = _owning_user_namespace(pid)
-            stack.callback(os.close, owner)
-            keep.append(owner)
-            argv.append(f"--userns-path=/proc/self/fd/{owner}")
+        # slirp4netns enters a user namespace before the network namespace: by default the
+        # target's, which is not the one owning the network namespace once bwrap has moved the
+        # step into a nested one (to change its uid, and for --disable-userns). That move races
+        # with this set-up, so name the owner, found by the kernel, always.
+        owner = _owning_user_namespace(pid)
+        stack.callback(os.close, owner)
+        keep = [ready_w, exit_r, owner]
+        argv.append(f"--userns-path=/proc/self/fd/{owner}")
+        if os.geteuid() == 0:
+            # Its own mount-namespace sandbox: it switches to id 0 in the step's user
+            # namespace, which maps no 0 when the worker is not root ("setegid(0)").
+            argv.append("--enable-sandbox")
         # its messages go to a file: a pipe nobody reads would stall it once full
         log = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 (closed by stack)
         try:
@@ -243,7 +245,7 @@ class SandboxRunner(LocalRunner):
             await helper.wait()
             log.seek(0)
             detail = log.read().decode(errors="replace").strip().splitlines()
-            raise OSError(f"slirp4netns failed: {detail[-1] if detail else 'no output'}")
+            raise OSError(f"slirp4netns failed: {' / '.join(detail) if detail else 'no output'}")
 
     # -- can it run here -----------------------------------------------------------------------
     def check(self) -> str | None:
