@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select, update
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from core.environments.policy import ProtectionPolicy
@@ -21,8 +18,6 @@ from core.models.audit import AuditLog
 from core.models.environments import Environment
 from core.models.notifications import Notification
 from core.models.promotions import ServiceDeployment
-from core.settings import Settings
-from core.temporal import policies
 from core.topology import Topology
 from tests.helpers import free_port, wait_until
 from tests.integration.identity_helpers import assert_error, running_api
@@ -30,7 +25,6 @@ from tests.integration.promotion_helpers import (
     SLACK_CHANNEL,
     PromotionStack,
     World,
-    promotion_stack,
     promotion_workers,
     slack_headers,
     slack_interaction,
@@ -39,24 +33,9 @@ from workers.runner import sandbox_runner
 from workflows.promotion import PromotionWorkflow
 
 
-@pytest.fixture(autouse=True)
-def _topology(topology: Topology) -> Iterator[None]:
-    policies.install(topology)
-    yield
-
-
 @pytest.fixture
-async def stack(
-    settings: Settings,
-    topology: Topology,
-    database_url: str,
-    temporal_env: WorkflowEnvironment,
-    tmp_path: Path,
-) -> AsyncIterator[PromotionStack]:
-    async with promotion_stack(
-        settings, topology, database_url, temporal_env.client, tmp_path
-    ) as running:
-        yield running
+def stack(promotions: PromotionStack) -> PromotionStack:
+    return promotions
 
 
 async def _served(stack: PromotionStack, world: World, env: str) -> str:

@@ -1,5 +1,6 @@
-"""The security tests use the integration tests' API fixture (the app on each backend)."""
+"""The security tests use the integration tests' fixtures: the app on each backend, and the
+promotion stack."""
 
-from tests.integration.conftest import api
+from tests.integration.conftest import api, promotions
 
-__all__ = ["api"]
+__all__ = ["api", "promotions"]

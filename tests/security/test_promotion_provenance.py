@@ -6,48 +6,26 @@ branch and is refused by that policy, and approvers are shown where the branch c
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from temporalio.testing import WorkflowEnvironment
 
 from core.models.pipelines import PipelineRun
 from core.models.promotions import Promotion, ServiceDeployment
-from core.settings import Settings
-from core.temporal import policies
-from core.topology import Topology
 from tests.helpers import wait_until
 from tests.integration.identity_helpers import assert_error
 from tests.integration.promotion_helpers import (
     PromotionStack,
     World,
-    promotion_stack,
     promotion_workers,
 )
 
 MAIN_ONLY = {"allowed_branches": ["main"]}
 
 
-@pytest.fixture(autouse=True)
-def _topology(topology: Topology) -> Iterator[None]:
-    policies.install(topology)
-    yield
-
-
 @pytest.fixture
-async def stack(
-    settings: Settings,
-    topology: Topology,
-    database_url: str,
-    temporal_env: WorkflowEnvironment,
-    tmp_path: Path,
-) -> AsyncIterator[PromotionStack]:
-    async with promotion_stack(
-        settings, topology, database_url, temporal_env.client, tmp_path
-    ) as running:
-        yield running
+def stack(promotions: PromotionStack) -> PromotionStack:
+    return promotions
 
 
 async def _nothing_deployed(stack: PromotionStack, world: World, env: str) -> None:

@@ -16,13 +16,11 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, select, text, update
-from temporalio.testing import WorkflowEnvironment
 
 from core.db import migrate
 from core.infrastructure.providers import credentials_of
@@ -31,10 +29,7 @@ from core.models.infrastructure import Provider
 from core.models.notifications import Notification, NotificationChannel
 from core.notifications.channels import channel_secrets
 from core.security.encryption import DecryptionError, KeyRing, install_keyring, row_aad
-from core.settings import Settings
 from core.slack.links import MAX_ATTEMPTS
-from core.temporal import policies
-from core.topology import Topology
 from tests.helpers import wait_until
 from tests.integration.identity_helpers import Api, assert_error
 from tests.integration.promotion_helpers import (
@@ -43,33 +38,19 @@ from tests.integration.promotion_helpers import (
     Person,
     PromotionStack,
     World,
-    promotion_stack,
     promotion_workers,
     slack_headers,
     slack_interaction,
 )
 
-BOB_SLACK = "U0BOB"
-
-
-@pytest.fixture(autouse=True)
-def _topology(topology: Topology) -> Iterator[None]:
-    policies.install(topology)
-    yield
+# Unique per session: a verified link is kept in the database the other tests share, and the
+# promotion tests press buttons as "U0BOB" in the same workspace.
+BOB_SLACK = f"U0BOB{uuid.uuid4().hex[:8].upper()}"
 
 
 @pytest.fixture
-async def stack(
-    settings: Settings,
-    topology: Topology,
-    database_url: str,
-    temporal_env: WorkflowEnvironment,
-    tmp_path: Path,
-) -> AsyncIterator[PromotionStack]:
-    async with promotion_stack(
-        settings, topology, database_url, temporal_env.client, tmp_path
-    ) as running:
-        yield running
+def stack(promotions: PromotionStack) -> PromotionStack:
+    return promotions
 
 
 async def _channel_id(stack: PromotionStack, world: World) -> str:

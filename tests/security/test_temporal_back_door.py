@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -18,41 +16,24 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from core.approvals import Approver, Decision
 from core.security.encryption import KeyRing
 from core.settings import PROJECT_ROOT, Settings
-from core.temporal import policies
 from core.temporal.client import connect
 from core.temporal.codec import ENCODING, REFUSED, EncryptionCodec, PlaintextPayloadRefused
 from core.temporal.converter import data_converter
 from core.topology import Topology
 from tests.integration.identity_helpers import assert_error
-from tests.integration.promotion_helpers import PromotionStack, promotion_stack, promotion_workers
+from tests.integration.promotion_helpers import PromotionStack, promotion_workers
 from workers.runner import sandbox_runner
 from workflows.promotion import PromotionWorkflow
 
 
-@pytest.fixture(autouse=True)
-def _topology(topology: Topology) -> Iterator[None]:
-    policies.install(topology)
-    yield
-
-
 @pytest.fixture
-async def stack(
-    settings: Settings,
-    topology: Topology,
-    database_url: str,
-    temporal_env: WorkflowEnvironment,
-    tmp_path: Path,
-) -> AsyncIterator[PromotionStack]:
-    async with promotion_stack(
-        settings, topology, database_url, temporal_env.client, tmp_path
-    ) as running:
-        yield running
+def stack(promotions: PromotionStack) -> PromotionStack:
+    return promotions
 
 
 def _forged(user_id: str, team: str) -> Decision:
