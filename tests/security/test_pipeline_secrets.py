@@ -125,7 +125,9 @@ async def test_secrets_are_write_only_audited_by_name_and_scoped_to_their_organi
     assert deleted.status_code == 204
     assert_error(await stack.api.client.delete(f"{url}/DEPLOY_TOKEN", headers=stack.admin), 404)
     audit = await stack.api.fetch(
-        select(AuditLog).where(AuditLog.resource_type == "pipeline_secret")
+        select(AuditLog)
+        .where(AuditLog.resource_type == "pipeline_secret")
+        .order_by(AuditLog.occurred_at)
     )
     assert [a.action for a in audit if a.resource_id == str(row.id)] == [
         "pipeline_secret.create",

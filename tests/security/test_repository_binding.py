@@ -196,7 +196,9 @@ async def test_connection_secrets_are_shown_once_and_never_again(api: Api) -> No
         select(GitHostConnection).where(GitHostConnection.id == uuid.UUID(created["id"]))
     )
     assert TOKEN not in (row.token or "") and secret not in row.webhook_secret  # encrypted
-    entries = await api.fetch(select(AuditLog).where(AuditLog.resource_id == created["id"]))
+    entries = await api.fetch(
+        select(AuditLog).where(AuditLog.resource_id == created["id"]).order_by(AuditLog.occurred_at)
+    )
     assert [e.action for e in entries] == [
         "git_connection.create",
         "git_connection.rotate_webhook_secret",
