@@ -1,9 +1,10 @@
 """Pipeline start latency and completion (issue 6), on the Temporal dev server with real git.
 
 1. **Webhook → first step's process.** A signed GitHub push webhook is POSTed over real HTTP
-   to the API (uvicorn); its pipeline's first step is `date +%s%N > <file>`, written by the
-   step's own process. Latency: from just before the POST to that timestamp. One webhook at a
-   time (each run finishes before the next), `BENCH_WEBHOOKS` (default 100) of them.
+   to the API (uvicorn); its pipeline's first step prints `date +%s%N`, taken in the step's
+   own process (in the sandbox, which writes nothing outside the run's workspace; read from
+   the run's log once it ends). Latency: from just before the POST to that timestamp. One
+   webhook at a time (each run finishes before the next), `BENCH_WEBHOOKS` (default 100).
 2. **The floor, in the same run:** a bare workflow whose one activity starts the same
    `date` process, from just before `start_workflow` to the timestamp.
 3. **50 concurrent three-step runs:** 50 webhooks at once; how many runs succeed, and how long
@@ -39,7 +40,7 @@ from bench.stats import report, summary
 from core.db import migrate
 from core.db.engine import transaction
 from core.local_secrets import with_local_secrets
-from core.models.pipelines import PipelineRun
+from core.models.pipelines import PipelineLogChunk, PipelineRun
 from core.pipelines.pipelines import PipelineFields, PipelineService
 from core.settings import Settings
 from core.temporal.client import connect
@@ -52,7 +53,7 @@ from workers.runner import build_workers
 WEBHOOKS = int(os.environ.get("BENCH_WEBHOOKS", "100"))
 CONCURRENT = int(os.environ.get("BENCH_CONCURRENT_RUNS", "50"))
 SECRET = "bench-webhook-secret"
-MARK = 'date +%s%N > "$BENCH_MARKS/$IDP_RUN_ID"'
+MARK = "date +%s%N"  # printed: a sandboxed step writes nothing outside its workspace
 
 
 def _push(owner: str, sha: str, message: str, branch: str = "main") -> dict[str, Any]:
@@ -77,8 +78,8 @@ class OneProcessWorkflow:
         )
 
 
-def definition(marks: Path, steps: int) -> str:
-    lines = ["env:", f"  BENCH_MARKS: {marks}", "stages:"]
+def definition(steps: int) -> str:
+    lines = ["stages:"]
     for i in range(steps):
         run = MARK if i == 0 else f"echo step-{i}"
         lines += [
@@ -90,7 +91,7 @@ def definition(marks: Path, steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def _setup(sessions: async_sessionmaker[AsyncSession], url: str, marks: Path) -> None:
+async def _setup(sessions: async_sessionmaker[AsyncSession], url: str) -> None:
     """A team, a service on `url`, and two push-triggered pipelines (1 and 3 steps) on
     different branches."""
     async with transaction(sessions) as session:
@@ -100,7 +101,7 @@ async def _setup(sessions: async_sessionmaker[AsyncSession], url: str, marks: Pa
                 service,
                 PipelineFields(
                     name=name,
-                    definition=definition(marks, steps),
+                    definition=definition(steps),
                     triggers={"push": {"branches": [branch]}},
                 ),
             )
@@ -113,6 +114,20 @@ async def _wait_for(path: Path, timeout: float = 60) -> int:
             raise RuntimeError(f"no mark at {path}")
         await asyncio.sleep(0.002)
     return int(path.read_text())
+
+
+async def _first_line(sessions: async_sessionmaker[AsyncSession], run_id: str) -> int:
+    """The first log line of a finished run: its first step's `date +%s%N`."""
+    async with transaction(sessions) as session:
+        lines = await session.scalar(
+            select(PipelineLogChunk.lines)
+            .where(PipelineLogChunk.run_id == uuid.UUID(run_id))
+            .order_by(PipelineLogChunk.id)
+            .limit(1)
+        )
+    if not lines:
+        raise RuntimeError(f"run {run_id} logged nothing")
+    return int(lines[0]["text"])
 
 
 async def _finished(
@@ -156,7 +171,7 @@ async def run(_: Client, base: Settings) -> None:
     migrate.upgrade(settings.effective_database_url)
     topology = load_topology(settings.temporal_config)
     resources = WorkerResources.create(settings, topology)
-    await _setup(resources.sessions, url, marks)
+    await _setup(resources.sessions, url)
     client = await connect(settings, topology)
     floor_queue = f"floor-{uuid.uuid4().hex[:6]}"
     workers = [
@@ -188,8 +203,8 @@ async def run(_: Client, base: Settings) -> None:
                 answer = await http.post("/webhooks/github", content=body, headers=headers)
                 answer.raise_for_status()
                 run_id = answer.json()["runs"][0]["id"]
-                started = await _wait_for(marks / run_id)
                 await _finished(resources.sessions, [run_id], 60)
+                started = await _first_line(resources.sessions, run_id)
                 path = marks / f"floor-{i}"
                 f0 = time.time_ns()
                 await client.execute_workflow(
