@@ -60,6 +60,7 @@ from tests.integration.promotion_helpers import (
     APP,
     BOT_TOKEN,
     SLACK_CHANNEL,
+    SLACK_TEAM,
     Person,
     PromotionStack,
     World,
@@ -188,6 +189,8 @@ async def _run(base: Settings, slack: SlackApiStandin) -> None:
             update={
                 "slack_signing_secret": SecretStr(SIGNING_SECRET),
                 "slack_api_url": slack.base_url,
+                # Presses are attributed by users.info's email in this (pinned) workspace.
+                "slack_email_lookup_team_ids": (SLACK_TEAM,),
                 "public_url": f"http://127.0.0.1:{port}",
                 "rate_limit_enabled": False,
             }
