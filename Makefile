@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install install-cloud run test fuzz lint format bench clean
+.PHONY: install install-cloud run test fuzz lint format bench reset clean
 
 install: $(STAMP)
 
@@ -41,6 +41,25 @@ format: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Start again from an empty platform: remove the data directory (the database, the Temporal
+# history, the development secrets, workspaces, artifacts and deployment records) and keep
+# .venv. Refused while `idp dev` runs on it (its Temporal dev server names the directory's
+# temporal.db; awk, unlike grep, does not match its own command line), and for a directory
+# that holds none of the platform's files (a mistyped IDP_DATA_DIR).
+DATA_DIR := $(or $(IDP_DATA_DIR),.data)
+
+reset:
+	@dir='$(DATA_DIR)'; \
+	if [ ! -e "$$dir" ]; then echo "make reset: $$dir does not exist; nothing to remove"; exit 0; fi; \
+	abs=$$(cd "$$dir" && pwd -P); \
+	if [ ! -e "$$abs/idp.db" ] && [ ! -e "$$abs/temporal.db" ] && [ ! -e "$$abs/local-secrets.json" ]; then \
+		echo "make reset: $$abs has no idp.db, temporal.db or local-secrets.json; not a data directory, left alone"; exit 1; \
+	fi; \
+	if ps -eo args= | awk -v db="$$abs/temporal.db" 'index($$0, "--db-filename " db) { found = 1 } END { exit !found }'; then \
+		echo "make reset: idp dev is running on $$abs; stop it (Ctrl-C) first"; exit 1; \
+	fi; \
+	rm -rf -- "$$abs" && echo "make reset: removed $$abs (.venv is kept)"
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

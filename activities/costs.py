@@ -5,7 +5,8 @@ collected), and find the budgets that went over.
 A provider a collector cannot collect for want of configuration, or that its API refused for
 good, keeps its records and is named in the result's `notes` (and the log); a transient failure
 (unreachable, 5xx, throttled) fails the attempt after the other providers' costs are stored, so
-Temporal retries the day."""
+Temporal retries the day (`CostProviderUnavailable`, naming the providers); when the retries
+run out, the workflow fails naming them."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from core.infrastructure.costs import PriceCatalog, store_day
 from core.settings import Settings
 
 HEARTBEAT_EVERY = 20.0  # seconds; the cost_collection heartbeat timeout is minutes
+UNKNOWN_SOURCE = "UnknownCostSource"  # a misconfigured schedule: not retried
+PROVIDER_UNAVAILABLE = "CostProviderUnavailable"  # retried, then the workflow fails naming it
 
 
 @contextlib.asynccontextmanager
@@ -72,6 +75,7 @@ class CostActivities:
         if collector is None:
             raise ApplicationError(
                 f"no cost collector {input.source!r} (there is: {', '.join(self._collectors)})",
+                type=UNKNOWN_SOURCE,
                 non_retryable=True,
             )
         async with _heartbeating():
@@ -90,7 +94,8 @@ class CostActivities:
         if found.retry:
             raise ApplicationError(
                 f"{input.source} costs of {input.day}: {'; '.join(found.retry)} "
-                "(the other providers' costs are stored; the day is collected again)"
+                "(the other providers' costs are stored)",
+                type=PROVIDER_UNAVAILABLE,
             )
         return CollectResult(
             day=input.day,

@@ -30,7 +30,7 @@ from core.git_hosts.bindings import connection_of
 from core.git_hosts.bindings import holder as binding_holder
 from core.git_hosts.connections import token_of
 from core.models.catalog import Service
-from core.models.identity import Organization
+from core.models.identity import Organization, Team
 from core.models.pipelines import (
     BuildArtifact,
     Pipeline,
@@ -58,6 +58,7 @@ from core.pipelines.definition import (
 from core.pipelines.git import (
     CheckoutResult,
     GitError,
+    UnknownRevision,
     checkout,
     reachable,
     read_file_at,
@@ -65,6 +66,11 @@ from core.pipelines.git import (
 )
 from core.pipelines.run_messages import (
     FINISHED_RUN_STATUSES,
+    GIT_CHECKOUT_FAILED,
+    REPOSITORY_NOT_BOUND,
+    RUN_INVALID,
+    RUNNER_UNAVAILABLE,
+    UNKNOWN_REVISION,
     Admission,
     ApprovalResult,
     CheckoutInput,
@@ -82,7 +88,7 @@ from core.pipelines.run_messages import (
     StepInput,
     StepResult,
 )
-from core.pipelines.runners import LogLine, Runner, StepSpec
+from core.pipelines.runners import LogLine, Runner, RunnerUnavailable, StepSpec
 from core.pipelines.runs import RunRequest, RunService, elapsed
 from core.pipelines.secrets import LogMasker, step_secrets
 
@@ -161,11 +167,14 @@ async def repository_access(session: AsyncSession, run_id: uuid.UUID) -> Reposit
     key = service.repository_path
     binding = await binding_holder(session, key) if key else None
     if binding is None or binding.org_id != service.org_id:
-        raise _fail(
-            f"repository {key} is not bound to this organization"
+        raise ApplicationError(
+            f"repository {key} is not bound to this organization "
+            f"({org.slug if org else service.org_id})"
             + (" (another organization holds it)" if binding is not None else "")
             + ": a run only checks out, and reports to, a repository its organization holds "
-            "through a Git host connection"
+            "through a Git host connection",
+            type=REPOSITORY_NOT_BOUND,
+            non_retryable=True,
         )
     connection = await connection_of(session, binding)
     token = token_of(connection) if connection is not None else None
@@ -173,8 +182,16 @@ async def repository_access(session: AsyncSession, run_id: uuid.UUID) -> Reposit
 
 
 def _fail(message: str) -> ApplicationError:
-    """A failure retrying cannot mend; the message is what the run shows."""
-    return ApplicationError(message, type="PipelineError", non_retryable=True)
+    """The run's own input is at fault (retrying cannot mend it); the message is what the
+    run shows. Its workflow completes: see `RUN_FAULTS`."""
+    return ApplicationError(message, type=RUN_INVALID, non_retryable=True)
+
+
+def _git_failure(doing: str, exc: GitError) -> ApplicationError:
+    """A Git error as the activity's failure, retried: the repository lacks what was asked
+    for (`UNKNOWN_REVISION`, the run's fault), or the Git host could not be read."""
+    kind = UNKNOWN_REVISION if isinstance(exc, UnknownRevision) else GIT_CHECKOUT_FAILED
+    return ApplicationError(f"{doing} failed: {exc}", type=kind)
 
 
 def _workspace(root: Path, run_id: uuid.UUID) -> Path:
@@ -312,6 +329,8 @@ class PipelineActivities:
         config = run.config
         if config is None and pipeline.source == "inline":
             config = pipeline.config
+        org = await session.get(Organization, service.org_id)
+        team = await session.get(Team, service.owner_team_id)
         return RunContext(
             run_id=run.id,
             number=run.number,
@@ -319,6 +338,8 @@ class PipelineActivities:
             pipeline=pipeline.name,
             service=service.name,
             team_id=service.owner_team_id,
+            organization=org.slug if org else None,
+            team=team.slug if team else None,
             channel_ids=await team_channel_ids(session, service.owner_team_id),
             repository_url=service.repository_url,
             host_kind=service.repository_host,
@@ -343,7 +364,11 @@ class PipelineActivities:
         `.idp/pipeline.yaml` at the commit) and write the run's stage and step rows."""
         ctx = input.context
         if not ctx.repository_url:
-            raise _fail(f"service {ctx.service} has no repository URL to check out")
+            raise ApplicationError(
+                f"service {ctx.service} has no repository URL to check out",
+                type=REPOSITORY_NOT_BOUND,
+                non_retryable=True,
+            )
         wanted = ctx.sha or ctx.ref or "HEAD"
         workspace = _workspace(self._workspace_root, ctx.run_id)
         async with transaction(self._sessions) as session:
@@ -357,7 +382,7 @@ class PipelineActivities:
                 url, kind, result.sha, workspace, token
             )
         except GitError as exc:
-            raise ApplicationError(f"checkout of {wanted} failed: {exc}", type="GitError") from None
+            raise _git_failure(f"checkout of {wanted} from {url}", exc) from None
         if not on_branch:
             raise _fail(
                 f"commit {result.sha[:12]} is not reachable from a branch or tag of "
@@ -400,9 +425,8 @@ class PipelineActivities:
                 ctx.repository_url, ctx.host_kind, ref, DEFINITION_PATH, token
             )
         except GitError as exc:
-            raise ApplicationError(
-                f"reading {DEFINITION_PATH} on {ctx.target_branch} failed: {exc}", type="GitError"
-            ) from None
+            doing = f"reading {DEFINITION_PATH} on {ctx.target_branch} of {ctx.repository_url}"
+            raise _git_failure(doing, exc) from None
         if text is None:
             raise _fail(
                 f"{DEFINITION_PATH} does not exist on the target branch {ctx.target_branch} "
@@ -480,7 +504,10 @@ class PipelineActivities:
             async with transaction(self._sessions) as session:
                 token = (await repository_access(session, input.run_id)).token
             url, kind = input.repository_url, input.host_kind
-            await self._git.checkout(url, kind, input.sha, workspace, token)
+            try:
+                await self._git.checkout(url, kind, input.sha, workspace, token)
+            except GitError as exc:
+                raise _git_failure(f"checkout of {input.sha[:12]} from {url}", exc) from None
         async with transaction(self._sessions) as session:
             secrets, withheld = await _secrets_for(session, input.run_id)
         sink = _LogSink(self._sessions, input.run_id, step.step_id, LogMasker(secrets.values()))
@@ -535,6 +562,8 @@ class PipelineActivities:
             await sink.close()
             error = sink.masked(f"{exc}") or ""
             await self._end_step(step.step_id, "failed", None, error, sink.tail())
+            if isinstance(exc, RunnerUnavailable):  # retried; in the end, the platform's failure
+                raise ApplicationError(error, type=RUNNER_UNAVAILABLE) from None
             if error == f"{exc}":
                 raise
             # the message showed a secret: the failure (and so the history) gets it masked

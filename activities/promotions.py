@@ -3,7 +3,9 @@ policy gate, mirror state into the promotion's row, deploy through the environme
 verify health, and find the Slack messages that asked for approval.
 
 The deploy activity reads the environment's configuration and decrypts its secrets itself, so
-no value travels through workflow history."""
+no value travels through workflow history. Its refusals carry a type the workflow tells apart:
+`ReleaseInvalid` (the version cannot run on this target: the user's to fix) and
+`DeployContextRefused` (the environment's cluster context is not allowed: the platform's)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,16 @@ from core.promotions.messages import (
 from core.promotions.promotions import PromotionService
 
 HEARTBEAT_EVERY = 5.0  # seconds, while a deploy waits on its target
+
+
+def target_label(env: Environment) -> str:
+    """The environment's deploy target as an operator names it in a message."""
+    if env.target != "kubernetes":
+        return env.target
+    return (
+        f"kubernetes, context {env.cluster_id or 'in-cluster'}, "
+        f"namespace {env.namespace or env.name}"
+    )
 
 
 def place_of(env: Environment) -> Place:
@@ -109,9 +121,11 @@ class PromotionActivities:
     async def prepare(self, input: PromotionInput) -> Plan:
         async with transaction(self._sessions) as session:
             promotions = PromotionService(session)
-            return await promotions.plan(
-                await promotions.get(input.promotion_id), self._platform_url
-            )
+            promotion = await promotions.get(input.promotion_id)
+            plan = await promotions.plan(promotion, self._platform_url)
+            env = await session.get(Environment, promotion.environment_id)
+            assert env is not None
+            return plan.model_copy(update={"target": target_label(env)})
 
     @activity.defn(name="promotions.check")
     async def check(self, input: PromotionInput) -> Gate:
@@ -158,7 +172,7 @@ class PromotionActivities:
             refused = await context_problem(session, env)
         if refused is not None:
             await self._settle(deployment_id, None, "failed", {}, refused)
-            raise ApplicationError(refused, non_retryable=True)
+            raise ApplicationError(refused, type="DeployContextRefused", non_retryable=True)
         try:
             async with _heartbeating():
                 applied = await self._targets.deploy(
@@ -166,7 +180,10 @@ class PromotionActivities:
                 )
         except ReleaseInvalid as exc:
             await self._settle(deployment_id, None, "failed", {}, str(exc))
-            raise ApplicationError(str(exc), non_retryable=True) from None
+            raise ApplicationError(str(exc), type="ReleaseInvalid", non_retryable=True) from None
+        except Exception as exc:  # the target failed: this attempt's record ends, Temporal retries
+            await self._settle(deployment_id, None, "failed", {}, str(exc) or type(exc).__name__)
+            raise
         status = "healthy" if applied.ok else "failed"
         await self._settle(deployment_id, previous_id, status, applied.details, applied.error)
         return DeployResult(

@@ -5,7 +5,9 @@ destroy) with its output streamed into the run's log as it comes.
 Credentials and the stacks' passphrase are read here and handed to the engine only; what
 travels back through Temporal is counts, names and the compliance verdict. Where the Pulumi
 CLI is missing, the engine fails before it writes anything, and the activity raises a
-non-retryable `PulumiMissing` error that says how to install it."""
+non-retryable `PulumiCliMissing` ApplicationError that says how to install it and on which
+host. Every engine failure is an ApplicationError of a stable type (`provision_messages`), so
+the worker logs an expected failure in one line."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from api.docs_ui import install_docs
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.middleware import CURRENT_VERSION, RequestContextMiddleware
 from api.openapi_errors import document_errors
@@ -102,16 +103,11 @@ async def bootstrap_admin(state: AppState) -> None:
         log.info("created the first admin %s", settings.admin_email)
 
 
-def default_cors_origins(settings: Settings) -> list[str]:
-    """The embedded Temporal UI, which calls the codec endpoints from the browser."""
-    return [f"http://{host}:{settings.temporal_ui_port}" for host in ("127.0.0.1", "localhost")]
-
-
 def cors_origins(settings: Settings) -> list[str]:
     """CORS_ORIGINS, or the embedded Temporal UI's; a wildcard stops the start (credentials
     are allowed), even when the settings were built without validation."""
     try:
-        return refuse_wildcard_origins(settings.cors_origins or default_cors_origins(settings))
+        return refuse_wildcard_origins(settings.effective_cors_origins)
     except ValueError as exc:
         raise ConfigError(f"invalid setting CORS_ORIGINS: {exc}") from None
 
@@ -142,7 +138,10 @@ def create_app(settings: Settings | None = None, topology: Topology | None = Non
         openapi_tags=TAGS,
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        docs_url=None,  # install_docs: served from a package, not a CDN
+        redoc_url=None,
     )
+    install_docs(app)
     install_error_handlers(app)
     app.state.rate_limiter = rate_limiter
     app.add_middleware(StrictInputMiddleware)  # innermost: after the rate limit, with a request id

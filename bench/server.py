@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from core.settings import Settings
+from core.temporal import search_attributes
 from core.temporal.client import find_temporal_cli
 from core.temporal.converter import data_converter
 from core.temporal.interceptors import ContextPropagationInterceptor
@@ -24,6 +25,7 @@ async def bench_server(prefix: str = "idp-bench-") -> AsyncIterator[tuple[Client
         data_converter=data_converter(),
         interceptors=[ContextPropagationInterceptor()],
         dev_server_log_level="error",
+        search_attributes=search_attributes.ALL,
     )
     try:
         data_dir = Path(tempfile.mkdtemp(prefix=prefix))

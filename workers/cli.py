@@ -21,7 +21,7 @@ from core.db import transactions
 from core.errors import AppError, ConfigError
 from core.local_secrets import local_secrets_path, with_local_secrets
 from core.logging import configure_logging
-from core.settings import Settings, load_settings, parse_overrides
+from core.settings import Settings, default_doc, env_name, load_settings, parse_overrides
 from core.topology import Topology, load_topology
 
 app = typer.Typer(
@@ -36,6 +36,8 @@ users_app = typer.Typer(help="Manage users from the command line.", no_args_is_h
 app.add_typer(users_app, name="users")
 schedules_app = typer.Typer(help="Temporal Schedules of temporal.yaml.", no_args_is_help=True)
 app.add_typer(schedules_app, name="schedules")
+temporal_app = typer.Typer(help="Prepare a Temporal namespace.", no_args_is_help=True)
+app.add_typer(temporal_app, name="temporal")
 
 EXIT_CONFIG = 2
 
@@ -156,7 +158,10 @@ def config_show(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Print the effective settings, secrets masked."""
+    """Print the settings in effect, secrets masked: an unset setting shows the value it falls
+    back to (the namespace of temporal.yaml, the embedded Temporal UI's origin, ...)."""
+    from core.temporal.client import connect_options, find_temporal_cli
+
     options: Options = ctx.obj
     settings = options.settings()
     values = settings.masked()
@@ -164,12 +169,52 @@ def config_show(
         for key in ("JWT_SECRET", "ENCRYPTION_KEY"):
             if not values[key]:
                 values[key] = f"(generated, kept in {local_secrets_path(settings)})"
+    try:  # where and how every process connects: the same code as theirs
+        temporal = connect_options(settings, load_topology(settings.temporal_config))
+        if settings.temporal_address is None:
+            values["TEMPORAL_CLI_PATH"] = str(find_temporal_cli(settings))
+    except ConfigError as exc:
+        print(f"idp: warning: {exc}", file=sys.stderr)
+    else:
+        values["TEMPORAL_ADDRESS"] = temporal.target
+        values["TEMPORAL_NAMESPACE"] = temporal.namespace
+        values["TEMPORAL_TLS"] = temporal.tls is not False
     if as_json:
         typer.echo(json.dumps(values, indent=2, default=str))
         return
     width = max(len(k) for k in values)
-    for key, value in values.items():
-        typer.echo(f"{key:<{width}}  {'' if value is None else value}")
+    shown = {key: _shown(value) for key, value in values.items()}
+    value_width = min(max(len(v) for v in shown.values()), 40)
+    for name in Settings.model_fields:
+        key = env_name(name)
+        note = None if name in settings.model_fields_set else _default_note(name)
+        if note == shown[key] or (not shown[key] and note and note.startswith(("none", "empty"))):
+            note = None  # the value says it
+        line = f"{key:<{width}}  {shown[key]}"
+        if note:
+            line = f"{key:<{width}}  {shown[key]:<{value_width}}  # default: {note}"
+        typer.echo(line.rstrip())
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def _default_note(name: str) -> str | None:
+    """docs/configuration.md's default for an unset setting, as plain text."""
+    text = default_doc(name)
+    if text is None or name in {"jwt_secret", "encryption_key"}:  # shown as "(generated, ...)"
+        return None
+    text = text.replace("`", "").removeprefix("unset: ").removeprefix("unset ")
+    return text[1:-1] if text.startswith("(") and text.endswith(")") else text
 
 
 @app.command()
@@ -178,7 +223,7 @@ def selfcheck(ctx: typer.Context) -> None:
     from workers.selfcheck import print_result, run_selfcheck
 
     _, settings, topology = _load(ctx)
-    result = asyncio.run(run_selfcheck(settings, topology))
+    result = asyncio.run(run_selfcheck(settings, topology, summary="self-check (idp selfcheck)"))
     print_result(result)
     raise typer.Exit(0 if result.ok else 1)
 
@@ -221,6 +266,45 @@ def schedules_sync(
         typer.echo(f"synced {sid}")
     if backfill_days:
         typer.echo(f"backfilled the past {backfill_days} day(s)")
+
+
+@temporal_app.command("setup")
+def temporal_setup(ctx: typer.Context) -> None:
+    """Register the platform's search attributes in the namespace (idempotent).
+
+    `idp dev` does this for its dev server; run it once per namespace of a cluster. On
+    Temporal Cloud, where a namespace API key may not add them, it prints the `tcld` command
+    to run instead and exits with status 1.
+    """
+    from temporalio.service import RPCError
+
+    from core.temporal.client import connect, connect_options
+    from core.temporal.search_attribute_setup import Registered, RegistrationRefused, register
+
+    _, settings, topology = _load(ctx)
+    target = connect_options(settings, topology).target
+
+    async def run() -> list[Registered] | str:
+        """The attributes, or why Temporal could not be asked."""
+        try:
+            client = await connect(settings, topology)
+        except RuntimeError as exc:  # the SDK's "Failed client connect: ..."
+            return f"cannot connect to Temporal at {target}: {exc}"
+        try:
+            return await register(client)
+        except RPCError as exc:
+            return f"Temporal at {target}: {exc.message}"
+
+    try:
+        outcome = asyncio.run(run())
+    except RegistrationRefused as exc:
+        print(f"idp: error: {exc}; run instead:\n{exc.command}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    if isinstance(outcome, str):
+        print(f"idp: error: {outcome}", file=sys.stderr)
+        raise typer.Exit(1)
+    for item in outcome:
+        typer.echo(item.line())
 
 
 @users_app.command("create-admin")

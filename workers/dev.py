@@ -1,9 +1,14 @@
 """`idp dev`: the whole platform on one machine, on embedded defaults.
 
 Order: validate everything and migrate (nothing is started if that fails), then the Temporal
-dev server with its UI (history persisted in `<data dir>/temporal.db`) unless TEMPORAL_ADDRESS
-names a cluster, then a worker on every task queue, then the API. Each child runs in its own
-process group and is told to die with this process; Ctrl-C (or SIGTERM) stops them all.
+dev server (history persisted in `<data dir>/temporal.db`, its output in
+`<data dir>/temporal.log`) and its UI behind the front in workers/temporal_ui.py, unless
+TEMPORAL_ADDRESS names a cluster, then a worker on every task queue, then the API. Each child
+runs in its own process group and is told to die with this process; Ctrl-C (or SIGTERM) stops
+them all.
+
+Every address printed uses 127.0.0.1: the codec session cookie is set for the host of the
+sign-in page, and a browser sends it to the codec endpoints only from a page of the same site.
 """
 
 from __future__ import annotations
@@ -28,13 +33,17 @@ from core.db import migrate
 from core.errors import ConfigError
 from core.security.encryption import KeyRing, install_keyring
 from core.settings import Settings
+from core.temporal import search_attributes
 from core.temporal.client import connect, find_temporal_cli
 from core.topology import Topology
+from workers import temporal_ui
 from workers.registry import check_topology
 
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
 _PR_SET_PDEATHSIG = 1
+CODEC_PATH = "/api/temporal/codec"  # api/routers/temporal_codec.py
+_ANY_OR_LOOPBACK = {"", "0.0.0.0", "::", "localhost", "127.0.0.1", "::1"}
 
 
 def _die_with_parent() -> None:
@@ -49,6 +58,18 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def free_local_port() -> int:
+    """A port nothing listens on now, on 127.0.0.1 (for a server only this stack talks to)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def browser_host(bind_host: str) -> str:
+    """The host a browser on this machine uses for a server bound to `bind_host`."""
+    return "127.0.0.1" if bind_host in _ANY_OR_LOOPBACK else bind_host
+
+
 def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -61,9 +82,19 @@ def http_ok(url: str) -> bool:
 class Child:
     name: str
     process: subprocess.Popen[bytes]
+    log: Path | None = None  # where its output goes, when not to the terminal
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def exit_message(self) -> str:
+        message = f"{self.name} exited with status {self.process.returncode}"
+        if self.log is None:
+            return message
+        with contextlib.suppress(OSError):
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-5:]
+            message += "".join(f"\n  | {line}" for line in tail)
+        return f"{message}\n  (its output: {self.log})"
 
     def signal_group(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -90,16 +121,26 @@ class DevStack:
             ]
         for name, host, port in ports:
             if port_in_use(host, port):
-                raise ConfigError(
+                other = port + 1 if port < 65535 else port - 1
+                raise ConfigError(  # settings come from the environment: works under make too
                     f"port {port} ({name}) is already in use; stop what holds it "
-                    f"(another `idp dev`?) or choose another with --set {name}=PORT"
+                    f"(another `idp dev`?) or choose another: `{name}={other} make run`, "
+                    f"or `idp --set {name}={other} dev`"
                 )
         return temporal_cli
 
     # -- process management -------------------------------------------------------------
-    def _spawn(self, name: str, argv: list[str]) -> Child:
-        process = subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent)
-        child = Child(name, process)
+    def _spawn(self, name: str, argv: list[str], log: Path | None = None) -> Child:
+        """Start a child; with `log`, its stdout and stderr go to that file (truncated)."""
+        with open(log, "wb") if log else contextlib.nullcontext() as out:
+            process = subprocess.Popen(
+                argv,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+            )
+        child = Child(name, process, log)
         self.children.append(child)
         return child
 
@@ -112,7 +153,7 @@ class DevStack:
             if self._stopping:
                 raise KeyboardInterrupt
             if child is not None and not child.alive():
-                raise RuntimeError(f"{child.name} exited with status {child.process.returncode}")
+                raise RuntimeError(child.exit_message())
             if ready():
                 return
             time.sleep(0.2)
@@ -133,10 +174,26 @@ class DevStack:
         self._stopping = True
 
     # -- the stack ----------------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        return f"http://{browser_host(self.settings.api_host)}:{self.settings.api_port}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.temporal_ui_port}"
+
+    @property
+    def namespace(self) -> str:
+        return self.settings.temporal_namespace or self.topology.namespace
+
     def start_temporal(self, cli: Path) -> None:
+        """The dev server, its UI on an internal port, and the UI's front on TEMPORAL_UI_PORT.
+
+        The dev server's output (its banner names `localhost`, where the codec session cookie
+        is not sent) goes to `<data dir>/temporal.log`, not to the terminal."""
         data_dir = self.settings.resolved_data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        namespace = self.settings.temporal_namespace or self.topology.namespace
+        internal_ui_port = free_local_port()
         child = self._spawn(
             "temporal dev server",
             [
@@ -148,18 +205,42 @@ class DevStack:
                 "--port",
                 str(self.settings.temporal_dev_port),
                 "--ui-port",
-                str(self.settings.temporal_ui_port),
+                str(internal_ui_port),
                 "--db-filename",
                 str(data_dir / "temporal.db"),
                 "--namespace",
-                namespace,
+                self.namespace,
                 "--log-level",
                 "error",
+                *search_attributes.dev_server_flags(),
             ],
+            log=data_dir / "temporal.log",
         )
         self._wait_for("Temporal", self._temporal_answers, child)
-        ui = f"http://127.0.0.1:{self.settings.temporal_ui_port}/"
-        self._wait_for("Temporal UI", lambda: http_ok(ui), child)
+        front = self._spawn(
+            "Temporal UI front",
+            [
+                sys.executable,
+                "-m",
+                "workers.temporal_ui",
+                "--listen",
+                f"127.0.0.1:{self.settings.temporal_ui_port}",
+                "--upstream",
+                f"http://127.0.0.1:{internal_ui_port}",
+                "--codec-endpoint",
+                f"{self.api_url}{CODEC_PATH}",
+                "--sign-in",
+                f"{self.api_url}{CODEC_PATH}/sign-in",
+                "--namespace",
+                self.namespace,
+            ],
+        )
+        # Through the front: both the front and the UI server behind it answer.
+        self._wait_for(
+            "Temporal UI", lambda: http_ok(f"{self.ui_url}/") or not child.alive(), front
+        )
+        if not child.alive():
+            raise RuntimeError(child.exit_message())
 
     def _temporal_answers(self) -> bool:
         if not port_in_use("127.0.0.1", self.settings.temporal_dev_port):
@@ -187,19 +268,14 @@ class DevStack:
                 self.start_temporal(temporal_cli)
             worker = self._spawn("worker", self._idp("worker"))
             api = self._spawn("api", self._idp("api"))
-            base = f"http://{self.settings.api_host}:{self.settings.api_port}"
-            self._wait_for("API", lambda: http_ok(f"{base}/api/health"), api)
+            self._wait_for("API", lambda: http_ok(f"{self.api_url}/api/health"), api)
             # The addresses first (the API answers already), then the self-check's verdict.
-            self._banner(base)
+            self._banner(self.api_url)
             self._selfcheck(worker)
             while not self._stopping:
                 for child in self.children:
                     if not child.alive():
-                        print(
-                            f"idp dev: {child.name} exited with status "
-                            f"{child.process.returncode}; stopping",
-                            file=sys.stderr,
-                        )
+                        print(f"idp dev: {child.exit_message()}; stopping", file=sys.stderr)
                         return 1
                 time.sleep(0.2)
             return 0
@@ -226,6 +302,8 @@ class DevStack:
             raise RuntimeError("the start-up self-check failed")
 
     def _banner(self, base: str) -> None:
+        data_dir = self.settings.resolved_data_dir
+        sign_in = f"{base}{CODEC_PATH}/sign-in"
         lines = [
             "",
             "Internal Developer Platform is running (Ctrl-C stops everything)",
@@ -234,15 +312,18 @@ class DevStack:
             f"  Readiness      {base}/api/health/ready",
         ]
         if self.settings.temporal_address:
-            lines.append(f"  Temporal       {self.settings.temporal_address} (external cluster)")
+            lines += [
+                f"  Temporal       {self.settings.temporal_address} (external cluster)",
+                f"  Codec sign-in  {sign_in} (to read payloads in the cluster's UI)",
+            ]
         else:
             lines += [
+                f"  Temporal UI    {self.ui_url}",
+                f"  Codec sign-in  {sign_in} (once, to read payloads in the UI)",
+                f"  Failed (1h)    {self.ui_url}{temporal_ui.FAILED_LAST_HOUR_PATH}",
                 f"  Temporal gRPC  127.0.0.1:{self.settings.temporal_dev_port}",
-                f"  Temporal UI    http://127.0.0.1:{self.settings.temporal_ui_port}",
-                f"  History file   {self.settings.resolved_data_dir / 'temporal.db'}",
+                f"  History file   {data_dir / 'temporal.db'}",
+                f"  Temporal log   {data_dir / 'temporal.log'}",
             ]
-        lines += [
-            f"  Codec sign-in  {base}/api/temporal/codec/sign-in (to read payloads in the UI)",
-            f"  Database       {self.settings.masked()['DATABASE_URL']}",
-        ]
+        lines.append(f"  Database       {self.settings.masked()['DATABASE_URL']}")
         print("\n".join(lines) + "\n", flush=True)

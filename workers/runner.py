@@ -18,6 +18,7 @@ from core.pipelines.dispatch import ensure_queued_runs
 from core.settings import Settings
 from core.temporal import policies
 from core.temporal.client import connect
+from core.temporal.search_attribute_setup import check_registered
 from core.topology import Topology
 from workers.registry import BINDINGS, activities_for, check_topology
 from workers.resources import WorkerResources
@@ -114,6 +115,7 @@ async def run_workers(settings: Settings, topology: Topology, queues: Sequence[s
         loop.add_signal_handler(sig, stop.set)
     try:
         client = await connect(settings, topology)
+        await check_registered(client)  # before polling: see core/temporal/search_attribute_setup
         workers = build_workers(client, resources, selected)
         await sync_schedules(
             client, topology, queues=set(selected), prune=len(selected) == len(topology.task_queues)

@@ -23,10 +23,13 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
+from core.temporal import search_attributes
 from core.topology import Schedule as ScheduleConfig
 from core.topology import Topology
 
 PREFIX = "idp-"
+# Scheduled workflows that keep IdpStatus up to date (core/temporal/search_attributes.py).
+REPORTS_STATUS = frozenset({"CostCollectionWorkflow"})
 
 _OVERLAP = {
     "skip": ScheduleOverlapPolicy.SKIP,
@@ -43,9 +46,18 @@ def schedule_id(name: str) -> str:
 
 def build_schedule(name: str, config: ScheduleConfig) -> Schedule:
     args = [config.input] if config.input is not None else []
+    # A workflow that upserts IdpStatus as it moves starts `running`; each run is summarised
+    # in the Temporal UI by its schedule.
+    status = "running" if config.workflow in REPORTS_STATUS else None
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            config.workflow, args=args, id=f"{schedule_id(name)}-run", task_queue=config.task_queue
+            config.workflow,
+            args=args,
+            id=f"{schedule_id(name)}-run",
+            task_queue=config.task_queue,
+            typed_search_attributes=search_attributes.attributes(status=status),
+            static_summary=f"{name} (schedule {schedule_id(name)})"
+            + (f": {config.note}" if config.note else ""),
         ),
         spec=ScheduleSpec(
             cron_expressions=[config.cron] if config.cron else [],

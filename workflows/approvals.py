@@ -4,7 +4,9 @@ the durable wait for a quorum with reminders and an expiry.
 
 The workflow owns the Update itself (`@workflow.update decide`) and calls `validate` from its
 validator and `add` from its handler; `wait` returns how the wait ended, and the workflow
-records, notifies and updates messages for each outcome in its own way.
+records, notifies and updates messages for each outcome in its own way. While it waits, the
+workflow's current details (the Temporal UI) say whose approvals are missing and when the
+request expires (`details`).
 
 The validator only sees the caller's word (the approver as the API resolved them), so it can
 refuse at once but never decides alone: the handler reads the approver again from the
@@ -18,7 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
 from temporalio import workflow
@@ -45,6 +47,21 @@ async def wait_for(condition: Callable[[], bool], timeout: timedelta) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def duration_text(span: timedelta) -> str:
+    """`3h`, `2h 5m`, `45m`, `30s`, `1d 4h`: a time left as a person reads it."""
+    seconds = max(int(span.total_seconds()), 0)
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m"
+    return f"{seconds}s"
 
 
 class _Policy(Protocol):
@@ -180,10 +197,29 @@ class Approvals:
         )
 
     def waiting_on(self) -> str:
+        needed = self.rules.required - self.count()
+        return f"{needed} more approval(s) from {self._approvers()}"
+
+    def details(self) -> str:
+        """The wait as the Temporal UI shows it (the workflow's current details), e.g.
+        "waiting for 1 more approval from team sre, expires in 3h (at 2025-06-02 14:05 UTC)";
+        the time left is as of the last decision, reminder or start of the wait."""
+        needed = max(self.rules.required - self.count(), 0)
+        text = f"waiting for {needed} more approval{'' if needed == 1 else 's'}"
+        text += f" from {self._approvers()}"
+        approved = self.who("approve")
+        if approved:
+            text += f" (approved by {approved})"
+        if self.expires_at is not None:
+            left = self.expires_at - workflow.now()
+            at = self.expires_at.astimezone(UTC)
+            text += f", expires in {duration_text(left)} (at {at:%Y-%m-%d %H:%M} UTC)"
+        return text
+
+    def _approvers(self) -> str:
         rules = self.rules
         who = [f"team {t}" for t in rules.teams] + [f"role {r}" for r in rules.roles]
-        needed = rules.required - self.count()
-        return f"{needed} more approval(s) from {' or '.join(who) or 'an approver'}"
+        return " or ".join(who) or "an approver"
 
     def seconds_left(self) -> float | None:
         if self.expires_at is None:
@@ -221,6 +257,7 @@ class Approvals:
             now = workflow.now()
             if now >= expires_at:
                 return "expired"
+            workflow.set_current_details(self.details())
             until = expires_at if reminder is None else min(expires_at, reminder)
             woke = await wait_for(lambda: self._unrecorded or cancelled(), until - now)
             due = reminder is not None and reminder <= workflow.now() < expires_at

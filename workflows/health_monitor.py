@@ -8,12 +8,17 @@ child NotificationWorkflow when the change is worth it, then sleep until the nex
 due. A `reconfigure` update or a `configure` signal wakes it (and it probes at once with the new
 configuration); the `stop` signal ends it. A disabled check is *paused*: no probes, status
 `paused`, until it is enabled again. After `probes_per_run` probes (or when Temporal suggests
-it) it prunes old results and continues as new, carrying its state."""
+it) it prunes old results and continues as new, carrying its state.
+
+`IdpStatus` is the check's status, upserted only when it changes (a probe that confirms it
+adds nothing to history); the current details say how long it has held and what the last
+probe saw. A service found unhealthy is the service's news, not a failure of the monitor."""
 
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime, timedelta
+import itertools
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -33,9 +38,11 @@ with workflow.unsafe.imports_passed_through():
         PruneInput,
         RecordInput,
         RecordResult,
+        shown_endpoint,
     )
     from core.errors import ValidationFailed
     from core.notifications.messages import NotificationRequest
+    from core.temporal import search_attributes
     from core.temporal.policies import activity_options
     from workflows.notification import notify
 
@@ -46,6 +53,17 @@ PROBE_MARGIN = timedelta(seconds=5)  # on top of the check's timeout, for the ac
 
 def workflow_id_for(check_id: object) -> str:
     return f"{WORKFLOW_ID_PREFIX}{check_id}"
+
+
+def _duration(delta: timedelta) -> str:
+    """`2d 3h`, `2h 5m`, `4m 10s`, `12s`: how long a status has held, in two units at most."""
+    seconds = max(int(delta.total_seconds()), 0)
+    units = (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
+    for (name, size), (next_name, next_size) in itertools.pairwise(units):
+        if seconds >= size:
+            rest = seconds % size // next_size
+            return f"{seconds // size}{name}" + (f" {rest}{next_name}" if rest else "")
+    return f"{seconds}s"
 
 
 @workflow.defn
@@ -60,11 +78,15 @@ class HealthMonitorWorkflow:
         self._stopping = False
         self._woken = False  # a configuration change arrived while sleeping
         self._next_probe_at: datetime | None = None
+        self._last: ProbeResult | None = None
 
     # -- the loop ---------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: MonitorInput) -> MonitorState:
+        if workflow.info().typed_search_attributes.get(search_attributes.STATUS) is None:
+            search_attributes.set_status(self._state.status)  # started without it
+        self._show()
         while not self._stopping:
             if not self._config.enabled:
                 if not await self._paused():
@@ -98,6 +120,7 @@ class HealthMonitorWorkflow:
                     expected_status=config.expected_status,
                     timeout_seconds=config.timeout_seconds,
                 ),
+                summary=f"probe {config.method} {shown_endpoint(config.endpoint)}",
                 **activity_options(
                     "health_probe",
                     start_to_close_timeout=timedelta(seconds=config.timeout_seconds) + PROBE_MARGIN,
@@ -128,15 +151,17 @@ class HealthMonitorWorkflow:
             return False  # not written: not counted either
         if recorded.gone:
             return True
+        self._last = result
+        self._enter(status, result.checked_at)
         self._state = self._state.model_copy(
             update={
-                "status": status,
                 "consecutive_failures": failures,
                 "probes": self._state.probes + 1,
                 "last_probe_at": result.checked_at,
             }
         )
         self._probes_this_run += 1
+        self._show()
         notice = recorded.notice
         if notice is not None and notice.channel_ids and should_notify(previous, status):
             await notify(
@@ -162,9 +187,13 @@ class HealthMonitorWorkflow:
     async def _record(self, rec: RecordInput) -> RecordResult | None:
         """Write `rec`; a missing check row means gone, a database that stays down means the
         write is dropped (None) and monitoring goes on."""
+        changed = "" if rec.status == rec.previous_status else f" (was {rec.previous_status})"
         try:
             return await workflow.execute_activity_method(
-                HealthActivities.record, rec, **activity_options("db")
+                HealthActivities.record,
+                rec,
+                summary=f"record {rec.status}{changed}",
+                **activity_options("db"),
             )
         except ActivityError as err:
             cause = err.cause
@@ -190,8 +219,44 @@ class HealthMonitorWorkflow:
         )
         if recorded is not None and recorded.gone:
             return False
-        self._state = self._state.model_copy(update={"status": status, "consecutive_failures": 0})
+        self._enter(status, workflow.now())
+        self._state = self._state.model_copy(update={"consecutive_failures": 0})
+        self._show()
         return True
+
+    def _enter(self, status: str, at: datetime) -> None:
+        """The state's status becomes `status`; on a change, `IdpStatus` follows (the only
+        upsert: probes that confirm the status add nothing to history)."""
+        if status == self._state.status:
+            return
+        self._state = self._state.model_copy(update={"status": status, "since": at})
+        search_attributes.set_status(status)
+
+    def _show(self) -> None:
+        """The current details (not a command: free to refresh on every probe)."""
+        state, lines = self._state, []
+        held = state.status
+        if state.since is not None:
+            since = state.since.astimezone(UTC) if state.since.tzinfo else state.since
+            since = since.replace(tzinfo=UTC)  # a naive time from a caller is UTC
+            held += f" since {since:%Y-%m-%d %H:%M:%S} UTC ({_duration(workflow.now() - since)})"
+        if state.consecutive_failures:
+            held += f", {state.consecutive_failures} failed probe(s) in a row"
+        lines.append(held)
+        last = self._last
+        if last is not None:
+            answer = f"HTTP {last.status_code}" if last.status_code is not None else "no answer"
+            took = f" in {last.latency_ms:.0f} ms" if last.latency_ms is not None else ""
+            lines.append(
+                f"last probe {answer}{took} at {last.checked_at:%H:%M:%S} UTC"
+                + (f": {last.error}" if last.error else "")
+            )
+        if self._next_probe_at is not None:
+            lines.append(f"next probe at {self._next_probe_at:%H:%M:%S} UTC")
+        labels = self._input.labels
+        endpoint = f"{self._config.method} {shown_endpoint(self._config.endpoint)}"
+        lines.append(f"{labels.service}: {endpoint}" if labels else endpoint)
+        workflow.set_current_details("\n".join(lines))
 
     async def _paused(self) -> bool:
         """While the check is disabled: status `paused`, no probes, wait for enable or stop.
@@ -214,6 +279,7 @@ class HealthMonitorWorkflow:
 
     async def _sleep_until(self, due: datetime) -> None:
         self._next_probe_at = due
+        self._show()
         remaining = (due - workflow.now()).total_seconds()
         if remaining <= 0 or self._woken:
             return
@@ -225,6 +291,7 @@ class HealthMonitorWorkflow:
             await workflow.execute_activity_method(
                 HealthActivities.prune,
                 PruneInput(check_id=self._input.check_id),
+                summary="prune old results",
                 **activity_options("db"),
             )
         except ActivityError as err:  # the next run prunes again

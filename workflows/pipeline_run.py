@@ -16,7 +16,14 @@ task queue.
 
 Cancelling the workflow cancels the running steps (their processes are killed before the
 activity ends), records the run as cancelled, reports `error`, and ends as cancelled.
-The `state` query gives the live view: status, phase and each stage's and step's status."""
+The `state` query gives the live view: status, phase and each stage's and step's status.
+
+For the Temporal UI: `IdpStatus` follows the run's recorded status, the current details say
+what it is doing, each activity has a summary. A run that failed because of the user's work
+(a step, its definition, a rejected fork) completes; one the platform could not carry out
+(the Git host, the runner, the database failing after their retries) is recorded failed
+like the others, then fails its workflow with an ApplicationError typed after what failed
+(`core.pipelines.run_messages`: GitCheckoutFailed, RunnerUnavailable, ...)."""
 
 from __future__ import annotations
 
@@ -30,13 +37,20 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.workflow import ActivityCancellationType
 
+from core.temporal import search_attributes
 from workflows.failures import failure_message
 
 with workflow.unsafe.imports_passed_through():
-    from activities.pipelines import PipelineActivities
+    from activities.pipelines import RUN_GONE, PipelineActivities
     from core.notifications.messages import NotificationRequest
     from core.pipelines.run_messages import (
         APPROVE_UPDATE,
+        GIT_CHECKOUT_FAILED,
+        RECORD_FAILED,
+        REPOSITORY_NOT_BOUND,
+        RUN_FAULTS,
+        RUNNER_UNAVAILABLE,
+        STEP_NOT_RUN,
         WAKE_SIGNAL,
         Admission,
         ApprovalRequest,
@@ -67,6 +81,10 @@ RECORD_CANCEL_BEFORE_ADMISSION = "record-cancel-before-admission"
 # Added after runs were in flight: a fork's pull request waits for the `approve` Update.
 AWAIT_FORK_APPROVAL = "await-fork-approval"
 AWAITING_APPROVAL = "a pull request from a fork: someone with pipelines:run must approve it"
+# Added after runs were in flight: a run the platform could not carry out fails its workflow.
+FAIL_ON_PLATFORM_FAILURE = "fail-on-platform-failure"
+# The activities' own types worth keeping as the workflow's; others get the phase's type.
+PLATFORM_FAILURES = (GIT_CHECKOUT_FAILED, REPOSITORY_NOT_BOUND, RUNNER_UNAVAILABLE, RUN_GONE)
 STEP_MARGIN = timedelta(minutes=1)  # on top of the step's own timeout, for the activity
 FAILED_STEP_STATUSES = ("failed", "timed_out", "cancelled")
 
@@ -76,6 +94,28 @@ __all__ = ["PIPELINES_QUEUE", "WORKFLOW_ID_PREFIX", "PipelineRunWorkflow", "work
 def _cancelled(err: ActivityError) -> bool:
     """The activity ended because the run's workflow is being cancelled."""
     return isinstance(err.cause, CancelledError)
+
+
+def _run_fault(err: ActivityError) -> bool:
+    """The activity failed because of the run's own input (its definition, its commit)."""
+    cause = err.cause
+    return isinstance(cause, ApplicationError) and cause.type in RUN_FAULTS
+
+
+def _failure_type(err: ActivityError, default: str) -> str:
+    """What failed, for the workflow's ApplicationError: the activity's type when it names a
+    platform failure, else `default` (the phase's)."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type in PLATFORM_FAILURES:
+        return cause.type
+    return default
+
+
+def _short(sha_or_ref: str | None) -> str:
+    """A commit as people write it (7 characters); a ref as it is."""
+    if sha_or_ref and len(sha_or_ref) == 40 and all(c in "0123456789abcdef" for c in sha_or_ref):
+        return sha_or_ref[:7]
+    return sha_or_ref or "HEAD"
 
 
 @workflow.defn
@@ -93,6 +133,7 @@ class PipelineRunWorkflow:
         self._side: list[asyncio.Future[Any]] = []
         self._sha: str | None = None
         self._decision: ApprovalResult | None = None
+        self._platform_failure: tuple[str, str] | None = None  # (type, message)
         if input.needs_approval:
             self._status, self._waiting_reason = "awaiting_approval", AWAITING_APPROVAL
 
@@ -110,6 +151,7 @@ class PipelineRunWorkflow:
             result: ApprovalResult = await workflow.execute_activity_method(
                 PipelineActivities.decide,
                 DecideInput(run_id=self._run_id, request=request),
+                summary=f"decide: {request.decision}",
                 **_db(),
             )
         except ActivityError as err:
@@ -152,10 +194,14 @@ class PipelineRunWorkflow:
             raise
         if admission.context is None:  # the run or its pipeline is gone
             self._status, self._phase, self._error = "cancelled", "done", admission.reason
+            search_attributes.set_status("cancelled")
+            workflow.set_current_details(f"cancelled: {admission.reason}")
             return self.state()
         ctx = admission.context
         self._run_id = ctx.run_id
         self._status, self._waiting_reason = "running", None
+        self._label(ctx)
+        search_attributes.set_status("running")
         for workflow_id in admission.superseded:
             await self._cancel_superseded(workflow_id)
         self._report(ctx, "pending", f"#{ctx.number} running")
@@ -174,7 +220,13 @@ class PipelineRunWorkflow:
                 f"the run could not go on: {failure_message(err)}",
                 None,
             )
+            self._platform_failed(ctx, RECORD_FAILED, err, "its progress could not be recorded")
         await self._finish(ctx, status, error, failed)
+        # (a platform failure in a `continue_on_error` step leaves the outcome to the rest)
+        failure = self._platform_failure if status == "failed" else None
+        if failure is not None and workflow.patched(FAIL_ON_PLATFORM_FAILURE):
+            kind, message = failure
+            raise ApplicationError(message, type=kind, non_retryable=True)
         return self.state()
 
     # -- phases -------------------------------------------------------------------------------
@@ -183,11 +235,12 @@ class PipelineRunWorkflow:
         while True:
             self._woken = False
             admission: Admission = await workflow.execute_activity_method(
-                PipelineActivities.admit, self._input, **_db()
+                PipelineActivities.admit, self._input, summary="admit", **_db()
             )
             if admission.admitted or admission.gone:
                 return admission
             self._waiting_reason = admission.reason
+            workflow.set_current_details(f"queued: {admission.reason}")
             with contextlib.suppress(TimeoutError):  # look again every so often anyway
                 await workflow.wait_condition(lambda: self._woken, timeout=ADMISSION_RECHECK)
 
@@ -195,14 +248,22 @@ class PipelineRunWorkflow:
         """Wait (durably, without limit) for a decision on a fork's run; False: rejected."""
         assert self._run_id is not None
         self._phase = "awaiting approval"
+        pull_request = f" #{self._input.pull_request}" if self._input.pull_request else ""
+        workflow.set_current_details(
+            f"waiting for approval of fork pull request{pull_request}: someone with "
+            "pipelines:run on the pipeline must approve it"
+        )
         self._report_run(self._run_id, "pending", "awaiting approval (a fork's pull request)")
         await workflow.wait_condition(lambda: self._decision is not None)
         assert self._decision is not None
+        search_attributes.set_status(self._decision.status)
         if self._decision.status == "queued":
             self._status, self._phase, self._waiting_reason = "queued", "waiting", None
+            workflow.set_current_details(f"approved by {self._decision.decided_by}")
             return True
         self._status, self._phase, self._waiting_reason = self._decision.status, "done", None
         self._error = f"rejected by {self._decision.decided_by}"
+        workflow.set_current_details(self._error)
         self._report_run(self._run_id, "error", "rejected")
         await asyncio.gather(*self._side, return_exceptions=True)
         return False
@@ -211,9 +272,14 @@ class PipelineRunWorkflow:
         """Cancelled before admission: the record says so too (it said `queued`)."""
         self._phase = "finishing"
         abandoned = await workflow.execute_activity_method(
-            PipelineActivities.abandon, self._input, **_db()
+            PipelineActivities.abandon,
+            self._input,
+            summary="record cancelled before admission",
+            **_db(),
         )
         self._status, self._error = "cancelled", "cancelled"
+        search_attributes.set_status("cancelled")
+        workflow.set_current_details("cancelled before it started")
         for workflow_id in abandoned.waiting:
             if workflow_id != workflow.info().workflow_id:
                 await self._wake(workflow_id)
@@ -229,18 +295,24 @@ class PipelineRunWorkflow:
     async def _execute(self, ctx: RunContext) -> tuple[RunStatus, str | None, tuple[str, str]]:
         """Check out and run the stages: (status, error, (failed stage, failed step))."""
         self._phase = "checking out"
+        wanted = _short(ctx.sha or ctx.ref)
+        workflow.set_current_details(f"checking out {wanted} of {ctx.repository_url}")
         try:
             plan = await workflow.execute_activity_method(
                 PipelineActivities.checkout,
                 CheckoutInput(context=ctx),
+                summary=f"checkout {wanted}",
                 **activity_options("git"),
             )
         except ActivityError as err:
             if _cancelled(err):
                 raise asyncio.CancelledError() from err
+            if not _run_fault(err):
+                self._platform_failed(ctx, _failure_type(err, GIT_CHECKOUT_FAILED), err)
             return "failed", failure_message(err), ("checkout", "")
         self._stages = plan.stages
         self._sha = plan.sha
+        self._label(ctx, commit=plan.sha)
         for stage in self._stages:
             if stage.status in ("skipped", "reused"):
                 continue
@@ -287,6 +359,7 @@ class PipelineRunWorkflow:
         self, ctx: RunContext, sha: str, stage: PlannedStage, step: PlannedStep
     ) -> StepResult:
         step.status = "running"
+        self._show_progress(stage)
         try:
             result: StepResult = await workflow.execute_activity_method(
                 PipelineActivities.run_step,
@@ -299,6 +372,7 @@ class PipelineRunWorkflow:
                     host_kind=ctx.host_kind,
                     sha=sha,
                 ),
+                summary=f"step {step.name} (stage {stage.name})",
                 **activity_options(
                     "pipeline_step",
                     start_to_close_timeout=timedelta(seconds=step.timeout_seconds) + STEP_MARGIN,
@@ -309,11 +383,17 @@ class PipelineRunWorkflow:
             if _cancelled(err):  # the run is being cancelled
                 step.status = "cancelled"
                 raise asyncio.CancelledError() from err
+            # A command that fails is the step's result: the activity failing (after its
+            # retries) is the platform's, as is the workflow's failure once it is recorded.
+            if not _run_fault(err):
+                doing = f"step {step.name} of stage {stage.name} could not run"
+                self._platform_failed(ctx, _failure_type(err, STEP_NOT_RUN), err, doing)
             result = StepResult(status="failed", error=failure_message(err))
         except asyncio.CancelledError:
             step.status = "cancelled"
             raise
         step.status = result.status
+        self._show_progress(stage)
         return result
 
     async def _finish(
@@ -334,10 +414,13 @@ class PipelineRunWorkflow:
         finished = await workflow.execute_activity_method(
             PipelineActivities.finish,
             FinishInput(run_id=ctx.run_id, status=status, error=error),
+            summary=f"finish {status}",
             **_db(),
         )
-        # the record says it now: the live view may too
+        # the record says it now: the live view (and the operator's) may too
         self._status, self._error = status, error
+        search_attributes.set_status(status)
+        workflow.set_current_details(f"{status}: {error}" if error else status)
         for workflow_id in finished.waiting:
             if workflow_id != workflow.info().workflow_id:
                 await self._wake(workflow_id)
@@ -356,11 +439,58 @@ class PipelineRunWorkflow:
             self._notify(ctx, f"pipeline.{status}", extra)
         self._side.append(
             workflow.start_activity_method(
-                PipelineActivities.cleanup, RunRef(run_id=ctx.run_id), **_db()
+                PipelineActivities.cleanup,
+                RunRef(run_id=ctx.run_id),
+                summary="remove the workspace",
+                **_db(),
             )
         )
         await asyncio.gather(*self._side, return_exceptions=True)
         self._phase = "done"
+
+    # -- what the operator sees ---------------------------------------------------------------
+
+    def _label(self, ctx: RunContext, commit: str | None = None) -> None:
+        """Upsert the search attributes the start did not give (a cron firing's, a ref's
+        commit once checked out); nothing when they are all there already."""
+        values: dict[str, str | None] = {
+            "organization": ctx.organization,
+            "team": ctx.team,
+            "service": ctx.service,
+            "pipeline": ctx.pipeline,
+            "commit": commit or ctx.sha,
+            "actor": ctx.triggered_by,
+        }
+        current = workflow.info().typed_search_attributes
+        wanted = search_attributes.attributes(**values).search_attributes
+        if any(current.get(pair.key) != pair.value for pair in wanted):
+            search_attributes.set_attributes(**values)
+
+    def _show_progress(self, stage: PlannedStage) -> None:
+        """Current details: the stage's running steps, and how far the run is."""
+        steps = [
+            step
+            for each in self._stages
+            for step in each.steps
+            if step.status not in ("skipped", "reused")
+        ]
+        done = sum(step.status not in ("pending", "running") for step in steps)
+        running = [step.name for step in stage.steps if step.status == "running"]
+        progress = f"{done} of {len(steps)} steps done"
+        if running:
+            doing = f"step{'s' if len(running) > 1 else ''} {', '.join(running)} running"
+            progress = f"{doing} ({progress})"
+        workflow.set_current_details(f"stage {stage.name}: {progress}")
+
+    def _platform_failed(
+        self, ctx: RunContext, kind: str, err: ActivityError, doing: str | None = None
+    ) -> None:
+        """Keep the platform's first failure: the workflow fails with it once the run is
+        recorded failed (`run`)."""
+        if self._platform_failure is None:
+            what = f"{doing}: {failure_message(err)}" if doing else failure_message(err)
+            where = f"pipeline {ctx.pipeline} #{ctx.number} of service {ctx.service}"
+            self._platform_failure = (kind, f"{where}: {what}")
 
     # -- side effects ------------------------------------------------------------------------
 
@@ -374,6 +504,7 @@ class PipelineRunWorkflow:
                 status=status,
                 skip_rest=skip_rest,
             ),
+            summary=f"record stage {stage.name} {status}",
             **_db(),
         )
 
@@ -392,6 +523,7 @@ class PipelineRunWorkflow:
             workflow.start_activity_method(
                 PipelineActivities.report_status,
                 StatusReport(run_id=run_id, state=state, description=description),
+                summary=f"commit status {state}",
                 **activity_options("git_host"),
             )
         )

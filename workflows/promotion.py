@@ -19,7 +19,14 @@ task queue.
 5. Every transition is mirrored into the promotion's row (`promotions.record`) and notified.
 
 `cancel` (an Update) ends a promotion that has not started deploying. The `state` query is the
-live view: status, decisions, whom or what it waits for, and the time left."""
+live view: status, decisions, whom or what it waits for, and the time left.
+
+In the Temporal UI: `IdpStatus` follows the status of the promotion's row, the current
+details say what it does or waits for, and every activity has a summary. Outcomes of the
+user's work (refused, rejected, expired, cancelled, rolled back, a version that never became
+healthy) complete the workflow; when the platform could not do its job (the deploy target or
+the verification failing after their retries, a roll back failing) the outcome is recorded
+first and the workflow then fails with `DeployFailed`, `VerifyFailed` or `RollbackFailed`."""
 
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows.approvals import ApprovalRules, Approvals, refuse, wait_for
 from workflows.failures import failure_message
@@ -51,17 +58,25 @@ with workflow.unsafe.imports_passed_through():
         VerifyInput,
     )
     from core.promotions.promotions import WORKFLOW_ID_PREFIX, workflow_id_for
+    from core.temporal import search_attributes
     from core.temporal.policies import activity_options
     from workflows.notification import notify, update_slack_messages
 
 PROMOTIONS_QUEUE = "promotions"
 VERIFY_MARGIN = timedelta(minutes=1)  # on top of the verification window, for the activity
+# Histories recorded when a platform failure completed the workflow replay without the raise.
+PLATFORM_FAILURE_FAILS = "promotion-platform-failure-fails"
 
 __all__ = ["PROMOTIONS_QUEUE", "WORKFLOW_ID_PREFIX", "PromotionWorkflow", "workflow_id_for"]
 
 
-def _db() -> dict[str, Any]:
-    return activity_options("db")
+def _db(summary: str) -> dict[str, Any]:
+    return activity_options("db", summary=summary)
+
+
+def _error_type(err: ActivityError) -> str | None:
+    cause = err.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
 
 
 @workflow.defn
@@ -71,7 +86,9 @@ class PromotionWorkflow:
         self._input = input
         self._plan: Plan | None = None
         self._status = "pending"
+        self._indexed = "pending"  # the IdpStatus last upserted (the client started with it)
         self._reason: str | None = None
+        self._failure: ApplicationError | None = None  # the platform's, raised at the end
         self._approvals: Approvals | None = None
         self._cancel: CancelRequest | None = None
         self._wait_until: datetime | None = None
@@ -84,7 +101,7 @@ class PromotionWorkflow:
     @workflow.run
     async def run(self, input: PromotionInput) -> PromotionView:
         plan: Plan = await workflow.execute_activity_method(
-            PromotionActivities.prepare, input, **_db()
+            PromotionActivities.prepare, input, **_db("read the promotion and its policy")
         )
         self._plan = plan
         self._approvals = Approvals(
@@ -100,6 +117,8 @@ class PromotionWorkflow:
             await self._deploy()
         await asyncio.gather(*self._records, *self._side, *self._slack, return_exceptions=True)
         await workflow.wait_condition(workflow.all_handlers_finished)  # a decision being checked
+        if self._failure is not None and workflow.patched(PLATFORM_FAILURE_FAILS):
+            raise self._failure
         return self._view()
 
     async def _gate(self) -> bool:
@@ -107,7 +126,7 @@ class PromotionWorkflow:
             if self._cancel is not None:
                 return await self._cancelled()
             gate = await workflow.execute_activity_method(
-                PromotionActivities.check, self._input, **_db()
+                PromotionActivities.check, self._input, **_db(f"check {self._where()}'s policy")
             )
             if gate.refused is not None:
                 await self._end("refused", gate.refused, "promotion.failed")
@@ -193,17 +212,25 @@ class PromotionWorkflow:
         assert plan is not None
         rollback = plan.kind == "rollback"
         # The deploy activity marks the row `deploying` itself: no wait for earlier records.
-        self._status = "deploying"
+        self._move("deploying", self._reason)
         try:
             result = await workflow.execute_activity_method(
                 PromotionActivities.deploy,
                 DeployInput(promotion_id=plan.promotion_id, version_id=plan.version_id),
-                **activity_options("deploy"),
+                **activity_options(
+                    "deploy", summary=f"deploy {plan.version} to {plan.environment}"
+                ),
             )
         except ActivityError as err:
-            await self._end(
-                "failed", f"the deploy failed: {failure_message(err)}", "promotion.failed"
-            )
+            message = failure_message(err)
+            await self._end("failed", f"the deploy failed: {message}", "promotion.failed")
+            if _error_type(err) != "ReleaseInvalid":  # the version's own config is the user's
+                self._fail(
+                    "DeployFailed",
+                    f"deploying {plan.service} {plan.version} to {plan.environment} failed "
+                    f"on its target ({plan.target or 'unknown'}): {message}",
+                    err,
+                )
             return
         self._deployment_id = result.deployment_id
         if not result.ok:
@@ -211,11 +238,32 @@ class PromotionWorkflow:
             return
         self._set("verifying", f"probing health for {plan.verification_window:g}s")
         window = timedelta(seconds=plan.verification_window)
-        verdict = await workflow.execute_activity_method(
-            PromotionActivities.verify,
-            VerifyInput(deployment_id=result.deployment_id, seconds=plan.verification_window),
-            **activity_options("deploy", start_to_close_timeout=window + VERIFY_MARGIN),
-        )
+        try:
+            verdict = await workflow.execute_activity_method(
+                PromotionActivities.verify,
+                VerifyInput(deployment_id=result.deployment_id, seconds=plan.verification_window),
+                **activity_options(
+                    "deploy",
+                    start_to_close_timeout=window + VERIFY_MARGIN,
+                    summary=f"verify {plan.service} in {plan.environment}",
+                ),
+            )
+        except ActivityError as err:
+            if not workflow.patched(PLATFORM_FAILURE_FAILS):
+                raise  # as recorded before: the workflow failed with the activity's error
+            message = failure_message(err)
+            await self._end(
+                "failed",
+                f"the verification could not run: {message}; {plan.version} runs unverified",
+                "promotion.failed",
+            )
+            self._fail(
+                "VerifyFailed",
+                f"verifying {plan.service} {plan.version} in {plan.environment} "
+                f"({plan.target or 'unknown'}) could not run: {message}",
+                err,
+            )
+            return
         if not verdict.ok:
             await self._recover(result, verdict.error or "unhealthy", rollback, verified=False)
             return
@@ -236,23 +284,32 @@ class PromotionWorkflow:
             await self._end("failed", error, "promotion.failed")
             return
         if result.switched:
-            self._set("deploying", f"{error}; rolling back to {plan.previous_version}")
+            self._set(
+                "deploying",
+                f"{error}; rolling back to {plan.previous_version}",
+                details=f"rolling back {plan.environment} to {plan.previous_version}: {error}",
+            )
             try:
                 back = await workflow.execute_activity_method(
                     PromotionActivities.deploy,
                     DeployInput(promotion_id=plan.promotion_id, version_id=previous, rollback=True),
-                    **activity_options("deploy"),
+                    **activity_options("deploy", summary=f"roll back to {plan.previous_version}"),
                 )
             except ActivityError as err:
+                why: str | None = failure_message(err)
+                cause: BaseException | None = err
+            else:
+                why, cause = (None if back.ok else back.error or "unhealthy"), None
+            if why is not None:
                 await self._end(
-                    "failed",
-                    f"{error}; the roll back failed too: {failure_message(err)}",
-                    "promotion.failed",
+                    "failed", f"{error}; the roll back failed too: {why}", "promotion.failed"
                 )
-                return
-            if not back.ok:
-                await self._end(
-                    "failed", f"{error}; the roll back failed too: {back.error}", "promotion.failed"
+                self._fail(
+                    "RollbackFailed",
+                    f"rolling {plan.service} in {plan.environment} back to "
+                    f"{plan.previous_version} failed on its target ({plan.target or 'unknown'}) "
+                    f"after {plan.version} failed ({error}): {why}",
+                    cause,
                 )
                 return
             await self._mark(mark.model_copy(update={"status": "rolled_back"}))
@@ -266,7 +323,8 @@ class PromotionWorkflow:
         approver the database returns (an activity) passes the same checks, now."""
         approvals = self._approvals
         assert approvals is not None
-        decision = await approvals.checked(decision, self._check_approver)
+        name = decision.approver.name
+        decision = await approvals.checked(decision, lambda c: self._check_approver(c, name))
         self._validate_decision(decision)
         approvals.add(decision)
         if decision.decision == "reject":
@@ -282,9 +340,9 @@ class PromotionWorkflow:
             raise refuse(f"the promotion is not awaiting approval (it is {self._status})")
         self._approvals.validate(decision, status=self._status, awaiting=awaiting)
 
-    async def _check_approver(self, check: ApproverCheck) -> Approver:
+    async def _check_approver(self, check: ApproverCheck, name: str) -> Approver:
         found: Approver = await workflow.execute_activity_method(
-            PromotionActivities.check_approver, check, **_db()
+            PromotionActivities.check_approver, check, **_db(f"check approver {name}")
         )
         return found
 
@@ -328,9 +386,41 @@ class PromotionWorkflow:
     def _decisions(self) -> list[DecisionRecord]:
         return list(self._approvals.decisions) if self._approvals else []
 
-    def _set(self, status: str, reason: str | None, **extra: Any) -> None:
-        """Change the status and mirror it (with the decisions) into the row, in order."""
+    def _where(self) -> str:
+        return self._plan.environment if self._plan else "the environment"
+
+    def _move(self, status: str, reason: str | None, details: str | None = None) -> None:
+        """The new status, in the state, `IdpStatus` and the UI's current details."""
         self._status, self._reason = status, reason
+        if status != self._indexed:
+            self._indexed = status
+            search_attributes.set_status(status)
+        workflow.set_current_details(details or self._details())
+
+    def _details(self) -> str:
+        plan, status, reason = self._plan, self._status, self._reason
+        if plan is not None and status == "deploying":
+            return f"deploying {plan.version} to {plan.environment}"
+        if plan is not None and status == "verifying":
+            return (
+                f"verifying {plan.service} {plan.version} in {plan.environment} "
+                f"for {plan.verification_window:g}s"
+            )
+        if status == "awaiting_approval" and self._approvals is not None:
+            return self._approvals.details()
+        return status.replace("_", " ") + (f": {reason}" if reason else "")
+
+    def _fail(self, kind: str, message: str, cause: BaseException | None) -> None:
+        """The platform could not do its job: the run raises this once all is recorded."""
+        failure = ApplicationError(message, type=kind, non_retryable=True)
+        failure.__cause__ = cause
+        self._failure = failure
+
+    def _set(
+        self, status: str, reason: str | None, *, details: str | None = None, **extra: Any
+    ) -> None:
+        """Change the status and mirror it (with the decisions) into the row, in order."""
+        self._move(status, reason, details)
         update = StatusUpdate(
             promotion_id=self._input.promotion_id,
             status=status,
@@ -342,7 +432,9 @@ class PromotionWorkflow:
 
         async def write() -> None:
             await asyncio.gather(*previous, return_exceptions=True)
-            await workflow.execute_activity_method(PromotionActivities.record, update, **_db())
+            await workflow.execute_activity_method(
+                PromotionActivities.record, update, **_db(f"record {status}")
+            )
 
         self._records.append(asyncio.ensure_future(write()))
 
@@ -362,7 +454,9 @@ class PromotionWorkflow:
             self._notify(event, {**self._approval_context(), "reason": reason, **(extra or {})})
 
     async def _mark(self, mark: DeploymentMark) -> None:
-        await workflow.execute_activity_method(PromotionActivities.mark_deployment, mark, **_db())
+        await workflow.execute_activity_method(
+            PromotionActivities.mark_deployment, mark, **_db(f"mark the deployment {mark.status}")
+        )
 
     def _approval_context(self) -> dict[str, Any]:
         plan, approvals = self._plan, self._approvals
@@ -412,7 +506,7 @@ class PromotionWorkflow:
             found: list[uuid.UUID] = await workflow.execute_activity_method(
                 PromotionActivities.slack_messages,
                 SlackMessagesInput(promotion_id=plan.promotion_id),
-                **_db(),
+                **_db("find the Slack approval requests"),
             )
             return found
 

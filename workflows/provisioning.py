@@ -20,7 +20,15 @@ Where the Pulumi CLI is missing, the preview fails at once (non-retryable) with 
 install it, and the run ends `failed` with nothing created or recorded.
 
 **DestroyWorkflow** (`destroy-<environment id>`): the same approval when production, then
-`provisioning.destroy` of the stack, or of one resource and what depends on it."""
+`provisioning.destroy` of the stack, or of one resource and what depends on it.
+
+**Failures** (docs/architecture.md): when the platform could not do its job (the CLI missing,
+refused credentials, the engine failing, a destroy that failed) the run is recorded and
+compensated as above, then the workflow execution FAILS with an ApplicationError of a stable
+type (`PulumiCliMissing`, `CredentialsRefused`, `ProvisioningFailed`, `CompensationFailed`,
+`DestroyFailed`) whose message says what and where; a blocking compliance rule, a rejection,
+an expiry or a cancel COMPLETES with that outcome. Histories from before this (no
+`PLATFORM_FAILURE_FAILS` marker) still complete. `IdpStatus` follows the recorded status."""
 
 from __future__ import annotations
 
@@ -31,7 +39,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
 
 from workflows.approvals import ApprovalRules, Approvals, refuse, wait_for
 from workflows.failures import failure_message
@@ -40,8 +54,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.provisioning import ProvisioningActivities
     from core.approvals import Approver, ApproverCheck, CancelRequest, Decision
     from core.infrastructure.provision_messages import (
+        COMPENSATION_FAILED,
+        CREDENTIALS_REFUSED,
+        DESTROY_FAILED,
         PENDING,
+        PROVISIONING_FAILED,
         PULUMI_MISSING,
+        PULUMI_MISSING_BEFORE,
         ExpiryInput,
         ExpiryView,
         Extension,
@@ -52,10 +71,15 @@ with workflow.unsafe.imports_passed_through():
         ProvisionView,
     )
     from core.notifications.messages import NotificationRequest
+    from core.temporal import search_attributes
     from core.temporal.policies import activity_options
     from workflows.notification import notify, update_slack_messages
 
 PROVISIONING_QUEUE = "provisioning"
+# Marks histories in which a platform failure fails the execution (before: it completed).
+PLATFORM_FAILURE_FAILS = "provisioning-platform-failure-fails"
+# PreviewExpiryWorkflow's `IdpStatus`: waiting for its time, then destroying, then how it ended.
+EXPIRY_SCHEDULED = "scheduled"
 
 
 def _db() -> dict[str, Any]:
@@ -67,7 +91,36 @@ def _engine() -> dict[str, Any]:
 
 
 def _cli_missing(err: ActivityError) -> bool:
-    return isinstance(err.cause, ApplicationError) and err.cause.type == PULUMI_MISSING
+    cause = err.cause
+    return isinstance(cause, ApplicationError) and cause.type in (
+        PULUMI_MISSING,
+        PULUMI_MISSING_BEFORE,
+    )
+
+
+def _failure_type(err: ActivityError, otherwise: str) -> str:
+    """The run's failure type for an engine activity's error: the CLI missing and refused
+    credentials keep theirs, anything else is `otherwise`."""
+    if _cli_missing(err):
+        return PULUMI_MISSING
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type == CREDENTIALS_REFUSED:
+        return CREDENTIALS_REFUSED
+    return otherwise
+
+
+def _for_child(status: str) -> TypedSearchAttributes | None:
+    """This run's search attributes with `IdpStatus` = `status`, for a child it starts (None
+    in a history from before search attributes)."""
+    if not workflow.patched(search_attributes.PATCH_ID):
+        return None
+    ours = {key.name for key in search_attributes.ALL} - {search_attributes.STATUS.name}
+    kept = [
+        pair
+        for pair in workflow.info().typed_search_attributes.search_attributes
+        if pair.key.name in ours
+    ]
+    return TypedSearchAttributes([*kept, SearchAttributePair(search_attributes.STATUS, status)])
 
 
 class _StackRun:
@@ -86,10 +139,14 @@ class _StackRun:
         self._records: list[asyncio.Future[Any]] = []
         self._side: list[asyncio.Future[Any]] = []
         self._slack: list[asyncio.Future[Any]] = []
+        self._failure: tuple[str, str] | None = None  # (type, message): the platform failed
 
     async def _prepare(self) -> ProvisionPlan:
         plan: ProvisionPlan = await workflow.execute_activity_method(
-            ProvisioningActivities.prepare, self._input, **_db()
+            ProvisioningActivities.prepare,
+            self._input,
+            summary=f"read provisioning run {self._input.provision_id}",
+            **_db(),
         )
         self._plan = plan
         request = "provisioning" if plan.action == "up" else "destroy"
@@ -99,9 +156,26 @@ class _StackRun:
         return plan
 
     async def _finish(self) -> ProvisionView:
+        """The run's view once everything it recorded and sent is done; where the platform
+        failed (`_end(..., failure=)`), the execution fails with that instead."""
         await asyncio.gather(*self._records, *self._side, *self._slack, return_exceptions=True)
         await workflow.wait_condition(workflow.all_handlers_finished)  # a decision being checked
+        if self._failure is not None and workflow.patched(PLATFORM_FAILURE_FAILS):
+            kind, message = self._failure
+            raise ApplicationError(message, type=kind, non_retryable=True)
         return self._view()
+
+    def _where(self) -> str:
+        """`production (aws)`: the environment and cloud, for activity summaries."""
+        plan = self._plan
+        return f"{plan.environment} ({plan.cloud})" if plan else str(self._input.provision_id)
+
+    def _on(self) -> str:
+        """`production on aws-main (aws)`: where the engine runs, for messages."""
+        plan = self._plan
+        if plan is None:
+            return str(self._input.provision_id)
+        return f"{plan.environment} on {plan.provider} ({plan.cloud})"
 
     # -- approval -------------------------------------------------------------------------
     async def _approve(self, why: str) -> bool:
@@ -164,7 +238,10 @@ class _StackRun:
 
         async def find() -> list[uuid.UUID]:
             found: list[uuid.UUID] = await workflow.execute_activity_method(
-                ProvisioningActivities.slack_messages, self._input, **_db()
+                ProvisioningActivities.slack_messages,
+                self._input,
+                summary="find the approval requests delivered to Slack",
+                **_db(),
             )
             return found
 
@@ -222,7 +299,10 @@ class _StackRun:
 
     async def _check_approver(self, check: ApproverCheck) -> Approver:
         found: Approver = await workflow.execute_activity_method(
-            ProvisioningActivities.check_approver, check, **_db()
+            ProvisioningActivities.check_approver,
+            check,
+            summary=f"check approver {check.user_id} on {self._where()}",
+            **_db(),
         )
         return found
 
@@ -263,6 +343,8 @@ class _StackRun:
     # -- state, mirrored ------------------------------------------------------------------
     def _set(self, status: str, reason: str | None, **extra: Any) -> None:
         self._status, self._reason = status, reason
+        search_attributes.set_status(status)
+        workflow.set_current_details(self._details(status, reason))
         approvals = self._approvals
         update = ProvisionStatus(
             provision_id=self._input.provision_id,
@@ -275,9 +357,26 @@ class _StackRun:
 
         async def write() -> None:
             await asyncio.gather(*previous, return_exceptions=True)
-            await workflow.execute_activity_method(ProvisioningActivities.record, update, **_db())
+            await workflow.execute_activity_method(
+                ProvisioningActivities.record, update, summary=f"record {status}", **_db()
+            )
 
         self._records.append(asyncio.ensure_future(write()))
+
+    def _details(self, status: str, reason: str | None) -> str:
+        """The current details the Temporal UI shows on the run's page."""
+        approvals = self._approvals
+        if status == "previewing":
+            return f"previewing {self._on()}"
+        if status == "awaiting_approval" and approvals is not None:
+            return approvals.details()  # what the wait keeps up to date (workflows/approvals.py)
+        if status == "provisioning":
+            return f"pulumi up on {self._on()}: {reason}"
+        if status == "compensating":
+            return f"compensating: destroying what pulumi up created in {self._on()}"
+        if status == "destroying":
+            return f"pulumi destroy on {self._on()}"
+        return f"{status}: {reason}" if reason else status
 
     async def _end(
         self,
@@ -285,7 +384,13 @@ class _StackRun:
         reason: str | None,
         event: str | None,
         context: dict[str, Any] | None = None,
+        *,
+        failure: str | None = None,
     ) -> None:
+        """Record how the run ended and notify; `failure` (an ApplicationError type) when
+        the platform could not do its job: `_finish` then fails the execution."""
+        if failure is not None and reason is not None:
+            self._failure = (failure, reason)
         self._set(status, reason, finished=True)
         await self._flush()
         if event is not None:
@@ -336,12 +441,21 @@ class ProvisionWorkflow(_StackRun):
         self._set("previewing", "pulumi preview")
         try:
             preview: PreviewResult = await workflow.execute_activity_method(
-                ProvisioningActivities.preview, input, **_engine()
+                ProvisioningActivities.preview,
+                input,
+                summary=f"preview {self._where()}",
+                **_engine(),
             )
         except ActivityError as err:
             what = "cannot provision" if _cli_missing(err) else "the preview failed"
-            error = f"{what}: {failure_message(err)}; nothing was created"
-            await self._end("failed", error, "environment.failed", {"error": error})
+            error = f"{what} {self._on()}: {failure_message(err)}; nothing was created"
+            await self._end(
+                "failed",
+                error,
+                "environment.failed",
+                {"error": error},
+                failure=_failure_type(err, PROVISIONING_FAILED),
+            )
             return await self._finish()
         self._preview = preview
         if preview.blocking:
@@ -361,14 +475,24 @@ class ProvisionWorkflow(_StackRun):
         self._set("provisioning", f"pulumi up: {preview.summary()}")
         try:
             up = await workflow.execute_activity_method(
-                ProvisioningActivities.up, self._input, **_engine()
+                ProvisioningActivities.up,
+                self._input,
+                summary=f"up {self._where()}",
+                **_engine(),
             )
         except ActivityError as err:
             if _cli_missing(err):
-                error = f"cannot provision: {failure_message(err)}; nothing was created"
-                await self._end("failed", error, "environment.failed", {"error": error})
+                error = (
+                    f"cannot provision {self._on()}: {failure_message(err)}; nothing was created"
+                )
+                await self._end(
+                    "failed", error, "environment.failed", {"error": error}, failure=PULUMI_MISSING
+                )
                 return
-            await self._compensate(f"pulumi up failed: {failure_message(err)}")
+            await self._compensate(
+                f"pulumi up failed in {self._on()}: {failure_message(err)}",
+                _failure_type(err, PROVISIONING_FAILED),
+            )
             return
         destroy_at = workflow.now() + timedelta(seconds=plan.ttl) if plan.ttl else None
         summary = f"{up.resources} resource(s) recorded; outputs: {', '.join(up.outputs) or '-'}"
@@ -380,22 +504,31 @@ class ProvisionWorkflow(_StackRun):
         if destroy_at is not None:
             await self._start_expiry(plan, destroy_at)
 
-    async def _compensate(self, error: str) -> None:
+    async def _compensate(self, error: str, failure: str) -> None:
         self._set("compensating", f"{error}; destroying what the stack created")
         try:
             result = await workflow.execute_activity_method(
-                ProvisioningActivities.destroy, self._input, **_engine()
+                ProvisioningActivities.destroy,
+                self._input,
+                summary=f"destroy {self._where()}: compensate the failed up",
+                **_engine(),
             )
         except ActivityError as err:
             failed = (
                 f"{error}; the compensating destroy failed too: {failure_message(err)}; "
                 f"resources of stack {self._plan.stack if self._plan else '?'} may remain"
             )
-            await self._end("failed", failed, "environment.failed", {"error": failed})
+            await self._end(
+                "failed",
+                failed,
+                "environment.failed",
+                {"error": failed},
+                failure=COMPENSATION_FAILED,
+            )
             return
         removed = ", ".join(result.resources) or "nothing had been created"
         done = f"{error}; compensated: destroyed what the stack had created ({removed})"
-        await self._end("compensated", done, "environment.failed", {"error": done})
+        await self._end("compensated", done, "environment.failed", {"error": done}, failure=failure)
 
     async def _start_expiry(self, plan: ProvisionPlan, destroy_at: datetime) -> None:
         with contextlib.suppress(WorkflowAlreadyStartedError):  # an earlier run's TTL counts
@@ -407,9 +540,16 @@ class ProvisionWorkflow(_StackRun):
                     destroy_at=destroy_at,
                     notifications_queue=self._input.notifications_queue,
                     provisioning_queue=workflow.info().task_queue,
+                    environment=plan.environment,
+                    cloud=plan.cloud,
                 ),
                 id=expiry_workflow_id(plan.environment_id),
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                search_attributes=_for_child(EXPIRY_SCHEDULED),
+                static_summary=(
+                    f"time to live of preview environment {plan.environment} ({plan.cloud}): "
+                    f"destroyed at {destroy_at:%Y-%m-%d %H:%M} UTC unless extended"
+                ),
             )
 
 
@@ -428,11 +568,20 @@ class DestroyWorkflow(_StackRun):
         self._set("destroying", "pulumi destroy")
         try:
             result = await workflow.execute_activity_method(
-                ProvisioningActivities.destroy, input, **_engine()
+                ProvisioningActivities.destroy,
+                input,
+                summary=f"destroy {self._where()}",
+                **_engine(),
             )
         except ActivityError as err:
-            error = f"pulumi destroy failed: {failure_message(err)}"
-            await self._end("failed", error, "environment.failed", {"error": error})
+            error = f"pulumi destroy failed in {self._on()}: {failure_message(err)}"
+            await self._end(
+                "failed",
+                error,
+                "environment.failed",
+                {"error": error},
+                failure=_failure_type(err, DESTROY_FAILED),
+            )
             return await self._finish()
         if plan.whole_stack and not input.from_expiry:
             await self._stop_expiry(plan)
@@ -472,10 +621,58 @@ class PreviewExpiryWorkflow:
 
     @workflow.run
     async def run(self, input: ExpiryInput) -> ExpiryView:
+        what = input.environment or str(input.environment_id)
+        try:
+            await self._until_due(input, what)
+        except asyncio.CancelledError:  # its stack was destroyed by hand: nothing left to do
+            search_attributes.set_status("cancelled")
+            raise
+        self._destroying = True
+        search_attributes.set_status("destroying")
+        workflow.set_current_details(f"the time to live ended: destroying {what}")
+        destroy_id = await workflow.execute_activity_method(
+            ProvisioningActivities.expiry_destroy,
+            input,
+            summary=f"request the destroy of {what}",
+            **_db(),
+        )
+        cloud = f" ({input.cloud}, destroy)" if input.cloud else ""
+        try:
+            await workflow.execute_child_workflow(
+                DestroyWorkflow.run,
+                ProvisionInput(
+                    provision_id=destroy_id,
+                    notifications_queue=input.notifications_queue,
+                    from_expiry=True,
+                ),
+                id=f"destroy-{input.environment_id}",
+                task_queue=input.provisioning_queue,
+                search_attributes=_for_child("pending"),
+                static_summary=f"destroy {what}{cloud}: its time to live ended",
+            )
+        except ChildWorkflowError as err:
+            # The destroy run failed (it says why); so did this time to live.
+            search_attributes.set_status("failed")
+            cause = err.cause
+            why = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+            kind = cause.type if isinstance(cause, ApplicationError) else None
+            raise ApplicationError(
+                f"the time to live of {what} ended but its destroy failed: {why}",
+                type=kind or DESTROY_FAILED,
+                non_retryable=True,
+            ) from err
+        search_attributes.set_status("destroyed")
+        return self._state()
+
+    async def _until_due(self, input: ExpiryInput, what: str) -> None:
+        """Wait for the time to live to end, recording each extension."""
         while True:
             now = workflow.now()
             if now >= self._destroy_at:
-                break
+                return
+            workflow.set_current_details(
+                f"destroys {what} at {self._destroy_at:%Y-%m-%d %H:%M:%S} UTC unless extended"
+            )
             self._changed = False
             await wait_for(lambda: self._changed, self._destroy_at - now)
             if self._changed:
@@ -486,23 +683,9 @@ class PreviewExpiryWorkflow:
                         status="succeeded",
                         destroy_at=self._destroy_at,
                     ),
+                    summary=f"record destroy at {self._destroy_at.isoformat()}",
                     **_db(),
                 )
-        self._destroying = True
-        destroy_id = await workflow.execute_activity_method(
-            ProvisioningActivities.expiry_destroy, input, **_db()
-        )
-        await workflow.execute_child_workflow(
-            DestroyWorkflow.run,
-            ProvisionInput(
-                provision_id=destroy_id,
-                notifications_queue=input.notifications_queue,
-                from_expiry=True,
-            ),
-            id=f"destroy-{input.environment_id}",
-            task_queue=input.provisioning_queue,
-        )
-        return self._state()
 
     @workflow.update
     async def extend(self, extension: Extension) -> ExpiryView:

@@ -26,6 +26,7 @@ from core.catalog.health import (
 )
 from core.catalog.health_starter import (
     monitor_input,
+    monitor_labels,
     reconfigure_monitor,
     start_monitor,
     stop_monitors,
@@ -295,9 +296,10 @@ async def create_health_check(
     await EgressPolicy.of(state.settings).check_url(body.endpoint, field="endpoint")
     service = await authorized_service(session, service_id, principal, "services:write")
     check = await HealthCheckService(session).create(service, _fields(body))
+    labels = (await monitor_labels(session, [check])).get(check.id)
 
     async def start() -> None:
-        await start_monitor(await state.temporal.client(), monitor_input(check))
+        await start_monitor(await state.temporal.client(), monitor_input(check, labels=labels))
 
     # If Temporal cannot start the monitor the check is deleted again (and the answer is a
     # 503), so no check exists without its monitor.
@@ -358,9 +360,10 @@ async def update_health_check(
     before, config = before_image(check), probe_config(check)
     await checks.update(check, service, _fields(body))
     if probe_config(check) != config:
+        labels = (await monitor_labels(session, [check])).get(check.id)
 
         async def reconfigure() -> None:
-            await reconfigure_monitor(await state.temporal.client(), check)
+            await reconfigure_monitor(await state.temporal.client(), check, labels=labels)
 
         # A configuration the monitor did not take is set back: the check says what it probes.
         await commit_then_call(

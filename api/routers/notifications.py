@@ -33,7 +33,7 @@ from core.notifications.channels import (
     check_destinations,
 )
 from core.notifications.history import NotificationFilter, NotificationHistory
-from core.notifications.messages import NotificationRequest
+from core.notifications.messages import NotificationRequest, channel_label
 from core.notifications.preferences import PreferenceIn, PreferenceService
 from core.notifications.rendering import CHANNEL_TYPES, TemplateSource, default_template, events
 from core.notifications.senders.errors import DeliveryError
@@ -437,8 +437,10 @@ async def send_notification(
         authorize(principal, "notifications:write", await channels.resource(body.team_id))
     channel_ids = list(dict.fromkeys(body.channel_ids))  # each once, in the given order
     user_ids = list(dict.fromkeys(body.user_ids))
+    labels = []  # for the workflow's summary in the Temporal UI
     for channel_id in channel_ids:
         channel = await channels.get(channel_id)
+        labels.append(channel_label(channel.type, channel.name))
         authorize(principal, "notifications:write", await channels.resource(channel.team_id))
         if not channel.enabled:
             raise ValidationFailed(
@@ -460,7 +462,7 @@ async def send_notification(
         team_id=body.team_id,
     )
     await session.commit()
-    workflow_id = await start_notification(client, request)
+    workflow_id = await start_notification(client, request, channels=labels, actor=principal.label)
     await AuditService(session).record(
         "notification.send",
         "notification_request",

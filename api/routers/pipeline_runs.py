@@ -26,7 +26,7 @@ from core.identity.organizations import Visibility
 from core.models.pipelines import Pipeline, PipelineRun
 from core.pagination import PageRequest
 from core.pipelines.artifacts import ArtifactNotFound, ArtifactStore
-from core.pipelines.dispatch import cancel_run, start_run
+from core.pipelines.dispatch import cancel_run, run_labels, start_run
 from core.pipelines.pipelines import PipelineService
 from core.pipelines.run_messages import (
     FINISHED_RUN_STATUSES,
@@ -267,8 +267,9 @@ async def run_pipeline(
             parameters=body.parameters,
         ),
     )
+    labels = (await run_labels(session, [run]))[run.id]
     await session.commit()  # the workflow's first activity reads the run
-    await start_run(await state.temporal.client(), run)
+    await start_run(await state.temporal.client(), run, labels)
     return _run_out(run)
 
 
@@ -313,8 +314,9 @@ async def rerun(
             config=original.config,
         ),
     )
+    labels = (await run_labels(session, [run]))[run.id]
     await session.commit()
-    await start_run(await state.temporal.client(), run, rerun_from_stage=from_stage)
+    await start_run(await state.temporal.client(), run, labels, rerun_from_stage=from_stage)
     return _run_out(run)
 
 

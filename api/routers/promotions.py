@@ -167,7 +167,7 @@ async def _request(
     row = await promotions.request(env, service, target, principal, kind=kind, comment=body.comment)
     await session.commit()
     try:
-        await control.start_promotion(await state.temporal.client(), row)
+        await control.start_promotion(await state.temporal.client(), row, session=session)
     except Unavailable as exc:
         row.status, row.reason, row.finished_at = "failed", exc.message, utcnow()
         await session.commit()

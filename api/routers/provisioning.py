@@ -144,9 +144,10 @@ async def _start(session: AsyncSession, state: State, row: Provision) -> Provisi
     """Commit the run (the workflow's first activity reads it), then start its workflow; when
     Temporal cannot be reached, or the environment's previous workflow is still closing, it is
     recorded `failed` with the reason."""
+    labels = await control.run_labels(session, row)  # what the Temporal UI shows of it
     await session.commit()
     try:
-        await control.start_run(await state.temporal.client(), row)
+        await control.start_run(await state.temporal.client(), row, labels)
     except (Unavailable, Conflict) as exc:
         row.status, row.reason, row.finished_at = "failed", exc.message, utcnow()
         await session.commit()

@@ -8,13 +8,18 @@ Two ways in:
 - the Temporal UI, from the browser, cannot send our tokens (it passes only its own login's
   token, and only to https endpoints). Instead the operator signs in once at
   `/api/temporal/codec/sign-in`, which sets a codec session cookie (HttpOnly, SameSite=Strict,
-  scoped to this path), and turns on the UI's "Include cross-origin credentials" so the browser
-  sends it. The cookie is accepted by these endpoints only; permissions are re-read on every
-  request, so revoking the role or disabling the user ends access at once.
+  scoped to this path), and the UI server's codec settings include credentials, so the browser
+  sends it (`idp dev` sets them through workers/temporal_ui.py; a cluster's UI server through
+  its configuration). The cookie is accepted by these endpoints only; permissions are re-read
+  on every request, so revoking the role or disabling the user ends access at once.
+
+The sign-in page is also where the UI's codec error links to: it shows this browser's session
+state and says why decoding failed.
 """
 
 from __future__ import annotations
 
+import html
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -29,11 +34,11 @@ from temporalio.api.common.v1 import Payload, Payloads
 from api.auth import CODEC_SESSION_COOKIE, codec_principal, require
 from api.deps import DbSession, State
 from core.audit import AuditService
-from core.errors import BadRequest, Forbidden
+from core.errors import BadRequest, Forbidden, Unauthorized
 from core.identity.users import UserService
 from core.security.authorization import Principal
 from core.security.encryption import DecryptionError, installed_keyring
-from core.security.tokens import CODEC_SESSION, issue_access_token
+from core.security.tokens import CODEC_SESSION, decode_access_token, issue_access_token
 from core.settings import Settings
 from core.temporal.client import plaintext_allowed
 from core.temporal.codec import EncryptionCodec
@@ -96,13 +101,52 @@ def _sign_in_page() -> str:
     return _PAGE.read_text(encoding="utf-8")
 
 
+def temporal_ui_url(settings: Settings) -> str | None:
+    """The UI `idp dev` serves for its dev server; None with an external cluster, whose UI
+    address the platform does not know."""
+    if settings.temporal_address:
+        return None
+    return f"http://127.0.0.1:{settings.temporal_ui_port}"
+
+
+def render_sign_in_page(settings: Settings) -> str:
+    url = temporal_ui_url(settings)
+    ui = (
+        f'the UI at <a href="{html.escape(url)}">{html.escape(url)}</a>'
+        if url
+        else "the Temporal UI (its server's codec settings point here, with credentials)"
+    )
+    return _sign_in_page().replace("__TEMPORAL_UI__", ui)
+
+
 @router.get(
     "/sign-in",
     response_class=HTMLResponse,
     summary="A browser page that starts a codec session for the Temporal UI",
 )
-async def sign_in_page() -> HTMLResponse:
-    return HTMLResponse(_sign_in_page(), headers=_PAGE_HEADERS)
+async def sign_in_page(state: State) -> HTMLResponse:
+    return HTMLResponse(render_sign_in_page(state.settings), headers=_PAGE_HEADERS)
+
+
+@router.get(
+    "/session",
+    response_model=CodecSessionOut,
+    summary="This browser's codec session: who, and until when (401 without one)",
+)
+async def session_state(
+    request: Request, state: State, session: DbSession, _: Principal = decoder
+) -> CodecSessionOut:
+    # `decoder` answered 401 (no or expired session) or 403 (no more `workflows:decode`).
+    cookie = request.cookies.get(CODEC_SESSION_COOKIE)
+    by_token = "authorization" in request.headers or "x-api-key" in request.headers
+    if cookie is None or by_token:  # a token authenticated the request, not the session
+        raise Unauthorized("no codec session in this browser", code="no_codec_session")
+    assert state.settings.jwt_secret is not None
+    claims = decode_access_token(
+        state.settings.jwt_secret.get_secret_value(), cookie, CODEC_SESSION
+    )
+    user = await UserService(session).get(claims.user_id)
+    return CodecSessionOut(email=user.email, expires_at=claims.expires_at)
 
 
 @router.post(

@@ -25,6 +25,7 @@ from core.pipelines.dispatch import (
     STARTABLE_STATUSES,
     create_event_runs,
     delivery_key,
+    run_labels,
     start_run,
 )
 from core.pipelines.webhooks import delivery_repository, parse, verify
@@ -121,12 +122,13 @@ async def receive(host_kind: HostKind, request: Request, state: State) -> JSONRe
     async with transaction(state.sessions) as session:
         key = delivery_key(delivery, body)
         started = await create_event_runs(session, delivery, key, org_id)
+        labels = await run_labels(session, [s.run for s in started])
     if not started:
         out.status, out.reason = "no_match", "no enabled pipeline of this repository matches"
         return JSONResponse(out.model_dump(mode="json"), status_code=200)
     client = await state.temporal.client()
     startable = [s.run for s in started if s.run.status in STARTABLE_STATUSES]
-    await asyncio.gather(*(start_run(client, run) for run in startable))
+    await asyncio.gather(*(start_run(client, run, labels[run.id]) for run in startable))
     out.status = "started"
     out.runs = [
         StartedRun(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
@@ -43,11 +44,23 @@ class MonitorState(BaseModel):
     probes: int = 0  # probes recorded over every run of this monitor
     runs: int = 1  # which run of the continue-as-new chain this is
     last_probe_at: datetime | None = None
+    since: datetime | None = None  # when `status` was entered, when known
+
+
+class MonitorLabels(BaseModel):
+    """Names a person knows the check by: the start's search attributes and summary, and the
+    monitor's current details (its static summary does not survive a continue-as-new)."""
+
+    service: str
+    check: str
+    team: str | None = None  # slug
+    organization: str | None = None  # slug
 
 
 class MonitorInput(BaseModel):
     check_id: uuid.UUID
     config: ProbeConfig
+    labels: MonitorLabels | None = None
     state: MonitorState = Field(default_factory=MonitorState)
     # Continue-as-new after this many probes in one run (or earlier when Temporal suggests it).
     probes_per_run: int = DEFAULT_PROBES_PER_RUN
@@ -123,3 +136,26 @@ class PruneInput(BaseModel):
 
 class PruneResult(BaseModel):
     deleted: int
+
+
+def shown_endpoint(endpoint: str) -> str:
+    """The endpoint without credentials, query or fragment (they may carry a token): what a
+    summary, a search attribute or a log line may show."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def monitor_summary(monitor: MonitorInput) -> str:
+    """`health monitor of shop (readiness: https://shop.example.com/healthz)`."""
+    endpoint = shown_endpoint(monitor.config.endpoint)
+    labels = monitor.labels
+    if labels is None:
+        return f"health monitor of {endpoint}"
+    return f"health monitor of {labels.service} ({labels.check}: {endpoint})"

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Literal
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import (
     Client,
@@ -28,12 +29,16 @@ from core.catalog.health_messages import (
     STATUSES,
     UNKNOWN,
     MonitorInput,
+    MonitorLabels,
     MonitorState,
     ProbeConfig,
+    monitor_summary,
 )
 from core.db.engine import transaction
 from core.errors import Unavailable, ValidationFailed
-from core.models.catalog import HealthCheck
+from core.models.catalog import HealthCheck, Service
+from core.models.identity import Organization, Team
+from core.temporal import search_attributes
 from core.temporal.client import temporal_unavailable
 from workflows.health_monitor import HEALTH_QUEUE, HealthMonitorWorkflow, workflow_id_for
 from workflows.notification import NOTIFICATIONS_QUEUE
@@ -49,20 +54,50 @@ Reconfigured = Literal["updated", "signalled", "started"]
 
 
 def monitor_input(
-    check: HealthCheck, *, notifications_queue: str = NOTIFICATIONS_QUEUE
+    check: HealthCheck,
+    *,
+    labels: MonitorLabels | None = None,
+    notifications_queue: str = NOTIFICATIONS_QUEUE,
 ) -> MonitorInput:
-    """The monitor's input from the check's row: its configuration and its last status."""
+    """The monitor's input from the check's row: its configuration and its last status.
+    `labels` (`monitor_labels`) name it in the Temporal UI."""
     status = check.status if check.status in STATUSES else UNKNOWN
     return MonitorInput(
         check_id=check.id,
         config=probe_config(check),
+        labels=labels,
         state=MonitorState(
             status=status,
             consecutive_failures=check.consecutive_failures,
             last_probe_at=check.last_checked_at,
+            since=check.status_changed_at,
         ),
         notifications_queue=notifications_queue,
     )
+
+
+async def monitor_labels(
+    session: AsyncSession, checks: Sequence[HealthCheck]
+) -> dict[uuid.UUID, MonitorLabels]:
+    """Each check's labels (service name, team and organization slugs), in one query."""
+    service_ids = {c.service_id for c in checks}
+    if not service_ids:
+        return {}
+    rows = await session.execute(
+        select(Service.id, Service.name, Team.slug, Organization.slug)
+        .join(Team, Team.id == Service.owner_team_id)
+        .join(Organization, Organization.id == Service.org_id)
+        .where(Service.id.in_(service_ids))
+    )
+    found = {service_id: (name, team, org) for service_id, name, team, org in rows}
+    labels = {}
+    for check in checks:
+        if check.service_id in found:
+            service, team, organization = found[check.service_id]
+            labels[check.id] = MonitorLabels(
+                service=service, check=check.name, team=team, organization=organization
+            )
+    return labels
 
 
 async def _start(
@@ -70,6 +105,7 @@ async def _start(
 ) -> None:
     """Start the monitor under its derived id; `running` says what to do if one runs (a
     closed one is always started afresh)."""
+    labels = monitor.labels
     await client.start_workflow(
         HealthMonitorWorkflow.run,
         monitor,
@@ -78,6 +114,13 @@ async def _start(
         id_conflict_policy=running,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         rpc_timeout=RPC_TIMEOUT,
+        search_attributes=search_attributes.attributes(
+            organization=labels.organization if labels else None,
+            team=labels.team if labels else None,
+            service=labels.service if labels else None,
+            status=monitor.state.status,
+        ),
+        static_summary=monitor_summary(monitor),
     )
 
 
@@ -98,13 +141,14 @@ async def reconfigure_monitor(
     client: Client,
     check: HealthCheck,
     *,
+    labels: MonitorLabels | None = None,
     task_queue: str = HEALTH_QUEUE,
     wait: timedelta = UPDATE_WAIT,
 ) -> Reconfigured:
     """Give the running monitor the check's configuration through the `reconfigure` update
-    ("updated"). No monitor running: start one ("started"). No worker answering within `wait`:
-    send the `configure` signal instead, applied when a worker picks the monitor up
-    ("signalled")."""
+    ("updated"). No monitor running: start one ("started", with `labels`). No worker
+    answering within `wait`: send the `configure` signal instead, applied when a worker picks
+    the monitor up ("signalled")."""
     config: ProbeConfig = probe_config(check)
     handle = client.get_workflow_handle(workflow_id_for(check.id))
     try:
@@ -122,7 +166,7 @@ async def reconfigure_monitor(
         ) from None
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:  # none running (or never started)
-            await start_monitor(client, monitor_input(check), task_queue=task_queue)
+            await start_monitor(client, monitor_input(check, labels=labels), task_queue=task_queue)
             return "started"
         if exc.status != RPCStatusCode.DEADLINE_EXCEEDED:
             raise temporal_unavailable(exc, "reconfigure the health monitor") from None
@@ -170,9 +214,11 @@ async def ensure_monitors(
     """Start a monitor for every enabled live check that has none running (created while
     Temporal was down, or whose monitor was terminated). Returns the workflow ids started."""
     async with transaction(sessions) as session:
+        checks = await HealthCheckService(session).monitored()
+        labels = await monitor_labels(session, checks)
         inputs = [
-            monitor_input(c, notifications_queue=notifications_queue)
-            for c in await HealthCheckService(session).monitored()
+            monitor_input(c, labels=labels.get(c.id), notifications_queue=notifications_queue)
+            for c in checks
         ]
     started = []
     for monitor in inputs:

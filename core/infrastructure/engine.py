@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 INSTALL_HINT = (
-    "the Pulumi CLI is not installed on this worker: install it "
+    "the Pulumi CLI is not installed on this worker ({host}): install it "
     "(curl -fsSL https://get.pulumi.com | sh, or see https://www.pulumi.com/docs/install/) "
     "and make `pulumi` reachable on PATH (or set PULUMI_HOME to where it is installed)"
 )
@@ -94,8 +95,10 @@ def _fresh_home() -> Iterator[str]:
 
 
 class PulumiMissing(Exception):
+    """The message names the worker's host, where the CLI must be installed."""
+
     def __init__(self) -> None:
-        super().__init__(INSTALL_HINT)
+        super().__init__(INSTALL_HINT.format(host=f"host {socket.gethostname()}"))
 
 
 @dataclass(frozen=True)

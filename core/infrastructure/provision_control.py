@@ -4,8 +4,10 @@ send decisions, cancels and time-to-live extensions as Updates."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from core.approvals import CancelRequest, Decision
@@ -16,7 +18,11 @@ from core.infrastructure.provision_messages import (
     ProvisionInput,
     ProvisionView,
 )
+from core.models.environments import Environment
+from core.models.identity import Organization, User
+from core.models.infrastructure import Provider, Resource
 from core.models.provisioning import Provision
+from core.temporal import search_attributes
 from core.temporal.client import execute_update, start_once
 from workflows.notification import NOTIFICATIONS_QUEUE
 from workflows.provisioning import (
@@ -34,13 +40,90 @@ def _workflow(row: Provision) -> Any:
     return ProvisionWorkflow if row.action == "up" else DestroyWorkflow
 
 
+@dataclass(frozen=True)
+class RunLabels:
+    """What the Temporal UI shows of a run: its search attributes and static summary. Names
+    only (no credentials, no spec values beyond the stack's tags)."""
+
+    action: str  # up | destroy
+    organization: str  # slug
+    environment: str
+    provider: str
+    cloud: str
+    team: str | None = None  # the stack's `team` tag
+    service: str | None = None  # the stack's `service` tag
+    actor: str | None = None  # the requester's email; None: the platform (a time to live)
+    requester: str | None = None  # their name, for the summary
+    resource: str | None = None  # a destroy of one resource (and its dependents)
+
+    def summary(self) -> str:
+        """E.g. `provision production of shop (aws, up), requested by Alice`."""
+        of = f" of {self.service}" if self.service else ""
+        verb = "provision" if self.action == "up" else "destroy"
+        what = f"{self.resource} in {self.environment}" if self.resource else self.environment
+        by = f", requested by {self.requester}" if self.requester else ""
+        return f"{verb} {what}{of} ({self.cloud}, {self.action}){by}"
+
+    def details(self, row: Provision) -> str:
+        return "\n".join(
+            [
+                f"**{self.summary()}**",
+                f"- organization: {self.organization}",
+                f"- environment: {self.environment}, stack `{row.stack}`",
+                f"- provider: {self.provider} ({self.cloud})",
+                f"- provisioning run: {row.id}",
+            ]
+        )
+
+
+async def run_labels(session: AsyncSession, row: Provision) -> RunLabels:
+    """The run's labels, read in the caller's transaction (end it before `start_run`: no
+    Temporal call is made inside one)."""
+    org = await session.get(Organization, row.org_id)
+    env = await session.get(Environment, row.environment_id)
+    provider = await session.get(Provider, row.provider_id)
+    assert org is not None and env is not None and provider is not None
+    user = await session.get(User, row.requested_by) if row.requested_by else None
+    tags = (row.spec or {}).get("tags") or {}
+    resource = None
+    if row.resource_id is not None:
+        found = await session.get(Resource, row.resource_id)
+        resource = found.name if found is not None else None
+    return RunLabels(
+        action=row.action,
+        organization=org.slug,
+        environment=env.name,
+        provider=provider.name,
+        cloud=provider.type,
+        team=tags.get("team"),
+        service=tags.get("service"),
+        actor=user.email if user else None,
+        requester=(user.name or user.email) if user else None,
+        resource=resource,
+    )
+
+
 async def start_run(
     client: Client,
     row: Provision,
+    labels: RunLabels | None = None,
     *,
     task_queue: str = PROVISIONING_QUEUE,
     notifications_queue: str = NOTIFICATIONS_QUEUE,
 ) -> None:
+    """Start the run's workflow; with `labels`, searchable and summarised in the UI."""
+    attributes = (
+        search_attributes.attributes(
+            organization=labels.organization,
+            team=labels.team,
+            service=labels.service,
+            environment=labels.environment,
+            actor=labels.actor,
+            status=row.status,
+        )
+        if labels is not None
+        else None
+    )
     await start_once(
         client,
         _workflow(row).run,
@@ -49,6 +132,9 @@ async def start_run(
         task_queue=task_queue,
         doing=f"start the {'provisioning' if row.action == 'up' else 'destroy'}",
         rerun=True,  # the id is the environment's: each run of it reuses the id
+        search_attributes=attributes,
+        static_summary=labels.summary() if labels is not None else None,
+        static_details=labels.details(row) if labels is not None else None,
     )
 
 

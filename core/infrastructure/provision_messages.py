@@ -24,9 +24,17 @@ TERMINAL = (
     "cancelled",
 )
 PENDING = ("pending", "previewing", "awaiting_approval")
-PULUMI_MISSING = "PulumiMissing"  # the ApplicationError type when the CLI is not installed
+# ApplicationError types. An activity's: what went wrong with the engine.
+PULUMI_MISSING = "PulumiCliMissing"  # the CLI is not installed on the worker
+PULUMI_MISSING_BEFORE = "PulumiMissing"  # its type in histories recorded before the rename
 ENGINE_FAILED = "EngineFailed"  # the engine ran and failed: not retried
 CREDENTIALS_REFUSED = "CredentialsRefused"  # stored credentials the engine must not use
+# A run's own, when the platform could not do its job (the workflow execution fails with it;
+# the run's record says how it ended). The CLI missing and refused credentials keep the types
+# above.
+PROVISIONING_FAILED = "ProvisioningFailed"  # the preview or `up` failed (compensated, if up)
+COMPENSATION_FAILED = "CompensationFailed"  # `up` failed and so did its destroy: resources remain
+DESTROY_FAILED = "DestroyFailed"  # a destroy run's (or a time to live's) destroy failed
 
 
 class ProvisionInput(BaseModel):
@@ -107,6 +115,8 @@ class ExpiryInput(BaseModel):
     destroy_at: datetime
     notifications_queue: str = "notifications"
     provisioning_queue: str = "provisioning"
+    environment: str | None = None  # its name and cloud, for summaries (None: an older run)
+    cloud: str | None = None
 
 
 class Extension(BaseModel):

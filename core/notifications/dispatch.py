@@ -27,7 +27,13 @@ from core.models.notifications import (
     UserNotificationPreference,
 )
 from core.notifications.channels import channel_secrets
-from core.notifications.messages import DeliveryOutcome, DeliveryRef, NotificationRequest, Prepared
+from core.notifications.messages import (
+    DeliveryOutcome,
+    DeliveryRef,
+    NotificationRequest,
+    Prepared,
+    channel_label,
+)
 from core.notifications.rendering import (
     RenderedMessage,
     RenderError,
@@ -159,21 +165,41 @@ async def prepare(
             )
         ).all()
     )
-    if not existing:
-        existing = await _create_records(session, request, workflow_id, platform_url)
+    if existing:
+        names = await _channel_names(session, {n.channel_id for n in existing})
+    else:
+        existing, names = await _create_records(session, request, workflow_id, platform_url)
     ordered = sorted(existing, key=lambda n: (n.created_at, str(n.id)))
+
+    def label(n: Notification) -> str:
+        name = names.get(n.channel_id, str(n.channel_id))
+        return channel_label(n.channel_type, name, personal=n.user_id is not None)
+
     return Prepared(
         deliveries=[
-            DeliveryRef(notification_id=n.id, channel_type=n.channel_type)
+            DeliveryRef(notification_id=n.id, channel_type=n.channel_type, channel=label(n))
             for n in ordered
             if n.status in ("pending", "retrying")
         ],
         settled=[
-            DeliveryOutcome(notification_id=n.id, status=n.status, error=n.last_error)
+            DeliveryOutcome(
+                notification_id=n.id, status=n.status, error=n.last_error, channel=label(n)
+            )
             for n in ordered
             if n.status not in ("pending", "retrying")
         ],
     )
+
+
+async def _channel_names(
+    session: AsyncSession, channel_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    rows = await session.execute(
+        select(NotificationChannel.id, NotificationChannel.name).where(
+            NotificationChannel.id.in_(list(channel_ids))
+        )
+    )
+    return {channel_id: name for channel_id, name in rows}
 
 
 async def _create_records(
@@ -181,10 +207,13 @@ async def _create_records(
     request: NotificationRequest,
     workflow_id: str | None,
     platform_url: str,
-) -> list[Notification]:
+) -> tuple[list[Notification], dict[uuid.UUID, str]]:
+    """The records, and the names of their channels (already loaded: no query for them)."""
     rendered: dict[str, tuple[RenderedMessage | None, str | None, uuid.UUID | None]] = {}
     records = []
+    names: dict[uuid.UUID, str] = {}
     for target in await _targets(session, request):
+        names[target.channel.id] = target.channel.name
         ctype = target.channel.type
         if ctype not in rendered:
             source, template_id = await find_template(
@@ -225,7 +254,7 @@ async def _create_records(
         session.add(record)
         records.append(record)
     await session.flush()
-    return records
+    return records, names
 
 
 @dataclass(frozen=True)

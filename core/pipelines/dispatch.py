@@ -3,13 +3,15 @@ matches, the run records (deduplicated by delivery), and their workflows.
 
 A run is committed before its workflow starts, so the workflow's first activity finds it.
 Starting is idempotent: the workflow id is derived from the run id, a running one is kept and
-a finished one is never started again."""
+a finished one is never started again. The workflow starts with the search attributes and the
+summary an operator finds it by in the Temporal UI (`run_labels` reads the names)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,12 +23,14 @@ from temporalio.service import RPCError, RPCStatusCode
 from core.db.engine import transaction
 from core.db.types import utcnow
 from core.models.catalog import Service
+from core.models.identity import Organization, Team
 from core.models.pipelines import Pipeline, PipelineRun
 from core.pipelines.events import GitEvent
 from core.pipelines.run_messages import RunInput
 from core.pipelines.runs import RunRequest, RunService
 from core.pipelines.triggers import matches, parse_triggers
 from core.pipelines.webhooks import ParsedDelivery
+from core.temporal import search_attributes
 from core.temporal.client import start_once, temporal_unavailable
 from workflows.notification import NOTIFICATIONS_QUEUE
 from workflows.pipeline_run import PIPELINES_QUEUE, PipelineRunWorkflow
@@ -41,6 +45,75 @@ STARTABLE_STATUSES = ("queued", "awaiting_approval")
 class Started:
     run: PipelineRun
     created: bool
+
+
+@dataclass(frozen=True)
+class RunLabels:
+    """The names a run's workflow is found by: its organization's and owner team's slugs, its
+    service, its repository (`host/owner/name`) and its pipeline."""
+
+    organization: str
+    team: str | None
+    service: str
+    repository: str | None
+    pipeline: str
+
+
+async def run_labels(
+    session: AsyncSession, runs: Sequence[PipelineRun]
+) -> dict[uuid.UUID, RunLabels]:
+    """The labels of `runs`, by run id, in one query."""
+    if not runs:
+        return {}
+    rows = await session.execute(
+        select(
+            PipelineRun.id,
+            Organization.slug,
+            Team.slug,
+            Service.name,
+            Service.repository_path,
+            Pipeline.name,
+        )
+        .join(Pipeline, Pipeline.id == PipelineRun.pipeline_id)
+        .join(Service, Service.id == Pipeline.service_id)
+        .join(Organization, Organization.id == Service.org_id)
+        .outerjoin(Team, Team.id == Service.owner_team_id)
+        .where(PipelineRun.id.in_([run.id for run in runs]))
+    )
+    return {
+        run_id: RunLabels(org, team, service, repository, pipeline)
+        for run_id, org, team, service, repository, pipeline in rows
+    }
+
+
+def _trigger(run: PipelineRun) -> str:
+    """How the run came about, as a person says it: `push by alice`, `pull request #7 from a
+    fork by bob`, `manual by carol@example.com`."""
+    pull_request = (run.event or {}).get("pull_request")
+    kind = run.trigger_type.replace("_", " ")
+    if pull_request:
+        kind = f"pull request #{pull_request}" + (" from a fork" if run.from_fork else "")
+    return f"{kind} by {run.triggered_by}" if run.triggered_by else kind
+
+
+def run_summary(run: PipelineRun, labels: RunLabels) -> str:
+    """One line for the UI's list: `pipeline ci #12 of shop at a1b2c3d, push by alice`."""
+    at = run.git_sha[:7] if run.git_sha else (run.branch or run.ref or "the default branch")
+    return f"pipeline {labels.pipeline} #{run.number} of {labels.service} at {at}, {_trigger(run)}"
+
+
+def run_details(run: PipelineRun, labels: RunLabels) -> str:
+    """The run's page in the UI (Markdown): where it comes from and what started it."""
+    team = f" (team {labels.team})" if labels.team else ""
+    lines = [
+        f"**Organization:** {labels.organization}{team}",
+        f"**Service:** {labels.service}" + (f" ({labels.repository})" if labels.repository else ""),
+        f"**Branch:** {run.branch or run.ref or 'the default branch'}",
+        f"**Commit:** {run.git_sha or 'resolved at checkout'}",
+        f"**Trigger:** {_trigger(run)}",
+        f"**Run:** {run.id}",
+    ]
+    return "\n".join(f"- {line}" for line in lines)
 
 
 def delivery_key(delivery: ParsedDelivery, body: bytes) -> str:
@@ -109,13 +182,15 @@ async def create_event_runs(
 async def start_run(
     client: Client,
     run: PipelineRun,
+    labels: RunLabels,
     *,
     rerun_from_stage: str | None = None,
     notifications_queue: str = NOTIFICATIONS_QUEUE,
     task_queue: str = PIPELINES_QUEUE,
 ) -> None:
-    """Start the run's workflow unless it ran already. Unavailable (503) when Temporal
-    cannot be reached; the run then stays queued, and a redelivery starts it."""
+    """Start the run's workflow unless it ran already, labelled with `labels` (see
+    `run_labels`). Unavailable (503) when Temporal cannot be reached; the run then stays
+    queued, and a redelivery starts it."""
     await start_once(
         client,
         PipelineRunWorkflow.run,
@@ -124,10 +199,22 @@ async def start_run(
             notifications_queue=notifications_queue,
             rerun_from_stage=rerun_from_stage,
             needs_approval=run.status == "awaiting_approval",
+            pull_request=(run.event or {}).get("pull_request"),
         ),
         id=run.workflow_id,
         task_queue=task_queue,
         doing="start the pipeline run",
+        search_attributes=search_attributes.attributes(
+            organization=labels.organization,
+            team=labels.team,
+            service=labels.service,
+            pipeline=labels.pipeline,
+            commit=run.git_sha,
+            actor=run.triggered_by,
+            status=run.status,
+        ),
+        static_summary=run_summary(run, labels),
+        static_details=run_details(run, labels),
     )
 
 
@@ -163,8 +250,9 @@ async def ensure_queued_runs(
                 .order_by(PipelineRun.created_at)
             )
         )
+        labels = await run_labels(session, runs)
     for run in runs:
-        await start_run(client, run)
+        await start_run(client, run, labels[run.id])
     if runs:
         log.info("asked %d queued pipeline runs to start", len(runs))
     return len(runs)

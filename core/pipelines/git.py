@@ -59,6 +59,11 @@ class GitError(Exception):
         self.message = message
 
 
+class UnknownRevision(GitError):
+    """The repository was read but has no such branch, tag or commit (or the name is not one
+    a ref can have): what was asked for is at fault, not the Git host."""
+
+
 class CheckoutResult(BaseModel):
     sha: str
     subject: str
@@ -186,7 +191,7 @@ class _Git:
         for candidate in (sha_or_ref, f"origin/{sha_or_ref}"):
             with contextlib.suppress(GitError):
                 return await self.resolve(workspace, candidate, sha_or_ref)
-        raise GitError(
+        raise UnknownRevision(
             self.redact(
                 f"unknown ref or commit {sha_or_ref!r} in {self.repo_url}: "
                 "no branch, tag or commit of that name"
@@ -215,7 +220,7 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
 
 def _check_ref(sha_or_ref: str) -> None:
     if not sha_or_ref or sha_or_ref.startswith("-") or any(c.isspace() for c in sha_or_ref):
-        raise GitError(f"not a valid ref or commit: {sha_or_ref!r}")
+        raise UnknownRevision(f"not a valid ref or commit: {sha_or_ref!r}")
 
 
 async def checkout(

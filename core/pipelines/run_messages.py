@@ -29,6 +29,26 @@ FINISHED_RUN_STATUSES = ("succeeded", "failed", "cancelled")
 WAKE_SIGNAL = "wake"
 APPROVE_UPDATE = "approve"
 
+# ApplicationError types of the pipeline activities. The run's own input at fault: the run is
+# recorded failed and its workflow completes (the user's work failed).
+RUN_INVALID = "PipelineError"
+"""Its definition (missing, invalid) or a commit a manual run may not use."""
+UNKNOWN_REVISION = "UnknownRevision"
+"""The repository has no such branch, tag or commit (retried: a push may be mirrored late)."""
+RUN_FAULTS = (RUN_INVALID, UNKNOWN_REVISION)
+# The platform could not do its job (after the activity's retries): the run is recorded
+# failed and its workflow fails with one of these types (docs/architecture.md, failures).
+GIT_CHECKOUT_FAILED = "GitCheckoutFailed"
+"""The Git host (or mirror) could not be read: clone, fetch or a file at a ref."""
+REPOSITORY_NOT_BOUND = "RepositoryNotBound"
+"""The service has no repository, or its organization holds no binding for it."""
+RUNNER_UNAVAILABLE = "RunnerUnavailable"
+"""Where steps run (sandbox, Docker engine, Kubernetes API) could not run the step."""
+STEP_NOT_RUN = "PipelineStepNotRun"
+"""A step's activity failed for another reason (its worker lost, its logs not stored)."""
+RECORD_FAILED = "PipelineRecordFailed"
+"""The run's progress could not be recorded (the database)."""
+
 
 class RunInput(BaseModel):
     """A run's workflow input. A schedule (a `cron` trigger) gives the pipeline instead of a
@@ -41,6 +61,7 @@ class RunInput(BaseModel):
     needs_approval: bool = Field(
         False, description="A fork's pull request: wait for the `approve` Update first"
     )
+    pull_request: int | None = Field(None, description="The pull request's number, if any")
 
 
 class RunContext(BaseModel):
@@ -52,6 +73,8 @@ class RunContext(BaseModel):
     pipeline: str
     service: str
     team_id: uuid.UUID
+    organization: str | None = Field(None, description="The organization's slug")
+    team: str | None = Field(None, description="The owner team's slug")
     channel_ids: list[uuid.UUID] = Field(default_factory=list)
     repository_url: str | None = None
     host_kind: str | None = None

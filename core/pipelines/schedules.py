@@ -4,7 +4,9 @@ expressions, paused while it is disabled, deleted when it has none or is deleted
 
 Each firing starts PipelineRunWorkflow with the pipeline (not a run): its first activity
 records the run, with trigger `cron`, at the repository's default branch. Overlapping firings
-are skipped (a run still going when the next is due), and the times are in UTC."""
+are skipped (a run still going when the next is due), and the times are in UTC. A firing starts
+with the pipeline's name and status `queued` as search attributes; the workflow adds the
+others (organization, team, service, commit) once its run is recorded."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from core.models.pipelines import Pipeline
 from core.pipelines.run_messages import RunInput
 from core.pipelines.triggers import parse_triggers
+from core.temporal import search_attributes
 from core.temporal.client import temporal_unavailable
 from workflows.notification import NOTIFICATIONS_QUEUE
 from workflows.pipeline_run import PIPELINES_QUEUE, PipelineRunWorkflow
@@ -43,6 +46,10 @@ def build_schedule(pipeline: Pipeline, crons: list[str], *, task_queue: str) -> 
             RunInput(pipeline_id=pipeline.id, notifications_queue=NOTIFICATIONS_QUEUE),
             id=f"{schedule_id(pipeline)}-run",
             task_queue=task_queue,
+            typed_search_attributes=search_attributes.attributes(
+                pipeline=pipeline.name, status="queued"
+            ),
+            static_summary=f"pipeline {pipeline.name}: a cron firing",
         ),
         spec=ScheduleSpec(cron_expressions=crons),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),

@@ -51,6 +51,7 @@ class Plan(BaseModel):
     channel_ids: list[uuid.UUID] = Field(default_factory=list)
     team_id: uuid.UUID | None = None
     promotion_url: str | None = None
+    target: str = Field("", description="Where it deploys, for messages: `local`, or a context")
 
 
 class Gate(BaseModel):

@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
@@ -142,11 +146,15 @@ async def start_once(
     task_queue: str,
     doing: str,
     rerun: bool = False,
+    search_attributes: TypedSearchAttributes | None = None,
+    static_summary: str | None = None,
+    static_details: str | None = None,
 ) -> None:
     """Start the workflow `id` unless it runs or ran already: a derived id makes a duplicate
     request harmless. With `rerun` (an id that each new run of the same thing reuses) a
     closed one may run again, and one still running is a Conflict (409). Unavailable (503)
-    when Temporal cannot be reached."""
+    when Temporal cannot be reached. `search_attributes` and the static summary and details
+    are what the Temporal UI filters on and shows (core/temporal/search_attributes.py)."""
     reuse = (
         WorkflowIDReusePolicy.ALLOW_DUPLICATE if rerun else WorkflowIDReusePolicy.REJECT_DUPLICATE
     )
@@ -160,6 +168,9 @@ async def start_once(
                 WorkflowIDConflictPolicy.FAIL if rerun else WorkflowIDConflictPolicy.USE_EXISTING
             ),
             id_reuse_policy=reuse,
+            search_attributes=search_attributes,
+            static_summary=static_summary,
+            static_details=static_details,
         )
     except WorkflowAlreadyStartedError:
         if rerun:

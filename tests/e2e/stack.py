@@ -123,6 +123,13 @@ class Stack:
     def output(self) -> str:
         return "".join(self._lines)
 
+    def printed(self, label: str) -> str:
+        """The address (first word) the start-up banner prints after `label`."""
+        for line in self._lines:
+            if line.startswith(f"  {label} "):
+                return line[len(label) + 2 :].split()[0]
+        raise AssertionError(f"idp dev printed no {label!r} line:\n{self.output}")
+
     def interrupt(self) -> str:
         """Ctrl-C: SIGINT to idp dev, as a terminal sends it; everything it printed."""
         assert self.process is not None
@@ -134,7 +141,7 @@ class Stack:
 
     def leftovers(self) -> list[str]:
         """Processes whose command line names this stack's data dir or ports."""
-        marks = (str(self.data_dir), f"--port {self.grpc_port}")
+        marks = (str(self.data_dir), f"--port {self.grpc_port}", f"127.0.0.1:{self.ui_port}")
         found = []
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():

@@ -92,7 +92,8 @@ def test_port_in_use_stops_before_starting_anything(stack: Stack) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"idp: error: port {stack.api_port} (API_PORT) is already in use; stop what holds it "
-        f"(another `idp dev`?) or choose another with --set API_PORT=PORT"
+        f"(another `idp dev`?) or choose another: `API_PORT={stack.api_port + 1} make run`, "
+        f"or `idp --set API_PORT={stack.api_port + 1} dev`"
     )
     assert stack.leftovers() == []
     assert not (stack.data_dir / "temporal.db").exists()

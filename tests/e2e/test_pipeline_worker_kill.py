@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from core.db.engine import create_engine, session_factory, transaction
 from core.models.pipelines import PipelineLogChunk, PipelineRun, PipelineStep
-from core.pipelines.dispatch import start_run
+from core.pipelines.dispatch import run_labels, start_run
 from core.pipelines.pipelines import PipelineFields, PipelineService
 from core.pipelines.runs import RunRequest, RunService
 from core.settings import PROJECT_ROOT
@@ -98,7 +98,8 @@ async def test_sigkill_mid_step_and_a_new_worker_completes_the_run_with_the_logs
             run, _ = await RunService(session).create(
                 pipeline, RunRequest(trigger_type="manual", ref="main", branch="main")
             )
-        await start_run(client, run)
+            labels = await run_labels(session, [run])
+        await start_run(client, run, labels[run.id])
         workers.append(start_worker(settings, PIPELINES_QUEUE, extra))
 
         async def some_lines() -> bool:

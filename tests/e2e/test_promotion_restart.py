@@ -24,6 +24,7 @@ from temporalio.client import Client
 from core.deploy.targets import DeployTargets
 from core.models.promotions import ServiceDeployment
 from core.settings import Settings
+from core.temporal import search_attributes
 from core.temporal.client import connect, find_temporal_cli
 from core.topology import Topology, load_topology
 from tests.e2e.stack import start_worker, worker_settings
@@ -69,6 +70,7 @@ class DevServer:
                     str(self.db_file),
                     "--log-level",
                     "error",
+                    *search_attributes.dev_server_flags(),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -1,6 +1,7 @@
 """Shared by the pipeline run tests: a real git repository on disk, an API wired to the session's
 Temporal dev server with webhook secrets and clone rewrites, an in-process pipelines worker,
-signed webhook deliveries and waiting for a run to finish."""
+signed webhook deliveries and waiting for a run to finish; what the Temporal UI shows of a
+run (its current details, its activities' summaries, the runs a visibility query lists)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import uvicorn
 from pydantic import SecretStr
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -223,6 +225,39 @@ async def pipeline_stack(
             yield Stack(api, client, admin, api.settings)
         finally:
             await retire_runs(client)
+
+
+async def current_details(client: Client, workflow_id: str) -> str:
+    """What the workflow says it is doing now (the UI's "current details")."""
+    metadata = await client.get_workflow_handle(workflow_id).query(
+        "__temporal_workflow_metadata", result_type=WorkflowMetadata
+    )
+    return str(metadata.current_details)
+
+
+async def activity_summaries(client: Client, workflow_id: str) -> list[str]:
+    """The summaries of the workflow's scheduled activities, in order (the UI's timeline),
+    decoded with the client's data converter (they are encrypted like any payload)."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    summaries = []
+    for event in history.events:
+        if not event.HasField("activity_task_scheduled_event_attributes"):
+            continue
+        if not event.user_metadata.HasField("summary"):
+            summaries.append("")  # an activity without one: the timeline shows its name only
+            continue
+        [summary] = await client.data_converter.decode([event.user_metadata.summary])
+        summaries.append(str(summary))
+    return summaries
+
+
+async def until_listed(client: Client, query: str, workflow_id: str) -> None:
+    """Wait (bounded: visibility is eventually consistent) until `query` lists the workflow."""
+
+    async def found() -> bool:
+        return any([e.id == workflow_id async for e in client.list_workflows(query)])
+
+    await wait_until(f"{query} to list {workflow_id}", found, timeout=15, every=0.2)
 
 
 async def retire_runs(client: Client, queue: str = PIPELINES_QUEUE) -> None:

@@ -1,7 +1,8 @@
 """Shared by the promotion tests and the promotion benchmark: an API wired to a Temporal server
 and a Slack API stand-in, the promotions and notifications workers, an organization with a
 service, its versions (a small HTTP app on this host) and a development -> staging ->
-production chain, approvers, and signed Slack button presses."""
+production chain, approvers, signed Slack button presses, and what the Temporal UI shows of a
+workflow (search attributes, current details, activity summaries)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from pydantic import SecretStr
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
@@ -136,6 +138,8 @@ class World:
     owner_team: str
     approvers_team: str
     envs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    org_slug: str = ""
+    owner_slug: str = ""
 
 
 @dataclass
@@ -194,7 +198,15 @@ class PromotionStack:
                 "secrets": {"bot_token": BOT_TOKEN},
             },
         )
-        world = World(org["id"], service["id"], service["name"], owner["id"], approvers["id"])
+        world = World(
+            org["id"],
+            service["id"],
+            service["name"],
+            owner["id"],
+            approvers["id"],
+            org_slug=org["slug"],
+            owner_slug=owner["slug"],
+        )
         previous = None
         quick = {"verification_window": "1s"}
         policies = {
@@ -327,6 +339,49 @@ class PromotionStack:
         return await self.api.client.post(
             "/integrations/slack/interactions", content=body, headers=slack_headers(body)
         )
+
+
+async def indexed(client: Client, workflow_id: str) -> dict[str, str]:
+    """The platform's search attributes (`Idp...`) of a workflow by name, as `describe` (and
+    the UI) has them now."""
+    described = await client.get_workflow_handle(workflow_id).describe()
+    pairs = described.typed_search_attributes
+    return {pair.key.name: pair.value for pair in pairs if pair.key.name.startswith("Idp")}
+
+
+async def current_details(client: Client, workflow_id: str) -> str:
+    """A running workflow's current details (what the UI shows on its page)."""
+    metadata = await client.get_workflow_handle(workflow_id).query(
+        "__temporal_workflow_metadata", result_type=WorkflowMetadata
+    )
+    return str(metadata.current_details)
+
+
+async def activity_summaries(client: Client, workflow_id: str) -> list[str | None]:
+    """The summary of every activity the workflow scheduled, in order (None where none),
+    decoded from its history with the client's data converter (and codec)."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    found: list[str | None] = []
+    for event in history.events:
+        if not event.HasField("activity_task_scheduled_event_attributes"):
+            continue
+        summary = event.user_metadata.summary
+        if event.HasField("user_metadata") and event.user_metadata.HasField("summary"):
+            [text] = await client.data_converter.decode([summary], [str])
+            found.append(text)
+        else:
+            found.append(None)
+    return found
+
+
+async def listed(client: Client, query: str, workflow_id: str, timeout: float = 15) -> None:
+    """Wait until the visibility query `query` lists `workflow_id` (it is eventually
+    consistent)."""
+
+    async def found() -> bool:
+        return workflow_id in [w.id async for w in client.list_workflows(query)]
+
+    await wait_until(f"{workflow_id} listed by {query}", found, timeout=timeout, every=0.2)
 
 
 def stack_settings(settings: Settings, client: Client, slack: SlackApiStandin) -> Settings:

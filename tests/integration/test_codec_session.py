@@ -21,7 +21,7 @@ COOKIE = "idp_codec_session"
 
 
 def ui_origin(api: Api) -> str:
-    return f"http://localhost:{api.settings.temporal_ui_port}"
+    return f"http://127.0.0.1:{api.settings.temporal_ui_port}"
 
 
 async def start_session(api: Api, headers: dict[str, str]) -> httpx.Response:

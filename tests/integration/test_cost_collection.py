@@ -1,6 +1,8 @@
 """Cost collection: three simulated days on the time-skipping server give three days of
 records (a rerun of a day changes no totals), and budgets over their amount are reported
-once a month; the daily schedule backfilled on the dev server collects the days it covers."""
+once a month; the daily schedule backfilled on the dev server collects the days it covers,
+each run summarised and searchable; a provider still failing after its retries fails the run
+(naming it) once the others' costs are stored."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -26,9 +30,12 @@ from core.models.infrastructure import Budget, CostRecord, Provider, Resource
 from core.temporal import policies
 from core.temporal.converter import data_converter
 from core.temporal.interceptors import ContextPropagationInterceptor
-from core.topology import Schedule, Topology
-from tests.helpers import wait_until
+from core.topology import Retry, Schedule, Topology
+from tests.helpers import add_search_attributes, wait_until
 from tests.integration.identity_helpers import Api
+from tests.integration.operator_view import activity_summaries, executions
+from tests.integration.test_cost_collectors import NAMESPACE, provider, records, resources
+from tests.standins.opencost import OpenCostStandin, allocation
 from workers.runner import sandbox_runner
 from workers.schedules import backfill, schedule_id, sync_schedules
 from workflows.cost_collection import CostCollectionWorkflow
@@ -121,6 +128,7 @@ async def test_three_simulated_days_and_a_rerun(api: Api) -> None:
         data_converter=data_converter(),
         interceptors=[ContextPropagationInterceptor()],
     )
+    await add_search_attributes(env.client)  # the workflow upserts IdpStatus
     ids, team_id = await _inventory(api, datetime.now(UTC) - timedelta(days=10))
     engine = create_engine(api.settings.effective_database_url)
     queue = f"costs-{uuid.uuid4().hex[:8]}"
@@ -201,6 +209,15 @@ async def test_the_daily_schedule_backfills_the_days_it_covers(
                 return len(runs) == 3
 
             await wait_until("three backfilled runs", three_done, timeout=60, every=0.5)
+            # each run is searchable by its outcome and says which schedule started it
+            succeeded = await executions(
+                client, f"TaskQueue = '{queue}' AND IdpStatus = 'succeeded'", at_least=3
+            )
+            assert len(succeeded) == 3
+            described = await client.get_workflow_handle(succeeded[0].id).describe()
+            assert await described.static_summary() == (
+                f"{name} (schedule {schedule_id(name)}): {daily.note}"
+            )
             totals = await _totals(api, ids)
             assert len(totals) == 3 and all(count == 3 for count, _ in totals.values())
             last_fire = now.replace(hour=2, minute=0, second=0, microsecond=0)
@@ -211,3 +228,66 @@ async def test_the_daily_schedule_backfills_the_days_it_covers(
     finally:
         await client.get_schedule_handle(schedule_id(name)).delete()
         await engine.dispose()
+
+
+async def test_a_provider_failing_after_its_retries_fails_the_run_naming_it(
+    api: Api, temporal_env: WorkflowEnvironment, topology: Topology
+) -> None:
+    """The platform could not collect a provider: the other providers' costs are stored and
+    budgets checked, then the execution FAILS, typed, naming the provider (the UI's Failures)."""
+    # Two quick attempts instead of five over minutes: what is tested is the end of them.
+    kind = topology.activity("cost_collection")
+    quick = kind.model_copy(
+        update={"retry": Retry(initial_interval=timedelta(milliseconds=100), maximum_attempts=2)}
+    )
+    policies.install(
+        topology.model_copy(
+            update={"activities": {**topology.activities, "cost_collection": quick}}
+        )
+    )
+    client = temporal_env.client
+    day = date.today() - timedelta(days=20)  # a day of this test's own
+    with OpenCostStandin() as good, OpenCostStandin() as failing:
+        first = await provider(api, "kubernetes", config={"opencost_url": good.url})
+        second = await provider(api, "kubernetes", config={"opencost_url": failing.url})
+        [ns1] = await resources(api, first, {"type": NAMESPACE, "name": "a", "identifier": "a"})
+        [ns2] = await resources(api, second, {"type": NAMESPACE, "name": "b", "identifier": "b"})
+        good.day(day, {"a": allocation("a", 1.0, day=day)})
+        failing.day(day, {"b": allocation("b", 4.0, day=day)})
+        failing.fail_next(100, 503)
+        engine = create_engine(api.settings.effective_database_url)
+        queue, workflow_id = f"costs-{uuid.uuid4().hex[:8]}", f"costs-{uuid.uuid4()}"
+        acts = CostActivities(session_factory(engine), PriceCatalog.load(), settings=api.settings)
+        try:
+            async with Worker(
+                client,
+                task_queue=queue,
+                workflows=[CostCollectionWorkflow],
+                activities=acts.all(),
+                workflow_runner=sandbox_runner(),
+            ):
+                with pytest.raises(WorkflowFailureError) as failed:
+                    await client.execute_workflow(
+                        CostCollectionWorkflow.run,
+                        CostCollectionInput(day=day, sources=["estimate", "opencost"]),
+                        id=workflow_id,
+                        task_queue=queue,
+                    )
+        finally:
+            await engine.dispose()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "CostCollectionFailed"
+    assert cause.non_retryable
+    assert f"({second}): 127.0.0.1 answered 503" in cause.message, cause.message
+    assert f"({first})" not in cause.message
+    assert "sources done: estimate" in cause.message
+    kept = await records(api, [ns1, ns2], "opencost")
+    assert set(kept) == {ns1} and kept[ns1].date == day  # the good provider's day is stored
+    [found] = await executions(client, f"WorkflowId = '{workflow_id}' AND IdpStatus = 'failed'")
+    assert found.status == WorkflowExecutionStatus.FAILED
+    handle = client.get_workflow_handle(workflow_id)
+    assert await activity_summaries(client, handle) == [
+        f"collect costs from estimate for {day}",
+        f"collect costs from opencost for {day}",
+        f"check budgets after {day}",
+    ]

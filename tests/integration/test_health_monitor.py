@@ -12,11 +12,18 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowHistory,
+)
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
@@ -24,12 +31,19 @@ from activities.health import HealthActivities
 from activities.notifications import NotificationActivities
 from core.catalog.health_messages import (
     MonitorInput,
+    MonitorLabels,
     MonitorState,
     MonitorView,
     ProbeRequest,
     RecordInput,
 )
-from core.catalog.health_starter import ensure_monitors, monitor_input, start_monitor, stop_monitor
+from core.catalog.health_starter import (
+    ensure_monitors,
+    monitor_input,
+    monitor_labels,
+    start_monitor,
+    stop_monitor,
+)
 from core.db.engine import create_engine, session_factory
 from core.db.types import utcnow
 from core.models.audit import AuditLog
@@ -37,7 +51,7 @@ from core.models.catalog import HealthCheck, HealthCheckResult, HealthTransition
 from core.models.notifications import Notification
 from core.notifications.dispatch import SenderSettings
 from core.settings import Settings
-from core.temporal import policies
+from core.temporal import policies, search_attributes
 from core.temporal.client import connect
 from core.temporal.converter import data_converter
 from core.topology import Topology
@@ -51,6 +65,7 @@ from tests.integration.health_helpers import (
     until,
 )
 from tests.integration.identity_helpers import Api, assert_error, running_api
+from tests.integration.operator_view import activity_summaries, current_details, executions, upserts
 from tests.standins.http_target import HttpTarget
 from tests.standins.slack_api import SlackApiStandin
 from workers.runner import sandbox_runner
@@ -59,6 +74,7 @@ from workflows.notification import NotificationWorkflow
 
 TOKEN = "xoxb-health-test-0123456789"
 FAST = {"interval_seconds": 0.3, "timeout_seconds": 0.25}
+HISTORIES = Path(__file__).parent.parent / "fixtures" / "histories"
 
 
 @pytest.fixture(autouse=True)
@@ -124,9 +140,11 @@ async def workers(
         await engine.dispose()
 
 
-def fast_input(check: HealthCheck, **changes: object) -> MonitorInput:
+def fast_input(
+    check: HealthCheck, labels: MonitorLabels | None = None, **changes: object
+) -> MonitorInput:
     """The monitor's input from the row, probing a few times a second."""
-    base = monitor_input(check)
+    base = monitor_input(check, labels=labels)
     config = base.config.model_copy(update=FAST)
     return base.model_copy(update={"config": config, "min_interval_seconds": 0.1, **changes})
 
@@ -157,6 +175,10 @@ async def view(handle: WorkflowHandle[Any, Any]) -> MonitorView:
     return await handle.query(HealthMonitorWorkflow.state, result_type=MonitorView)
 
 
+def idp_team(execution: WorkflowExecution) -> str | None:
+    return execution.typed_search_attributes.get(search_attributes.TEAM)
+
+
 async def test_healthy_degraded_unhealthy_healthy_with_transitions_and_slack_messages(
     api: Api,
     temporal_env: WorkflowEnvironment,
@@ -180,7 +202,11 @@ async def test_healthy_degraded_unhealthy_healthy_with_transitions_and_slack_mes
     )
     assert channel.status_code == 201, channel.text
     check = await add_check(api, owner.service_id, name="readiness", endpoint=target.url)
-    monitor = fast_input(check, notifications_queue=nqueue)
+    async with api.session() as session:
+        labels = (await monitor_labels(session, [check]))[check.id]
+    assert (labels.service, labels.check) == (owner.service_name, "readiness")
+    assert labels.team and labels.organization
+    monitor = fast_input(check, notifications_queue=nqueue, labels=labels)
     try:
         async with workers(
             client, api.settings, queue, notifications_queue=nqueue, slack_url=slack.base_url
@@ -196,9 +222,23 @@ async def test_healthy_degraded_unhealthy_healthy_with_transitions_and_slack_mes
             )
             failing = await view(handle)
             assert failing.state.consecutive_failures >= 3
+            # The operator finds the unhealthy service by its attributes, and reads why.
+            [found] = await executions(
+                client,
+                f"WorkflowId = '{workflow_id}' AND IdpStatus = 'unhealthy' "
+                f"AND IdpService = '{owner.service_name}' AND IdpTeam = '{labels.team}' "
+                f"AND IdpOrganization = '{labels.organization}'",
+            )
+            assert found.status == WorkflowExecutionStatus.RUNNING  # the service's news
+            details = await current_details(handle)
+            assert details.startswith("unhealthy since "), details
+            assert "last probe HTTP 503 in " in details
+            assert "expected HTTP 200, got 503" in details
 
             target.status = 200
             await until(lambda: status_of(api, check.id), lambda s: s == "healthy", what="healed")
+            await executions(client, f"WorkflowId = '{workflow_id}' AND IdpStatus = 'healthy'")
+            assert (await current_details(handle)).startswith("healthy since ")
             posted = await until(
                 lambda: asyncio.sleep(0, slack.calls("chat.postMessage")),
                 lambda calls: len(calls) >= 3,
@@ -234,6 +274,25 @@ async def test_healthy_degraded_unhealthy_healthy_with_transitions_and_slack_mes
     )
     assert len(rows) == 3 and {r.status for r in rows} == {"delivered"}
     assert {r.event for r in rows} == {"health.changed"}
+    # Its notifications carry the monitor's attributes: found by the service's name.
+    sent = await executions(
+        client,
+        f"WorkflowType = 'NotificationWorkflow' AND IdpService = '{name}' "
+        "AND IdpStatus = 'delivered'",
+        at_least=3,
+    )
+    assert len(sent) == 3 and {idp_team(e) for e in sent} == {labels.team}
+
+    # The UI's list and timeline read as sentences; history grows by one upsert per change
+    # of status, not per probe.
+    assert await (await handle.describe()).static_summary() == (
+        f"health monitor of {name} (readiness: {target.url})"
+    )
+    summaries = await activity_summaries(client, handle)
+    assert summaries[:2] == [f"probe GET {target.url}", "record healthy (was unknown)"]
+    assert "record unhealthy (was degraded)" in summaries
+    assert summaries.count(f"probe GET {target.url}") >= final.probes  # + one cut off by stop
+    assert await upserts(handle) == 4 < final.probes
 
     stored = await get_check(api, check.id)
     assert stored.consecutive_failures == 0 and stored.last_status_code == 200
@@ -248,6 +307,20 @@ async def test_healthy_degraded_unhealthy_healthy_with_transitions_and_slack_mes
     assert final.status == "healthy"
 
     # The workflow code replays its own history: it is deterministic.
+    await Replayer(
+        workflows=[HealthMonitorWorkflow],
+        data_converter=data_converter(),
+        workflow_runner=sandbox_runner(),
+    ).replay_workflow(history)
+
+
+async def test_a_monitor_recorded_before_the_status_attribute_still_replays() -> None:
+    """Recorded by the code from before `IdpStatus` (unknown -> healthy -> degraded ->
+    unhealthy, then stopped): it replays without upserting anything."""
+    history = WorkflowHistory.from_json(
+        "old", (HISTORIES / "health_monitor_before_status_attribute.json").read_text()
+    )
+    assert history.events[-1].HasField("workflow_execution_completed_event_attributes")
     await Replayer(
         workflows=[HealthMonitorWorkflow],
         data_converter=data_converter(),
@@ -283,6 +356,17 @@ async def test_reconfigure_by_put_pause_and_delete_through_the_api(
         check_id = uuid.UUID(created.json()["id"])
         url = f"{base}/{check_id}"
         handle = client.get_workflow_handle(created.json()["workflow_id"], result_type=MonitorState)
+        # Started by the API: named after its service, found by it.
+        assert await (await handle.describe()).static_summary() == (
+            f"health monitor of {owner.service_name} (live: {target.url})"
+        )
+        [found] = await executions(
+            client,
+            f"WorkflowId = '{handle.id}' AND IdpService = '{owner.service_name}' "
+            "AND IdpStatus = 'unknown'",
+        )
+        assert found.typed_search_attributes.get(search_attributes.ORGANIZATION)
+        assert found.typed_search_attributes.get(search_attributes.TEAM)
         try:
             async with workers(client, api.settings, HEALTH_QUEUE):
                 await until(lambda: status_of(api, check_id), lambda s: s == "healthy")
@@ -436,6 +520,15 @@ async def test_continue_as_new_carries_state_and_prunes_old_results(
                 what="three runs",
             )
             latest_run = (await handle.describe()).run_id
+            # The status attribute is carried across continue-as-new: a run that starts
+            # unhealthy and stays so upserts nothing.
+            running = await executions(
+                client,
+                f"WorkflowId = '{workflow_id_for(check.id)}' AND IdpStatus = 'unhealthy' "
+                "AND ExecutionStatus = 'Running'",
+            )
+            assert len(running) == 1
+            assert await upserts(client.get_workflow_handle(handle.id, run_id=latest_run)) == 0
     finally:
         await retire(api, client, [check.id])
     assert latest_run != first_run

@@ -10,33 +10,46 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHistory
+from temporalio.common import TypedSearchAttributes
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from activities.notifications import NotificationActivities
 from core.db.engine import create_engine, session_factory
 from core.models.audit import AuditLog
 from core.models.notifications import Notification, NotificationAttempt
 from core.notifications.dispatch import SenderSettings
-from core.notifications.messages import MessageUpdate, NotificationRequest, NotificationSummary
+from core.notifications.messages import (
+    MessageUpdate,
+    NotificationRequest,
+    NotificationSummary,
+    channel_label,
+)
 from core.notifications.starter import start_notification
 from core.settings import Settings
-from core.temporal import policies
+from core.temporal import policies, search_attributes
 from core.temporal.client import connect
+from core.temporal.converter import data_converter
 from core.topology import Topology
 from tests.helpers import local_egress
 from tests.integration.identity_helpers import Api, assert_error, running_api
+from tests.integration.operator_view import activity_summaries, executions
 from tests.standins.slack_api import SlackApiStandin
 from tests.standins.smtp import SmtpStandin
 from tests.standins.webhook_receiver import WebhookReceiver
 from workers.runner import sandbox_runner
 from workflows.notification import (
+    DELIVERY_FAILED,
+    MESSAGE_UPDATE_FAILED,
     NOTIFICATIONS_QUEUE,
+    RECORD_FAILED,
     NotificationWorkflow,
     SlackMessageUpdateWorkflow,
 )
@@ -45,6 +58,7 @@ TOKEN = "xoxb-delivery-test-0123456789"
 SIGNING_SECRET = "whsec_delivery_test_secret_0123456789"
 SLACK_USER = "U0DEVUSER1"
 MAX_ATTEMPTS = 4
+HISTORIES = Path(__file__).parent.parent / "fixtures" / "histories"
 
 
 def fast(topology: Topology, initial: timedelta = timedelta(milliseconds=200)) -> Topology:
@@ -144,6 +158,19 @@ async def send(client: Client, queue: str, request: NotificationRequest) -> Noti
     workflow_id = await start_notification(client, request, task_queue=queue)
     handle = client.get_workflow_handle(workflow_id, result_type=NotificationSummary)
     return await asyncio.wait_for(handle.result(), timeout=120)  # a hang fails, not blocks
+
+
+async def send_failing(
+    client: Client, queue: str, request: NotificationRequest
+) -> tuple[NotificationSummary, ApplicationError]:
+    """Send a request a delivery of which fails: the workflow must end failed (DeliveryFailed),
+    its summary in the error's details."""
+    with pytest.raises(WorkflowFailureError) as caught:
+        await send(client, queue, request)
+    error = caught.value.cause
+    assert isinstance(error, ApplicationError) and error.type == DELIVERY_FAILED, error
+    assert error.non_retryable
+    return NotificationSummary.model_validate(error.details[0]), error
 
 
 async def records(api: Api, request: NotificationRequest) -> list[Notification]:
@@ -294,8 +321,10 @@ async def test_permanent_failures_and_exhausted_retries_end_failed_with_the_reas
         channel_ids=[uuid.UUID(unknown_channel), uuid.UUID(gone)],
     )
     async with worker(temporal_env, api, remotes, queue):
-        summary = await send(temporal_env.client, queue, request)
-    assert summary.count("failed") == 2
+        summary, error = await send_failing(temporal_env.client, queue, request)
+    assert summary.count("failed") == 2 and summary.status() == "failed"
+    assert error.message.startswith("2 of 2 deliveries of custom failed: ")
+    assert "(slack): permanent failure" in error.message and "(webhook): " in error.message
     rows = {r.channel_type: r for r in await records(api, request)}
     assert rows["slack"].status == "failed" and "channel_not_found" in (
         rows["slack"].last_error or ""
@@ -311,11 +340,156 @@ async def test_permanent_failures_and_exhausted_retries_end_failed_with_the_reas
         event="custom", context={"title": "t", "message": "m"}, channel_ids=[uuid.UUID(always_down)]
     )
     async with worker(temporal_env, api, remotes, queue):
-        summary = await send(temporal_env.client, queue, request)
+        summary, error = await send_failing(temporal_env.client, queue, request)
     [row] = await records(api, request)
     assert row.status == "failed" and row.attempts == MAX_ATTEMPTS
+    assert error.message.endswith(f"(webhook): {row.last_error}")
     assert (row.last_error or "").startswith("gave up after the last allowed attempt")
     assert len(await attempts(api, row.id)) == MAX_ATTEMPTS
+
+
+def idp(attributes: TypedSearchAttributes) -> dict[str, str]:
+    """The platform's search attributes of an execution, by name."""
+    return {
+        key.name: value
+        for key in search_attributes.ALL
+        if (value := attributes.get(key)) is not None
+    }
+
+
+async def test_the_operator_sees_failed_delivered_and_skipped_requests(
+    api: Api, temporal_env: WorkflowEnvironment, remotes: Remotes
+) -> None:
+    """In the Temporal UI: a channel that never takes the message is a FAILED execution
+    (DeliveryFailed naming the channel, no credential) with IdpStatus failed; a delivered one
+    completes `delivered`; one every recipient turned off completes `skipped`."""
+    queue = f"notify-{uuid.uuid4().hex[:8]}"
+    client = temporal_env.client
+    _, admin = await api.token("admin")
+    url_token = "tok-in-the-url-0123456789"
+    down = await channel(
+        api, admin, "webhook", remotes, url=remotes.hooks.url_for(f"/down?t={url_token}")
+    )
+    up = await channel(api, admin, "webhook", remotes)
+    names = {}
+    for channel_id in (down, up):
+        shown = await api.client.get(f"/notifications/channels/{channel_id}", headers=admin)
+        names[channel_id] = shown.json()["name"]
+    user_id, user_email = await api.user("viewer")
+    off = {"preferences": [{"channel_type": "email", "event": "custom", "enabled": False}]}
+    login = await api.login(user_email)
+    await api.client.put(
+        "/users/me/notification-preferences",
+        json=off,
+        headers={"Authorization": f"Bearer {login['access_token']}"},
+    )
+    personal_only = await channel(api, admin, "email", remotes, to=[])
+    remotes.hooks.respond_next(MAX_ATTEMPTS, 500)  # every attempt to `down`, the first sent
+    context = {"title": "t", "message": "m", "service": "shop"}
+    failing = NotificationRequest(event="custom", context=context, channel_ids=[uuid.UUID(down)])
+    delivered = NotificationRequest(event="custom", context=context, channel_ids=[uuid.UUID(up)])
+    skipped = NotificationRequest(
+        event="custom",
+        context=context,
+        channel_ids=[uuid.UUID(personal_only)],
+        user_ids=[user_id],
+    )
+    down_label = channel_label("webhook", names[down])
+    async with worker(temporal_env, api, remotes, queue):
+        outcome, error = await send_failing(client, queue, failing)
+        assert (await send(client, queue, delivered)).status() == "delivered"
+        assert (await send(client, queue, skipped)).status() == "skipped"
+
+    assert outcome.count("failed") == 1
+    assert error.message.startswith(f"1 of 1 deliveries of custom failed: {down_label}: ")
+    assert "gave up after the last allowed attempt" in error.message
+    assert url_token not in error.message and SIGNING_SECRET not in error.message
+
+    expected = [
+        (failing, WorkflowExecutionStatus.FAILED, "failed"),
+        (delivered, WorkflowExecutionStatus.COMPLETED, "delivered"),
+        (skipped, WorkflowExecutionStatus.COMPLETED, "skipped"),
+    ]
+    for request, status, idp_status in expected:
+        workflow_id = f"notification-{request.request_id}"
+        [found] = await executions(
+            client, f"WorkflowId = '{workflow_id}' AND IdpStatus = '{idp_status}'"
+        )
+        assert found.status == status
+        assert idp(found.typed_search_attributes) == {"IdpStatus": idp_status}
+    # What failed tonight, as the operator asks for it.
+    failures = await executions(
+        client,
+        f"WorkflowType = 'NotificationWorkflow' AND TaskQueue = '{queue}' "
+        "AND ExecutionStatus = 'Failed' AND IdpStatus = 'failed'",
+    )
+    assert [f.id for f in failures] == [f"notification-{failing.request_id}"]
+
+    handle = client.get_workflow_handle(f"notification-{failing.request_id}")
+    description = await handle.describe()
+    assert await description.static_summary() == "notify 1 channel of custom for shop"
+    assert await activity_summaries(client, handle) == [
+        "render custom for its recipients",
+        f"deliver to {down_label}",
+        f"record the failed delivery to {down_label}",
+    ]
+    handle = client.get_workflow_handle(f"notification-{skipped.request_id}")
+    assert await activity_summaries(client, handle) == ["render custom for its recipients"]
+
+
+async def test_a_database_that_stays_down_fails_the_request_naming_it(
+    temporal_env: WorkflowEnvironment, topology: Topology
+) -> None:
+    """The delivery records cannot be written (the `db` retries used up): the platform did
+    not do its job, so the execution FAILED (NotificationRecordFailed), IdpStatus failed."""
+    db = topology.activities["db"]
+    quick = db.model_copy(
+        update={
+            "retry": db.retry.model_copy(
+                update={"initial_interval": timedelta(milliseconds=100), "maximum_attempts": 2}
+            )
+        }
+    )
+    policies.install(
+        topology.model_copy(update={"activities": {**topology.activities, "db": quick}})
+    )
+    queue = f"notify-{uuid.uuid4().hex[:8]}"
+    engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/nothing")  # refused
+    acts = NotificationActivities(session_factory(engine), SenderSettings())
+    request = NotificationRequest(
+        event="custom", context={"title": "t", "message": "m"}, channel_ids=[uuid.uuid4()]
+    )
+    try:
+        async with Worker(
+            temporal_env.client,
+            task_queue=queue,
+            workflows=[NotificationWorkflow],
+            activities=[acts.prepare, acts.deliver, acts.mark_failed],
+            workflow_runner=sandbox_runner(),
+        ):
+            with pytest.raises(WorkflowFailureError) as caught:
+                await send(temporal_env.client, queue, request)
+    finally:
+        await engine.dispose()
+    error = caught.value.cause
+    assert isinstance(error, ApplicationError) and error.type == RECORD_FAILED, error
+    assert error.message.startswith("the delivery records of custom could not be written: ")
+    workflow_id = f"notification-{request.request_id}"
+    await executions(temporal_env.client, f"WorkflowId = '{workflow_id}' AND IdpStatus = 'failed'")
+
+
+async def test_a_request_that_completed_on_a_failed_delivery_before_still_replays() -> None:
+    """Recorded by the code from before a failed delivery failed the workflow: it completed,
+    and replays to completion (`FAILS_ON_DELIVERY_FAILURE` is not patched in)."""
+    history = WorkflowHistory.from_json(
+        "old", (HISTORIES / "notification_delivery_failed_before_failing.json").read_text()
+    )
+    assert history.events[-1].HasField("workflow_execution_completed_event_attributes")
+    await Replayer(
+        workflows=[NotificationWorkflow],
+        data_converter=data_converter(),
+        workflow_runner=sandbox_runner(),
+    ).replay_workflow(history)
 
 
 async def test_slack_rate_limit_waits_for_retry_after(
@@ -415,7 +589,8 @@ async def test_preferences_templates_and_message_updates(
         channel_ids=[uuid.UUID(slack)],
     )
     async with worker(temporal_env, api, remotes, queue):
-        summary = await send(temporal_env.client, queue, request)
+        # A template that does not render fails the request (an operator must fix it)...
+        summary, error = await send_failing(temporal_env.client, queue, request)
         sent = await send(temporal_env.client, queue, approval)
         [message] = await records(api, approval)
         updated = await temporal_env.client.execute_workflow(
@@ -428,6 +603,21 @@ async def test_preferences_templates_and_message_updates(
             id=f"update-{uuid.uuid4()}",
             task_queue=queue,
         )
+        # An update that cannot be made fails its workflow, saying which message and why.
+        never_sent = uuid.uuid4()
+        with pytest.raises(WorkflowFailureError) as caught:
+            await temporal_env.client.execute_workflow(
+                SlackMessageUpdateWorkflow.run,
+                MessageUpdate(notification_id=never_sent, event="promotion.approved"),
+                id=f"update-{uuid.uuid4()}",
+                task_queue=queue,
+            )
+    refused = caught.value.cause
+    assert isinstance(refused, ApplicationError) and refused.type == MESSAGE_UPDATE_FAILED
+    assert refused.message == (
+        f"updating Slack message {never_sent} to promotion.approved failed: permanent failure: "
+        f"notification {never_sent} was not delivered; nothing to update"
+    )
     rows = {(r.channel_type, r.user_id is not None): r for r in await records(api, request)}
     turned_off = rows[("email", True)]
     assert turned_off.status == "skipped" and "preferences" in (turned_off.last_error or "")
@@ -438,6 +628,9 @@ async def test_preferences_templates_and_message_updates(
     assert "did not render" in (unrendered.last_error or "")
     assert "message" in (unrendered.last_error or "")
     assert summary.count("skipped") == 2 and summary.count("failed") == 1
+    # ...and says which channel, not the recipients who turned the event off.
+    assert "1 of 3 deliveries of custom failed" in error.message
+    assert "(slack): the template did not render" in error.message
 
     assert sent.count("delivered") == 1 and updated.status == "delivered"
     posted = remotes.slack.calls("chat.postMessage")[-1]
@@ -463,6 +656,9 @@ async def test_post_notifications_starts_the_workflow_and_refuses_bad_requests(
         # The API's client encrypts payloads: the worker needs the same codec.
         client = await connect(api.settings, topology)
         _, admin = await api.token("admin")
+        _, sender_email = await api.user("admin")
+        login = await api.login(sender_email)
+        sender = {"Authorization": f"Bearer {login['access_token']}"}
         hook = await channel(api, admin, "webhook", remotes)
         body = {
             "event": "custom",
@@ -470,13 +666,27 @@ async def test_post_notifications_starts_the_workflow_and_refuses_bad_requests(
             "channel_ids": [hook],
         }
         async with worker(client, api, remotes, NOTIFICATIONS_QUEUE):
-            sent = await api.client.post("/notifications", json=body, headers=admin)
+            sent = await api.client.post("/notifications", json=body, headers=sender)
             assert sent.status_code == 202, sent.text
             workflow_id = sent.json()["workflow_id"]
             assert workflow_id == f"notification-{sent.json()['request_id']}"
             handle = client.get_workflow_handle(workflow_id, result_type=NotificationSummary)
             summary = await asyncio.wait_for(handle.result(), timeout=60)
         assert summary.count("delivered") == 1
+        # The UI names the channel the API had loaded, and who sent it.
+        hook_name = (await api.client.get(f"/notifications/channels/{hook}", headers=admin)).json()[
+            "name"
+        ]
+        assert await (await handle.describe()).static_summary() == (
+            f"notify {hook_name} (webhook) of custom"
+        )
+        [found] = await executions(
+            client, f"WorkflowId = '{workflow_id}' AND IdpActor = '{sender_email}'"
+        )
+        assert idp(found.typed_search_attributes) == {
+            "IdpActor": sender_email,
+            "IdpStatus": "delivered",
+        }
         assert remotes.hooks.accepted[0].json()["data"]["message"] == "from the API"
         listed = await api.client.get(
             f"/notifications?request_id={sent.json()['request_id']}&status=delivered",

@@ -2,7 +2,9 @@
 push webhook runs the repository's commands through the local runner, with logs, artifacts
 and commit statuses recorded; duplicate deliveries start one run; forged ones start nothing;
 failures skip what follows and re-run from the failed stage; cancel kills the step's
-processes; the concurrency limit queues runs; the live log stream."""
+processes; the concurrency limit queues runs; the live log stream. What an operator sees in the
+Temporal UI: search attributes, summaries, current details, and which failures fail the
+workflow (the platform's) and which complete it (the user's work)."""
 
 from __future__ import annotations
 
@@ -19,23 +21,30 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from core.db.engine import create_engine, session_factory
 from core.models.audit import AuditLog
+from core.models.identity import Organization, Team
 from core.models.pipelines import Pipeline, PipelineRun
 from core.pipelines.commit_status import CommitStatusReporter, build_host_configs
 from core.pipelines.dispatch import ensure_queued_runs
+from core.pipelines.runners.docker import DockerRunner
 from core.pipelines.runs import RunRequest, RunService
 from core.settings import Settings
 from core.temporal import policies
+from core.temporal import search_attributes as sa
 from core.topology import Topology
 from tests.helpers import free_port, wait_until
 from tests.integration.identity_helpers import assert_error, running_api
 from tests.integration.pipeline_helpers import (
     Stack,
+    activity_summaries,
+    current_details,
     git,
     github_delivery,
     make_repo,
@@ -46,6 +55,7 @@ from tests.integration.pipeline_helpers import (
     served,
     sse_events,
     stack_settings,
+    until_listed,
 )
 from tests.standins.git_host_api import GitHostApiStandin
 from tests.standins.webhook_receiver import WebhookReceiver
@@ -491,9 +501,19 @@ async def test_cron_trigger_keeps_a_schedule_whose_firing_records_and_runs_a_cro
             [run] = listed.json()["items"]
             assert run["trigger_type"] == "cron"
             assert run["workflow_id"].startswith(f"pipeline-cron-{pipeline['id']}-run")
-            done = await stack.finished(run["id"])
+            done = await stack.settled(await stack.finished(run["id"]))
         assert done["status"] == "succeeded"
         assert "s/a | nightly" in await stack.logs(run["id"])
+        # The firing started with the pipeline's name; the run, once recorded, added the rest.
+        org, team = await labels_of(stack, service)
+        firing = await stack.client.get_workflow_handle(run["workflow_id"]).describe()
+        attributes = firing.typed_search_attributes
+        assert attributes.get(sa.PIPELINE) == pipeline["name"]
+        assert attributes.get(sa.STATUS) == "succeeded"
+        assert attributes.get(sa.SERVICE) == service["name"]
+        assert attributes.get(sa.ORGANIZATION) == org and attributes.get(sa.TEAM) == team
+        assert attributes.get(sa.COMMIT) == done["git_sha"]
+        assert await firing.static_summary() == f"pipeline {pipeline['name']}: a cron firing"
     finally:
         deleted = await stack.api.client.delete(f"/pipelines/{pipeline['id']}", headers=stack.admin)
         assert deleted.status_code == 204
@@ -727,3 +747,199 @@ async def test_a_worker_starting_up_starts_the_runs_left_queued(stack: Stack, re
         assert again["status"] == "succeeded" and again["trigger_type"] == "manual"
     finally:
         await engine.dispose()
+
+
+# -- what an operator sees in the Temporal UI ---------------------------------------------------
+
+GATED_FAILURE = f"""\
+stages:
+  - name: test
+    steps:
+      - name: lint
+        run: 'true'
+      - name: unit
+        run: '{GATED}; echo broken; exit 3'
+  - name: build
+    steps:
+      - name: pack
+        run: 'true'
+"""
+
+
+def quick_retries(topology: Topology, *kinds: str) -> Topology:
+    """temporal.yaml's policies with `kinds` retried twice, quickly: a test waits seconds."""
+    activities = dict(topology.activities)
+    for kind in kinds:
+        spec = activities[kind]
+        retry = spec.retry.model_copy(
+            update={
+                "initial_interval": timedelta(milliseconds=100),
+                "maximum_interval": timedelta(milliseconds=200),
+                "maximum_attempts": 2,
+            }
+        )
+        activities[kind] = spec.model_copy(update={"retry": retry})
+    return topology.model_copy(update={"activities": activities})
+
+
+async def labels_of(stack: Stack, service: dict[str, Any]) -> tuple[str, str]:
+    """The service's organization's and owner team's slugs."""
+    [org] = await stack.api.fetch(
+        select(Organization.slug).where(Organization.id == uuid.UUID(service["org_id"]))
+    )
+    [team] = await stack.api.fetch(
+        select(Team.slug).where(Team.id == uuid.UUID(service["owner_team_id"]))
+    )
+    return str(org), str(team)
+
+
+async def test_a_run_its_step_failed_completes_labelled_summarised_and_found_by_a_query(
+    stack: Stack, repo: Repo
+) -> None:
+    sha = repo.init(pipeline=GATED_FAILURE)
+    service = await stack.service(repo.url)
+    pipeline = await stack.pipeline(
+        service["id"], source="repository", triggers={"push": {"branches": ["main"]}}
+    )
+    org, team = await labels_of(stack, service)
+    async with pipelines_worker(stack.client, stack.settings):
+        body, headers = github_delivery(push_payload(repo.owner, repo.name, sha))
+        answer = await deliver(stack, body, headers)
+        assert answer.status_code == 202, answer.text
+        [started] = answer.json()["runs"]
+        workflow_id = started["workflow_id"]
+        handle = stack.client.get_workflow_handle(workflow_id)
+        # While it runs: its status and what it is doing now.
+        doing = "stage test: step unit running (1 of 3 steps done)"
+
+        async def at_unit() -> bool:
+            return await current_details(stack.client, workflow_id) == doing
+
+        await wait_until(doing, at_unit, timeout=30)
+        attributes = (await handle.describe()).typed_search_attributes
+        assert attributes.get(sa.STATUS) == "running"
+        await open_gate(stack, started["id"])
+        run = await stack.settled(await stack.finished(started["id"]))
+        assert (await current_details(stack.client, workflow_id)).startswith("failed: test / unit")
+
+    assert run["status"] == "failed" and "exited with code 3" in run["error"]
+    # The user's work failed: the workflow completed, its outcome in IdpStatus.
+    described = await handle.describe()
+    assert described.status == WorkflowExecutionStatus.COMPLETED
+    attributes = described.typed_search_attributes
+    assert attributes.get(sa.STATUS) == "failed"
+    assert attributes.get(sa.PIPELINE) == pipeline["name"]
+    assert attributes.get(sa.SERVICE) == service["name"]
+    assert attributes.get(sa.COMMIT) == sha
+    assert attributes.get(sa.ORGANIZATION) == org and attributes.get(sa.TEAM) == team
+    assert attributes.get(sa.ACTOR) == "octocat"
+    assert await described.static_summary() == (
+        f"pipeline {pipeline['name']} #1 of {service['name']} at {sha[:7]}, push by octocat"
+    )
+    details = await described.static_details() or ""
+    assert f"**Commit:** {sha}" in details and "**Branch:** main" in details
+    assert f"**Organization:** {org} (team {team})" in details
+
+    await until_listed(
+        stack.client, f'IdpPipeline = "{pipeline["name"]}" AND IdpStatus = "failed"', workflow_id
+    )
+    await until_listed(
+        stack.client, f'IdpCommit = "{sha}" AND IdpOrganization = "{org}"', workflow_id
+    )
+
+    summaries = await activity_summaries(stack.client, workflow_id)
+    assert summaries[0] == "admit" and "" not in summaries, summaries
+    assert {
+        f"checkout {sha[:7]}",
+        "step lint (stage test)",
+        "step unit (stage test)",
+        "record stage test failed",
+        "commit status pending",
+        "commit status failure",
+        "finish failed",
+        "remove the workspace",
+    } <= set(summaries), summaries
+    assert "step pack (stage build)" not in summaries  # skipped: never scheduled
+
+    await Replayer(
+        workflows=[PipelineRunWorkflow],
+        workflow_runner=sandbox_runner(),
+        data_converter=stack.client.data_converter,
+    ).replay_workflow(await handle.fetch_history())
+
+
+async def test_what_the_user_got_wrong_completes_and_a_git_host_down_fails_the_workflow(
+    stack: Stack, repo: Repo, topology: Topology
+) -> None:
+    policies.install(quick_retries(topology, "git"))
+    repo.init(pipeline="stages:\n  - name: s\n    steps: nope\n")
+    service = await stack.service(repo.url)
+    pipeline = await stack.pipeline(service["id"], source="repository")
+    # Rewritten like the repository, to a path where nothing is: its Git host is down.
+    gone_url = f"{repo.url}-gone"
+    gone_service = await stack.service(gone_url)
+    gone_pipeline = await stack.pipeline(gone_service["id"], source="repository")
+    async with pipelines_worker(stack.client, stack.settings):
+        invalid = await stack.start(pipeline["id"], ref="main")
+        unknown = await stack.start(pipeline["id"], ref="no-such-branch")
+        down = await stack.start(gone_pipeline["id"], ref="main")
+        runs = [await stack.settled(await stack.finished(r)) for r in (invalid, unknown, down)]
+
+    assert [r["status"] for r in runs] == ["failed", "failed", "failed"]
+    assert ".idp/pipeline.yaml at " in runs[0]["error"] and "is invalid" in runs[0]["error"]
+    assert "unknown ref or commit 'no-such-branch'" in runs[1]["error"]
+    assert gone_url in runs[2]["error"]
+    # The user's: completed, failed in IdpStatus.
+    for run in runs[:2]:
+        described = await stack.client.get_workflow_handle(run["workflow_id"]).describe()
+        assert described.status == WorkflowExecutionStatus.COMPLETED, run
+        assert described.typed_search_attributes.get(sa.STATUS) == "failed"
+    # The platform's: recorded failed, then the workflow failed saying what and where.
+    handle = stack.client.get_workflow_handle(runs[2]["workflow_id"])
+    described = await handle.describe()
+    assert described.status == WorkflowExecutionStatus.FAILED
+    assert described.typed_search_attributes.get(sa.STATUS) == "failed"
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "GitCheckoutFailed"
+    assert cause.non_retryable
+    assert gone_url in cause.message and "does not appear to be a git repository" in cause.message
+    assert cause.message.startswith(
+        f"pipeline {gone_pipeline['name']} #1 of service {gone_service['name']}: checkout of main"
+    )
+    query = f'IdpService = "{gone_service["name"]}" AND IdpStatus = "failed"'
+    await until_listed(stack.client, f"{query} AND ExecutionStatus = 'Failed'", handle.id)
+
+    replayer = Replayer(
+        workflows=[PipelineRunWorkflow],
+        workflow_runner=sandbox_runner(),
+        data_converter=stack.client.data_converter,
+    )
+    for run in runs:
+        history = await stack.client.get_workflow_handle(run["workflow_id"]).fetch_history()
+        await replayer.replay_workflow(history)
+
+
+async def test_a_runner_that_cannot_be_reached_fails_the_workflow_naming_it(
+    stack: Stack, repo: Repo, topology: Topology, tmp_path: Path
+) -> None:
+    policies.install(quick_retries(topology, "pipeline_step"))
+    repo.init(pipeline=ONE_STEP)
+    service = await stack.service(repo.url)
+    pipeline = await stack.pipeline(service["id"], source="repository")
+    engine = f"unix://{tmp_path}/no-docker-engine.sock"  # the Docker engine is down
+    runner = DockerRunner(base_url=engine)
+    async with pipelines_worker(stack.client, stack.settings, runner=runner):
+        run = await stack.settled(await stack.finished(await stack.start(pipeline["id"])))
+
+    assert run["status"] == "failed" and engine in run["error"]
+    [step] = run["stages"][0]["steps"]
+    assert step["status"] == "failed" and engine in step["error"]
+    handle = stack.client.get_workflow_handle(run["workflow_id"])
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "RunnerUnavailable"
+    assert f"step a of stage s could not run: the Docker engine at {engine}" in cause.message
+    assert (await handle.describe()).typed_search_attributes.get(sa.STATUS) == "failed"

@@ -7,10 +7,15 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select, update
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHistory
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import Replayer
 
 from core.environments.policy import ProtectionPolicy
@@ -18,6 +23,11 @@ from core.models.audit import AuditLog
 from core.models.environments import Environment
 from core.models.notifications import Notification
 from core.models.promotions import ServiceDeployment
+from core.security.encryption import KeyRing
+from core.settings import PROJECT_ROOT, Settings
+from core.temporal import policies
+from core.temporal.codec import EncryptionCodec
+from core.temporal.converter import data_converter
 from core.topology import Topology
 from tests.helpers import free_port, wait_until
 from tests.integration.identity_helpers import assert_error, running_api
@@ -25,6 +35,10 @@ from tests.integration.promotion_helpers import (
     SLACK_CHANNEL,
     PromotionStack,
     World,
+    activity_summaries,
+    current_details,
+    indexed,
+    listed,
     promotion_workers,
     slack_headers,
     slack_interaction,
@@ -304,6 +318,14 @@ async def test_failed_health_check_and_verification_roll_back(stack: PromotionSt
         degraded = await stack.finished((await stack.deploy(world, "dev", "3.2.0"))["id"])
         assert degraded["status"] == "rolled_back", degraded
         assert "3.0.0 runs again" in degraded["reason"]
+        # the user's version failed, not the platform: the workflow completed, rolled_back
+        wid = degraded["workflow_id"]
+        described = await stack.client.get_workflow_handle(wid).describe()
+        assert described.status == WorkflowExecutionStatus.COMPLETED
+        assert (await indexed(stack.client, wid))["IdpStatus"] == "rolled_back"
+        summaries = await activity_summaries(stack.client, wid)
+        dev_name = world.envs["dev"]["name"]
+        assert f"deploy 3.2.0 to {dev_name}" in summaries and "roll back to 3.0.0" in summaries
         assert (await _served(stack, world, "dev")).startswith("3.0.0")
         await _notified(stack, degraded["id"], "promotion.rolled_back")
 
@@ -432,3 +454,198 @@ async def test_a_branch_the_policy_does_not_allow_is_refused(stack: PromotionSta
         )
         == []
     )
+
+
+async def test_the_temporal_ui_labels_filters_and_explains_a_promotion(
+    stack: PromotionStack,
+) -> None:
+    world = await stack.world(prod_policy={"approval_timeout": "3h"})
+    staging, prod = world.envs["staging"]["name"], world.envs["prod"]["name"]
+    [approvers] = world.envs["prod"]["policy"]["approver_teams"]
+    requester = await stack.person("developer")
+    alice = await stack.person("approver", teams=(world.approvers_team,))
+    bob = await stack.person("approver", teams=(world.approvers_team,))
+    run_id = await stack.build(world, "main")
+    await stack.version(world, "7.0.0", built_by=run_id)
+    client = stack.client
+    async with promotion_workers(stack):
+        await stack.promoted(world, "dev", "7.0.0")
+        done = await stack.promoted(world, "staging", "7.0.0")
+        # a finished promotion: completed, its outcome indexed, every activity summarised
+        assert (await indexed(client, done["workflow_id"]))["IdpStatus"] == "succeeded"
+        summaries = await activity_summaries(client, done["workflow_id"])
+        assert None not in summaries, summaries
+        assert {
+            "read the promotion and its policy",
+            f"check {staging}'s policy",
+            f"deploy 7.0.0 to {staging}",
+            f"verify {world.service} in {staging}",
+            "record succeeded",
+        } <= set(summaries), summaries
+
+        # waiting for approval in production: filterable, labelled, and saying for whom
+        pid = (await stack.deploy(world, "prod", "7.0.0", requester.headers))["id"]
+        row = await stack.until(pid, "awaiting_approval")
+        wid, sha = row["workflow_id"], row["git_sha"]
+        assert sha and len(sha) == 40
+        assert await indexed(client, wid) == {
+            "IdpOrganization": world.org_slug,
+            "IdpTeam": world.owner_slug,
+            "IdpService": world.service,
+            "IdpEnvironment": prod,
+            "IdpCommit": sha,
+            "IdpActor": requester.email,
+            "IdpStatus": "awaiting_approval",
+        }
+        details = await current_details(client, wid)
+        assert details.startswith(
+            f"waiting for 2 more approvals from team {approvers}, expires in 3h (at "
+        ), details
+        described = await client.get_workflow_handle(wid).describe()
+        assert await described.static_summary() == (
+            f"promote {world.service} 7.0.0 to {prod}, requested by Test User"
+        )
+        static = await described.static_details() or ""
+        assert f"- commit: {sha}" in static and f"- source run: {run_id}" in static, static
+        assert "- approvals required: 2" in static and requester.email in static
+        await listed(
+            client, f'IdpService = "{world.service}" AND IdpStatus = "awaiting_approval"', wid
+        )
+        await listed(client, f'IdpEnvironment = "{prod}" AND IdpStatus = "awaiting_approval"', wid)
+        await listed(client, f'IdpCommit = "{sha}"', wid)  # everything of one commit
+
+        # one approval: the details say who is still missing
+        approved = await stack.post(f"/promotions/{pid}/approve", {}, alice.headers)
+        assert approved.status_code == 200, approved.text
+        waiting: list[str] = []
+
+        async def one_missing() -> bool:
+            waiting[:] = [await current_details(client, wid)]
+            return waiting[0].startswith(f"waiting for 1 more approval from team {approvers}")
+
+        await wait_until("the details show one approval missing", one_missing, timeout=15)
+        assert "(approved by Test User (API))" in waiting[0], waiting
+
+        # a rejection is the user's outcome: completed, indexed rejected
+        rejected = await stack.post(
+            f"/promotions/{pid}/reject", {"comment": "not today"}, bob.headers
+        )
+        assert rejected.status_code == 200, rejected.text
+        assert (await stack.finished(pid))["status"] == "rejected"
+        described = await client.get_workflow_handle(wid).describe()
+        assert described.status == WorkflowExecutionStatus.COMPLETED
+        assert (await indexed(client, wid))["IdpStatus"] == "rejected"
+        summaries = await activity_summaries(client, wid)
+        assert summaries.count("check approver Test User") == 2, summaries
+        await listed(
+            client,
+            f'IdpService = "{world.service}" AND IdpStatus = "rejected" '
+            'AND ExecutionStatus = "Completed"',
+            wid,
+        )
+
+
+async def test_a_deploy_target_that_fails_fails_the_workflow_with_what_and_where(
+    stack: PromotionStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # no kubeconfig: the Kubernetes target cannot reach an API server, attempt after attempt
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    world = await stack.world(chain=("dev",))
+    contexts = await stack.api.client.put(
+        f"/organizations/{world.org_id}/kubernetes-contexts",
+        json={"contexts": ["test-cluster"]},
+        headers=stack.admin,
+    )
+    assert contexts.status_code == 200, contexts.text
+    env = await stack.created(
+        "/environments",
+        {
+            "org_id": world.org_id,
+            "name": f"k8s-{uuid.uuid4().hex[:6]}",
+            "type": "development",
+            "target": "kubernetes",
+            "cluster_id": "test-cluster",
+            "policy": {"verification_window": "1s"},
+        },
+    )
+    world.envs["k8s"] = env
+    await stack.created(
+        f"/services/{world.service_id}/versions",
+        {"version": "8.0.0", "config": {"image": "registry.invalid/shop:8.0.0"}},
+    )
+    where = f"kubernetes, context test-cluster, namespace {env['namespace']}"
+    client = stack.client
+    async with promotion_workers(stack):
+        row = await stack.finished((await stack.deploy(world, "k8s", "8.0.0"))["id"], timeout=120)
+        assert row["status"] == "failed", row
+        assert "no Kubernetes API server configured" in row["reason"], row
+        handle = client.get_workflow_handle(row["workflow_id"])
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        failure = failed.value.cause
+        assert isinstance(failure, ApplicationError) and failure.type == "DeployFailed"
+        assert failure.non_retryable
+        assert failure.message.startswith(
+            f"deploying {world.service} 8.0.0 to {env['name']} failed on its target ({where}): "
+        ), failure.message
+        assert "no Kubernetes API server configured" in failure.message
+        assert isinstance(failure.cause, ActivityError)  # the activity's own error, chained
+        assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
+        assert (await indexed(client, row["workflow_id"]))["IdpStatus"] == "failed"
+        await listed(
+            client,
+            f'IdpService = "{world.service}" AND IdpStatus = "failed" '
+            'AND ExecutionStatus = "Failed"',
+            row["workflow_id"],
+        )
+        # each attempt's deployment record ended failed (none left `deploying`)
+        attempts = await stack.api.fetch(
+            select(ServiceDeployment).where(
+                ServiceDeployment.environment_id == uuid.UUID(env["id"])
+            )
+        )
+        assert len(attempts) > 1 and {a.status for a in attempts} == {"failed"}, attempts
+
+        # the context taken off the organization's allow-list: a misconfiguration, at once
+        await stack.api.run_sql(
+            update(Environment)
+            .where(Environment.id == uuid.UUID(env["id"]))
+            .values(cluster_id="removed-cluster")
+        )
+        refused = await stack.finished((await stack.deploy(world, "k8s", "8.0.0"))["id"])
+        assert refused["status"] == "failed" and "allow-list" in refused["reason"], refused
+        with pytest.raises(WorkflowFailureError) as failed:
+            await client.get_workflow_handle(refused["workflow_id"]).result()
+        failure = failed.value.cause
+        assert isinstance(failure, ApplicationError) and failure.type == "DeployFailed"
+        assert isinstance(failure.cause, ActivityError)
+        activity_failure = failure.cause.cause
+        assert isinstance(activity_failure, ApplicationError)
+        assert activity_failure.type == "DeployContextRefused"
+
+
+# A deploy its target refused (the cluster context off the allow-list), recorded by the code
+# from before a platform failure failed the workflow (payloads encrypted with this fixture-only
+# key): it completed then, and replays so (no `promotion-platform-failure-fails` marker).
+HISTORY = (
+    PROJECT_ROOT
+    / "tests/fixtures/histories/promotion_deploy_failed_before_platform_failures_failed.json"
+)
+HISTORY_KEY = "history-fixture-key-not-a-secret-0123456789"
+
+
+async def test_a_promotion_whose_deploy_failed_before_the_rule_still_replays(
+    topology: Topology,
+) -> None:
+    policies.install(topology)
+    history = WorkflowHistory.from_json("promotion-deploy-failed", HISTORY.read_text())
+    kinds = [e.event_type for e in history.events]
+    assert EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED in kinds
+    assert kinds[-1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+    ring = KeyRing.from_settings(Settings(env="test", encryption_key=SecretStr(HISTORY_KEY)))
+    replayer = Replayer(
+        workflows=[PromotionWorkflow],
+        workflow_runner=sandbox_runner(),
+        data_converter=data_converter(EncryptionCodec(ring)),
+    )
+    await replayer.replay_workflow(history)

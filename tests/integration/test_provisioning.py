@@ -1,12 +1,17 @@
 """ProvisionWorkflow and DestroyWorkflow on the real Temporal dev server, with the API, the
 database and a worker on `provisioning`; only the Pulumi Automation API boundary (`Engine`)
 is replaced by an in-memory engine that plans, creates and destroys what it is told. The
-missing-CLI case runs the real `AutomationEngine` on a PATH without `pulumi`."""
+missing-CLI case runs the real `AutomationEngine` on a PATH without `pulumi`.
+
+What an operator sees in the Temporal UI is checked too: a platform failure (the CLI missing,
+`up` failing) fails the execution with a typed ApplicationError and is found by its search
+attributes; a rejection completes; the runs and their activities carry summaries."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,8 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHistory,
+)
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
@@ -36,14 +48,19 @@ from core.infrastructure.engine import (
     StackRef,
 )
 from core.models.audit import AuditLog
+from core.models.identity import User
 from core.models.infrastructure import Resource, ResourceRelationship
 from core.models.notifications import Notification
-from core.settings import Settings
-from core.temporal import policies
+from core.security.encryption import KeyRing
+from core.settings import PROJECT_ROOT, Settings
+from core.temporal import policies, search_attributes
 from core.temporal.client import connect
+from core.temporal.codec import EncryptionCodec
+from core.temporal.converter import data_converter
 from core.topology import Topology
 from tests.helpers import wait_until
 from tests.integration.identity_helpers import Api, assert_error, running_api
+from tests.integration.operator_view import activity_summaries, current_details, executions
 from tests.integration.pipeline_helpers import notifications_worker, retire_runs
 from tests.integration.promotion_helpers import (
     BOT_TOKEN,
@@ -172,6 +189,9 @@ class Infra:
     approvers: str = ""
     approvers_id: str = ""
     provider_id: str = ""
+    org_slug: str = ""
+    admin_email: str = ""
+    names: dict[str, str] = field(default_factory=dict)  # environment id -> name
 
     async def created(self, path: str, body: Any, headers: Headers | None = None) -> Any:
         answer = await self.api.client.post(path, json=body, headers=headers or self.admin)
@@ -188,6 +208,7 @@ class Infra:
                 "policy": policy,
             },
         )
+        self.names[str(env["id"])] = env["name"]
         return str(env["id"])
 
     async def provision(
@@ -258,12 +279,13 @@ async def infra(
     )
     async with running_api(configured, topology, database_url) as api:
         client = await connect(api.settings, topology)  # the API's codec
-        _, admin = await api.token("admin")
+        admin_id, admin = await api.token("admin")
         await retire_runs(client, PROVISIONING_QUEUE)
         found = Infra(api, client, admin, api.settings)
+        [found.admin_email] = await api.fetch(select(User.email).where(User.id == admin_id))
         suffix = uuid.uuid4().hex[:8]
         org = await found.created("/organizations", {"name": "Org", "slug": f"org-{suffix}"})
-        found.org_id = org["id"]
+        found.org_id, found.org_slug = org["id"], org["slug"]
         team = await found.created("/teams", {"org_id": org["id"], "name": "Web", "slug": "web"})
         found.team_id = team["id"]
         approvers = await found.created(
@@ -316,6 +338,23 @@ async def provisioning_worker(infra: Infra, engine: Engine) -> AsyncIterator[Non
         await db.dispose()
 
 
+async def failure_of(client: Client, workflow_id: str) -> ApplicationError:
+    """The ApplicationError the run's execution failed with (it must have failed)."""
+    handle = client.get_workflow_handle(workflow_id)
+    assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError), cause
+    assert cause.non_retryable
+    return cause
+
+
+async def attributes(client: Client, workflow_id: str) -> dict[str, str | None]:
+    found = (await client.get_workflow_handle(workflow_id).describe()).typed_search_attributes
+    return {key.name: found.get(key) for key in search_attributes.ALL}
+
+
 async def test_provision_records_resources_then_destroy_one_and_its_dependents(
     infra: Infra,
 ) -> None:
@@ -338,6 +377,27 @@ async def test_provision_records_resources_then_destroy_one_and_its_dependents(
         done = await infra.finished(started["id"])
         assert done["status"] == "succeeded", done
         assert done["plan"]["changes"] == {"create": 4}
+        # the Temporal UI: a completed run, its summary, searchable, each activity summarised
+        name = infra.names[env_id]
+        handle = infra.client.get_workflow_handle(done["workflow_id"])
+        described = await handle.describe()
+        assert described.status == WorkflowExecutionStatus.COMPLETED
+        assert await described.static_summary() == (
+            f"provision {name} of shop (aws, up), requested by Test User"
+        )
+        assert await attributes(infra.client, done["workflow_id"]) == {
+            "IdpOrganization": infra.org_slug,
+            "IdpTeam": "web",
+            "IdpService": "shop",
+            "IdpEnvironment": name,
+            "IdpPipeline": None,
+            "IdpCommit": None,
+            "IdpActor": infra.admin_email,
+            "IdpStatus": "succeeded",
+        }
+        summaries = await activity_summaries(infra.client, handle)
+        assert f"preview {name} (aws)" in summaries and f"up {name} (aws)" in summaries
+        assert "record provisioning" in summaries and "record succeeded" in summaries
         assert float(done["estimate_monthly"]) == 13.98  # bucket 2.30 + db.t4g.micro 11.68
         assert done["violations"] == [] and done["approval_reason"] is None
         assert done["outputs"]["bucket_name"] == "bucket-1a2b"
@@ -371,6 +431,13 @@ async def test_provision_records_resources_then_destroy_one_and_its_dependents(
         destroyed = await infra.finished(gone.json()["id"])
         assert destroyed["status"] == "destroyed", destroyed
         assert destroyed["reason"] == "destroyed: db, net"
+        described = await infra.client.get_workflow_handle(destroyed["workflow_id"]).describe()
+        assert await described.static_summary() == (
+            f"destroy net in {name} of shop (aws, destroy), requested by Test User"
+        )
+        assert (await attributes(infra.client, destroyed["workflow_id"]))["IdpStatus"] == (
+            "destroyed"
+        )
         statuses = {r.name: r.status for r in await infra.resources(env_id)}
         assert statuses == {
             "net": "destroyed",
@@ -428,6 +495,19 @@ async def test_a_failed_up_is_compensated_and_says_so(infra: Infra) -> None:
     reason = done["reason"]
     assert "pulumi up failed" in reason and "AccessDenied" in reason
     assert "compensated: destroyed what the stack had created (bucket, net)" in reason
+    # the platform failed (the cloud refused): compensated, then the execution FAILED
+    failure = await failure_of(infra.client, done["workflow_id"])
+    assert failure.type == "ProvisioningFailed"
+    assert failure.message == reason  # what the record says, where: environment and provider
+    assert f"in {infra.names[env_id]} on aws-main (aws)" in failure.message
+    name = infra.names[env_id]
+    [found] = await executions(
+        infra.client, f'IdpEnvironment = "{name}" AND IdpStatus = "compensated"'
+    )
+    assert found.id == done["workflow_id"] and found.status == WorkflowExecutionStatus.FAILED
+    handle = infra.client.get_workflow_handle(done["workflow_id"])
+    summaries = await activity_summaries(infra.client, handle)
+    assert f"destroy {name} (aws): compensate the failed up" in summaries
     stack = done["stack"].split("/")[1]
     assert engine.state[stack] == []  # nothing the failed up created remains
     assert engine.calls.count(f"destroy {stack} []") == 1
@@ -455,6 +535,16 @@ async def test_production_waits_for_approval_and_a_blocking_rule_stops_before_up
         assert waiting["approval_reason"] == "production environment"
         assert waiting["live"] and waiting["required_approvals"] == 1
         assert not [c for c in engine.calls if c.startswith("up")]  # nothing changes yet
+        # what waits for approval in production: found by its attributes, saying for whom
+        [found] = await executions(
+            infra.client,
+            f'IdpEnvironment = "{infra.names[prod]}" AND IdpStatus = "awaiting_approval"',
+        )
+        assert found.id == waiting["workflow_id"]
+        details = await current_details(infra.client.get_workflow_handle(found.id))
+        assert details.startswith(
+            f"waiting for 1 more approval from team {infra.approvers}, expires in 1d"
+        ), details
 
         own = await infra.api.client.post(
             f"/infrastructure/provisions/{started['id']}/approve", headers=requester
@@ -497,6 +587,10 @@ async def test_production_waits_for_approval_and_a_blocking_rule_stops_before_up
         rejected = await infra.finished(second["id"])
         assert rejected["status"] == "rejected" and "not this quarter" in rejected["reason"]
         assert await infra.resources(prod2) == []
+        # a rejection is the people's decision, not a failure of the platform: it completes
+        assert (await attributes(infra.client, rejected["workflow_id"]))["IdpStatus"] == "rejected"
+        closed = await infra.client.get_workflow_handle(rejected["workflow_id"]).describe()
+        assert closed.status == WorkflowExecutionStatus.COMPLETED
 
         # an untagged bucket breaks a blocking rule: the run ends before approval or up
         engine.untagged = ("bucket",)
@@ -534,6 +628,64 @@ async def test_without_the_pulumi_cli_it_fails_at_once_and_records_nothing(
     ]
     assert max(attempts) == 1  # not retried
     assert os.environ["PATH"] == str(Path(sys.executable).parent)
+
+    # The platform could not do its job: the execution FAILED (the UI's Failures), typed,
+    # naming the missing CLI, the worker's host and the environment.
+    name = infra.names[env_id]
+    failure = await failure_of(infra.client, done["workflow_id"])
+    assert failure.type == "PulumiCliMissing"
+    assert failure.message == done["reason"]
+    assert failure.message.startswith(f"cannot provision {name} on aws-main (aws): ")
+    assert f"the Pulumi CLI is not installed on this worker (host {socket.gethostname()})" in (
+        failure.message
+    )
+    [found] = await executions(infra.client, f'IdpEnvironment = "{name}" AND IdpStatus = "failed"')
+    assert found.id == done["workflow_id"] and found.status == WorkflowExecutionStatus.FAILED
+    [same] = await executions(
+        infra.client,
+        f'IdpOrganization = "{infra.org_slug}" AND IdpService = "shop" AND '
+        'IdpStatus = "failed" AND ExecutionStatus = "Failed"',
+    )
+    assert same.id == done["workflow_id"]
+    described = await handle.describe()
+    assert await described.static_summary() == (
+        f"provision {name} of shop (aws, up), requested by Test User"
+    )
+    assert await activity_summaries(infra.client, handle) == [
+        f"read provisioning run {done['id']}",
+        f"preview {name} (aws)",
+        "record previewing",
+        "record failed",
+    ]
+    # the failed history replays on the current code
+    await Replayer(
+        workflows=[ProvisionWorkflow],
+        workflow_runner=sandbox_runner(),
+        data_converter=infra.client.data_converter,
+    ).replay_workflow(history)
+
+
+# Runs recorded by the code from before a platform failure failed the execution (payloads
+# encrypted with this fixture-only key): they completed, and still replay to completion.
+HISTORIES = PROJECT_ROOT / "tests/fixtures/histories"
+HISTORY_KEY = "history-fixture-key-not-a-secret-0123456789"
+
+
+@pytest.mark.parametrize(
+    "fixture", ["provision_cli_missing_before_failing", "provision_compensated_before_failing"]
+)
+async def test_runs_that_completed_on_a_platform_failure_before_still_replay(
+    fixture: str,
+) -> None:
+    ring = KeyRing.from_settings(Settings(env="test", encryption_key=SecretStr(HISTORY_KEY)))
+    history = WorkflowHistory.from_json(fixture, (HISTORIES / f"{fixture}.json").read_text())
+    assert history.events[-1].HasField("workflow_execution_completed_event_attributes")
+    replayer = Replayer(
+        workflows=[ProvisionWorkflow],
+        workflow_runner=sandbox_runner(),
+        data_converter=data_converter(EncryptionCodec(ring)),
+    )
+    await replayer.replay_workflow(history)
 
 
 async def test_a_preview_environment_is_destroyed_when_its_time_to_live_ends(
@@ -579,6 +731,22 @@ async def test_a_preview_environment_is_destroyed_when_its_time_to_live_ends(
         runs = listed.json()["items"]
         assert [r["action"] for r in runs] == ["destroy", "up"]
         destroy = await infra.finished(runs[0]["id"])
+        # the time to live and the destroy it started carry the environment's attributes
+        name = infra.names[env_id]
+        by_ttl = await attributes(infra.client, destroy["workflow_id"])
+        assert (by_ttl["IdpEnvironment"], by_ttl["IdpService"]) == (name, "shop")
+        assert by_ttl["IdpStatus"] == "destroyed"
+        described = await infra.client.get_workflow_handle(destroy["workflow_id"]).describe()
+        assert await described.static_summary() == (
+            f"destroy {name} (aws, destroy): its time to live ended"
+        )
+        ttl_run = infra.client.get_workflow_handle(f"preview-expiry-{env_id}")
+
+        async def expiry_done() -> bool:
+            return (await ttl_run.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+        await wait_until("the time to live completed", expiry_done, timeout=15, every=0.2)
+        assert (await attributes(infra.client, ttl_run.id))["IdpStatus"] == "destroyed"
 
         # destroying a preview environment's stack by hand ends its time to live too
         other = await infra.environment("preview")
@@ -600,6 +768,8 @@ async def test_a_preview_environment_is_destroyed_when_its_time_to_live_ends(
 
         await wait_until("the time to live ended", ended, timeout=15, every=0.2)
         assert {r.status for r in await infra.resources(other)} == {"destroyed"}
+        found = await attributes(infra.client, expiry.id)
+        assert (found["IdpEnvironment"], found["IdpStatus"]) == (infra.names[other], "cancelled")
     assert destroy["status"] == "destroyed", destroy
     assert "time to live ended" in destroy["reason"]
 

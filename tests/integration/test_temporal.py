@@ -8,15 +8,23 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHistory,
+)
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from core import context
 from core.settings import Settings
 from core.temporal import policies
+from core.temporal.converter import data_converter
 from core.topology import Topology
 from tests.integration.flows import (
     ContextProbeWorkflow,
@@ -25,11 +33,20 @@ from tests.integration.flows import (
     flaky,
     whoami,
 )
+from tests.integration.operator_view import activity_summaries, executions
 from workers.registry import workflow_name
 from workers.resources import WorkerResources
 from workers.runner import build_workers, sandbox_runner
 from workers.schedules import build_schedule, schedule_id, sync_schedules
-from workflows.selfcheck import SelfCheckInput, SelfCheckResult, SelfCheckWorkflow
+from workers.selfcheck import found_by
+from workflows.selfcheck import (
+    SELF_CHECK_FAILED,
+    SelfCheckInput,
+    SelfCheckResult,
+    SelfCheckWorkflow,
+)
+
+HISTORIES = Path(__file__).parent.parent / "fixtures" / "histories"
 
 
 @asynccontextmanager
@@ -64,15 +81,27 @@ async def test_selfcheck_sees_every_queue_and_the_schema(
     names = unique_queues(topology)
     workers = build_workers(temporal_env.client, resources, task_queue_names=names)
     assert len(workers) == len(topology.task_queues)
+    workflow_id = f"selfcheck-{uuid.uuid4()}"
     async with running(workers):
         result = await temporal_env.client.execute_workflow(
             SelfCheckWorkflow.run,
             SelfCheckInput(task_queues=list(names.values())),
-            id=f"selfcheck-{uuid.uuid4()}",
+            id=workflow_id,
             task_queue=names["platform"],
             result_type=SelfCheckResult,
         )
     assert result.ok
+    # Started without attributes (as by the schedule): the workflow says running, then
+    # succeeded; each ping is named in the timeline.
+    await executions(
+        temporal_env.client, f"WorkflowId = '{workflow_id}' AND IdpStatus = 'succeeded'"
+    )
+    summaries = await activity_summaries(
+        temporal_env.client, temporal_env.client.get_workflow_handle(workflow_id)
+    )
+    assert sorted(summaries) == sorted(
+        ["check the database schema", *(f"ping {queue}" for queue in names.values())]
+    )
     assert result.database.ok and result.database.revision == result.database.expected_revision
     assert {q.task_queue for q in result.queues} == set(names.values())
     assert all(q.ok and q.worker for q in result.queues)
@@ -86,21 +115,54 @@ async def test_selfcheck_reports_an_unserved_queue(
     platform_only = build_workers(
         temporal_env.client, resources, ["platform"], task_queue_names=names
     )
+    workflow_id = f"selfcheck-{uuid.uuid4()}"
     async with running(platform_only):
-        result = await temporal_env.client.execute_workflow(
-            SelfCheckWorkflow.run,
-            SelfCheckInput(
-                task_queues=[names["platform"], names["pipelines"]], ping_timeout_seconds=2
-            ),
-            id=f"selfcheck-{uuid.uuid4()}",
-            task_queue=names["platform"],
-            result_type=SelfCheckResult,
-        )
-    assert not result.ok
+        with pytest.raises(WorkflowFailureError) as caught:
+            await temporal_env.client.execute_workflow(
+                SelfCheckWorkflow.run,
+                SelfCheckInput(
+                    task_queues=[names["platform"], names["pipelines"]], ping_timeout_seconds=2
+                ),
+                id=workflow_id,
+                task_queue=names["platform"],
+                result_type=SelfCheckResult,
+            )
+    # A queue nobody serves is the platform failing: the execution FAILED, saying where.
+    error = caught.value.cause
+    assert isinstance(error, ApplicationError) and error.type == SELF_CHECK_FAILED
+    assert error.message.startswith(
+        f"self-check failed: task queue {names['pipelines']}: no worker answered: activity "
+    ), error.message
+    assert names["platform"] not in error.message and "database" not in error.message
+    result = found_by(caught.value)
+    assert result is not None and not result.ok
     status = {q.task_queue: q for q in result.queues}
     assert status[names["platform"]].ok
     assert not status[names["pipelines"]].ok
     assert "no worker answered" in (status[names["pipelines"]].error or "")
+    [found] = await executions(
+        temporal_env.client,
+        f"WorkflowType = 'SelfCheckWorkflow' AND ExecutionStatus = 'Failed' "
+        f"AND IdpStatus = 'failed' AND WorkflowId = '{workflow_id}'",
+    )
+    assert found.status == WorkflowExecutionStatus.FAILED
+
+
+async def test_a_selfcheck_that_completed_on_a_problem_before_still_replays(
+    topology: Topology,
+) -> None:
+    """Recorded by the code from before a problem failed the self-check (it completed, not
+    ok): it replays to completion."""
+    policies.install(topology)
+    history = WorkflowHistory.from_json(
+        "old", (HISTORIES / "selfcheck_problem_before_failing.json").read_text()
+    )
+    assert history.events[-1].HasField("workflow_execution_completed_event_attributes")
+    await Replayer(
+        workflows=[SelfCheckWorkflow],
+        data_converter=data_converter(),
+        workflow_runner=sandbox_runner(),
+    ).replay_workflow(history)
 
 
 def probe_topology(max_attempts: int) -> Topology:

@@ -52,7 +52,7 @@ from core.topology import Topology
 from tests.conftest import PostgresDatabases
 from tests.integration.identity_helpers import JWT_SECRET, PASSWORD
 
-EXAMPLES = int(os.environ.get("IDP_FUZZ_EXAMPLES", "4"))
+EXAMPLES = int(os.environ.get("IDP_FUZZ_EXAMPLES", "3"))
 ONLY = {label for label in os.environ.get("IDP_FUZZ_ONLY", "").split(",") if label}  # "POST /teams"
 FUZZ_NAMESPACE = "fuzz"
 READ_TIMEOUT = 60  # seconds: the client's patience, not a speed check (a busy CI machine)

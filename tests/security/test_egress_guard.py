@@ -22,6 +22,8 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -56,7 +58,7 @@ from tests.standins.opencost import OpenCostStandin
 from tests.standins.smtp import SmtpStandin
 from tests.standins.webhook_receiver import WebhookReceiver
 from workers.runner import sandbox_runner
-from workflows.notification import NotificationWorkflow
+from workflows.notification import DELIVERY_FAILED, NotificationWorkflow
 
 # -- the ranges ------------------------------------------------------------------------------
 
@@ -374,10 +376,15 @@ async def test_a_refused_webhook_and_smtp_host_are_the_delivery_attempts_error(
                 handle = temporal_env.client.get_workflow_handle(
                     workflow_id, result_type=NotificationSummary
                 )
-                summary = await asyncio.wait_for(handle.result(), timeout=120)
+                with pytest.raises(WorkflowFailureError) as caught:  # the channels failed
+                    await asyncio.wait_for(handle.result(), timeout=120)
         finally:
             await engine.dispose()
         assert receiver.deliveries == [] and smtp.messages == []
+    error = caught.value.cause
+    assert isinstance(error, ApplicationError) and error.type == DELIVERY_FAILED
+    assert "is a loopback address" in error.message
+    summary = NotificationSummary.model_validate(error.details[0])
     assert summary.count("failed") == 2
     rows = await api.fetch(
         select(Notification)

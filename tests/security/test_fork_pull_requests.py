@@ -12,16 +12,22 @@ import uuid
 from pathlib import Path
 
 from sqlalchemy import select
-from temporalio.client import WorkflowHistory, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer
 
 from core.models.audit import AuditLog
 from core.pipelines.run_messages import APPROVE_UPDATE, ApprovalRequest
+from core.temporal import search_attributes as sa
 from core.temporal.converter import data_converter
 from tests.helpers import wait_until
 from tests.integration.identity_helpers import assert_error
-from tests.integration.pipeline_helpers import Stack, pipelines_worker
+from tests.integration.pipeline_helpers import (
+    Stack,
+    current_details,
+    pipelines_worker,
+    until_listed,
+)
 from tests.security.pipeline_attack_helpers import (
     ForkedRepo,
     deliver_pull_request,
@@ -79,12 +85,26 @@ async def test_a_fork_pull_request_waits_for_approval_and_runs_the_target_branch
         assert run["status"] == "awaiting_approval" and run["from_fork"] is True
         assert run["stages"] == [] and run["git_sha"] == fork_sha  # nothing planned, nothing ran
         assert "approve" in str(run["waiting_reason"])
-        listed = await stack.api.client.get(
+        waiting = await stack.api.client.get(
             "/pipelines/runs",
             params={"pipeline_id": pipeline["id"], "status": "awaiting_approval"},
             headers=stack.admin,
         )
-        assert [r["id"] for r in listed.json()["items"]] == [run["id"]]
+        assert [r["id"] for r in waiting.json()["items"]] == [run["id"]]
+        # What an operator finds in the Temporal UI: what waits for approval, and why.
+        workflow_id = str(run["workflow_id"])
+        await until_listed(
+            stack.client,
+            f'IdpPipeline = "{pipeline["name"]}" AND IdpStatus = "awaiting_approval"',
+            workflow_id,
+        )
+        assert (await current_details(stack.client, workflow_id)).startswith(
+            "waiting for approval of fork pull request #7"
+        )
+        summary = await (
+            await stack.client.get_workflow_handle(workflow_id).describe()
+        ).static_summary()
+        assert summary is not None and "pull request #7 from a fork by " in summary
 
         # A viewer is refused by the API…
         refused = await stack.api.client.post(
@@ -177,6 +197,10 @@ async def test_a_rejected_or_cancelled_fork_run_runs_nothing_and_same_repo_prs_r
 
     assert [e["status"] for e in ends] == ["cancelled", "cancelled"]
     assert ends[0]["error"].startswith("rejected by ")
+    # A rejection is the user's decision: the workflow completes, cancelled as recorded.
+    rejected_run = await stack.client.get_workflow_handle(ends[0]["workflow_id"]).describe()
+    assert rejected_run.status == WorkflowExecutionStatus.COMPLETED
+    assert rejected_run.typed_search_attributes.get(sa.STATUS) == "cancelled"
     assert all(e["stages"] == [] for e in ends)  # nothing planned, nothing ran
     for e in ends:
         assert await stack.logs(e["id"]) == ""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.pipelines.git import GitError, checkout, reachable, read_file_at
+from core.pipelines.git import GitError, UnknownRevision, checkout, reachable, read_file_at
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Ada Lovelace",
@@ -100,12 +100,13 @@ async def test_a_workspace_is_reused(origin: Origin, tmp_path: Path) -> None:
 
 
 async def test_unknown_sha_and_ref(origin: Origin, tmp_path: Path) -> None:
-    with pytest.raises(GitError, match="unknown ref or commit 'deadbeef") as info:
+    # UnknownRevision: the repository was read, what was asked for is not in it
+    with pytest.raises(UnknownRevision, match="unknown ref or commit 'deadbeef") as info:
         await checkout(str(origin.path), "deadbeef" * 5, tmp_path / "a")
     assert str(origin.path) in info.value.message
-    with pytest.raises(GitError, match="unknown ref or commit 'no-such-branch'"):
+    with pytest.raises(UnknownRevision, match="unknown ref or commit 'no-such-branch'"):
         await checkout(str(origin.path), "no-such-branch", tmp_path / "b")
-    with pytest.raises(GitError, match="not a valid ref"):
+    with pytest.raises(UnknownRevision, match="not a valid ref"):
         await checkout(str(origin.path), "--upload-pack=evil", tmp_path / "c")
 
 
@@ -113,6 +114,7 @@ async def test_unreachable_repository(tmp_path: Path) -> None:
     with pytest.raises(GitError, match="git fetch failed") as info:
         await checkout(str(tmp_path / "missing"), "main", tmp_path / "ws")
     assert "does not appear to be a git repository" in info.value.message
+    assert not isinstance(info.value, UnknownRevision)  # the host's failure, not the ref's
 
 
 async def test_credentials_never_appear_in_errors(tmp_path: Path) -> None:
